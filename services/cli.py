@@ -1,0 +1,118 @@
+"""The `tripwire` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.config import Config, load_config
+from shared.yamlfile import ConfigError, ConfigErrors
+
+SERVICES = ("collector", "evaluator", "notifier")
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=os.environ.get("TRIPWIRE_CONFIG"),
+        help="tripwire.yml (default: $TRIPWIRE_CONFIG, else built-in defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tripwire", description="Event-driven alerting on Redis Streams.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run Redis and all three services locally; Ctrl-C stops everything")
+    _config_arg(up)
+    up.add_argument("--demo", action="store_true", help="also run a traffic generator that trips an alert")
+    up.add_argument(
+        "--data-dir", type=Path, default=Path(".tripwire"), help="where a spawned Redis keeps data"
+    )
+    up.add_argument(
+        "--embedded-redis",
+        action="store_true",
+        help="use the in-process Redis emulation even if redis-server is installed",
+    )
+
+    for name in SERVICES:
+        service = sub.add_parser(name, help=f"run the {name} in the foreground (what containers run)")
+        _config_arg(service)
+
+    send = sub.add_parser("send", help="post events to a collector (demos, smoke tests)")
+    send_sub = send.add_subparsers(dest="what", required=True, metavar="WHAT")
+    metric = send_sub.add_parser("metric", help="post one metric sample")
+    metric.add_argument("name")
+    metric.add_argument("value", type=float)
+    metric.add_argument("labels", nargs="*", metavar="LABEL=VALUE")
+    metric.add_argument("--kind", choices=("sample", "increment"), default="sample")
+    metric.add_argument("--timestamp", help="Unix seconds or RFC 3339 (default: receive time)")
+    logp = send_sub.add_parser("log", help="post one log event")
+    logp.add_argument("service")
+    logp.add_argument("level")
+    logp.add_argument("message")
+    logp.add_argument("labels", nargs="*", metavar="LABEL=VALUE")
+    logp.add_argument("--timestamp")
+    for p in (metric, logp):
+        p.add_argument("--url", default=os.environ.get("TRIPWIRE_COLLECTOR_URL", "http://127.0.0.1:9400"))
+        p.add_argument("--token", default=None, help="bearer token (default: $TRIPWIRE_INGEST_TOKEN)")
+    return parser
+
+
+def load_or_exit(path: Path | None) -> Config:
+    """Load the config, or print every problem (file:line: message) and exit 2."""
+    try:
+        return load_config(path)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"tripwire: config error: {error}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"tripwire: config error: {exc}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run_service(name: str, config: Config) -> None:
+    from shared.jsonlog import configure_logging
+
+    configure_logging(name, config.log.level, config.log.format)
+    if name == "collector":
+        from services.collector.app import run
+    elif name == "evaluator":
+        from services.evaluator.app import run
+    else:
+        from services.notifier.app import run
+    try:
+        asyncio.run(run(config))
+    except ConfigError as exc:  # a rule or routing file that is wrong at start: say where, do not trace back
+        print(f"tripwire {name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"tripwire {name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command in SERVICES:
+        run_service(args.command, load_or_exit(args.config))
+    elif args.command == "up":
+        from services.up import up
+
+        raise SystemExit(
+            up(args.config, demo=args.demo, data_dir=args.data_dir, embedded=args.embedded_redis)
+        )
+    elif args.command == "send":
+        from services.send import send
+
+        raise SystemExit(asyncio.run(send(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The collector's HTTP routes: JSON ingest of metric samples and log events."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from redis.exceptions import RedisError
+
+from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, parse_body
+from shared.service import Service
+from shared.streams import Keys, append_batch
+from shared.webapp import BodyTooLarge, error_response, json_response, read_body, require_token
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "tripwire_ingest_requests",
+            "Ingest requests by endpoint and HTTP status.",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.items = Counter(
+            "tripwire_ingest_items",
+            "Items accepted into Redis, by endpoint.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.rejected_items = Counter(
+            "tripwire_ingest_rejected_items",
+            "Invalid items in rejected requests.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "tripwire_ingest_request_duration_seconds",
+            "Time to validate and store one request.",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+
+def add_routes(service: Service) -> None:
+    config = service.config
+    keys = Keys(config.redis.prefix)
+    metrics = IngestMetrics(service.registry)
+    auth = require_token(config.ingest_token, "ingest")
+
+    def endpoint(spec: IngestKind, stream: str, path: str) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            started = time.perf_counter()
+            response = await _ingest(request, spec, stream)
+            metrics.requests.labels(path, str(response.status)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - started)
+            return response
+
+        service.web.router.add_post(path, auth(handle))
+
+    async def _ingest(request: web.Request, spec: IngestKind, stream: str) -> web.Response:
+        path = request.path
+        try:
+            body = await read_body(request, config.collector.max_body_bytes)
+            accepted = parse_body(spec, body, service.clock.now(), config.collector.max_items)
+        except BodyTooLarge as exc:
+            return error_response(413, "too_large", str(exc))
+        except Rejected as exc:
+            metrics.rejected_items.labels(path).inc(len({e.index for e in exc.errors}))
+            extra = {"errors": [e.to_json() for e in exc.errors]} if exc.errors else {}
+            if exc.total_errors > len(exc.errors):
+                extra["errors_truncated"] = exc.total_errors - len(exc.errors)
+            return error_response(
+                exc.status, "bad_data" if exc.status == 400 else "too_large", exc.message, **extra
+            )
+        if accepted.count == 0:
+            return json_response({"status": "success", "accepted": 0}, 202)
+        # A caller's request id travels with the batch (for tracing) if it is a sane token; else we make one.
+        given = request.headers.get("X-Request-Id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        try:
+            entry_id = await append_batch(
+                service.redis, stream, spec.kind, accepted.items_json, request_id, config.streams.maxlen
+            )
+        except RedisError as exc:
+            log.warning("redis unavailable; refusing ingest", extra={"error": str(exc), "endpoint": path})
+            retry_after = max(1, round(config.collector.retry_after))
+            return error_response(
+                503,
+                "unavailable",
+                f"events were not stored: redis is unavailable ({exc})",
+                headers={"Retry-After": str(retry_after)},
+            )
+        metrics.items.labels(path).inc(accepted.count)
+        return json_response({"status": "success", "accepted": accepted.count, "entry": entry_id}, 202)
+
+    endpoint(METRICS, keys.metrics, "/api/v1/metrics")
+    endpoint(LOGS, keys.logs, "/api/v1/logs")

@@ -1,0 +1,27 @@
+"""The collector service: HTTP ingest in, one batch entry per request out onto the streams."""
+
+from __future__ import annotations
+
+import logging
+
+from services.collector.api import add_routes
+from shared.clock import Clock, SystemClock
+from shared.config import Config
+from shared.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def build(config: Config, clock: Clock | None = None) -> Service:
+    service = Service("collector", config, clock or SystemClock())
+    add_routes(service)
+    if config.scrape_configs:
+        log.warning(
+            "scrape_configs are not implemented yet; %d scrape job(s) ignored", len(config.scrape_configs)
+        )
+    return service
+
+
+async def run(config: Config) -> None:
+    service = build(config)
+    await service.run(config.collector.listen, service.start)

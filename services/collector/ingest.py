@@ -1,0 +1,131 @@
+"""The collector's core: turn a JSON request body into one validated batch, or say exactly what is wrong.
+
+A request is validated whole: if any item is invalid, the request is rejected with every bad item's index
+and reason, and nothing is published. Items without a timestamp get the receive time here, so every item
+on a stream carries its own time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.events import LogEvent, MetricSample
+
+MAX_LISTED_ERRORS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    index: int | None
+    field: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class Rejected(Exception):
+    """The request changes nothing; `status` is the HTTP status to answer with."""
+
+    message: str
+    status: int = 400
+    errors: list[ItemError] = field(default_factory=list)
+    total_errors: int = 0
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    items_json: bytes
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestKind:
+    """One ingest endpoint: the stream kind, the key its body holds the list under, and the item model."""
+
+    kind: str
+    body_key: str
+    item: type[BaseModel]
+    noun: str
+    to_item: Callable[[Any, float], dict[str, Any]]
+
+    @property
+    def adapter(self) -> TypeAdapter[list[Any]]:
+        return _ADAPTERS[self.kind]
+
+
+def _sample_item(s: MetricSample, now: float) -> dict[str, Any]:
+    ts = s.timestamp if s.timestamp is not None else now
+    return {"name": s.name, "labels": s.labels, "value": s.value, "kind": s.kind, "timestamp": ts}
+
+
+def _log_item(e: LogEvent, now: float) -> dict[str, Any]:
+    ts = e.timestamp if e.timestamp is not None else now
+    return {"service": e.service, "level": e.level, "message": e.message, "labels": e.labels, "timestamp": ts}
+
+
+METRICS = IngestKind(
+    kind="metrics", body_key="samples", item=MetricSample, noun="samples", to_item=_sample_item
+)
+LOGS = IngestKind(kind="logs", body_key="logs", item=LogEvent, noun="log events", to_item=_log_item)
+_ADAPTERS: dict[str, TypeAdapter[list[Any]]] = {
+    METRICS.kind: TypeAdapter(list[MetricSample]),
+    LOGS.kind: TypeAdapter(list[LogEvent]),
+}
+
+
+def parse_body(spec: IngestKind, body: bytes, now: float, max_items: int) -> Accepted:
+    """Validate a request body for `spec`; raises Rejected with every problem found."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Rejected(f'request body must be a JSON object like {{"{spec.body_key}": [...]}}')
+    unknown = sorted(set(document) - {spec.body_key})
+    if unknown:
+        raise Rejected(
+            f"unknown field(s) in request body: {', '.join(unknown)} (expected only {spec.body_key!r})"
+        )
+    items = document.get(spec.body_key)
+    if not isinstance(items, list):
+        raise Rejected(f"request body needs {spec.body_key!r}: a list of {spec.noun}")
+    if len(items) > max_items:
+        raise Rejected(
+            f"request carries {len(items)} {spec.noun}; the limit is {max_items} per request "
+            "(split the batch)",
+            status=413,
+        )
+    try:
+        models = spec.adapter.validate_python(items)
+    except ValidationError as exc:
+        raise _rejection(spec, exc, len(items)) from None
+    # Plain dicts built from the models are ~5x cheaper than pydantic's dump_python here.
+    for_stream = [spec.to_item(model, now) for model in models]
+    return Accepted(items_json=orjson.dumps(for_stream), count=len(for_stream))
+
+
+def _rejection(spec: IngestKind, exc: ValidationError, total: int) -> Rejected:
+    errors = [
+        ItemError(
+            index=err["loc"][0] if err["loc"] and isinstance(err["loc"][0], int) else None,
+            field=".".join(str(p) for p in err["loc"][1:] if p != "[key]"),
+            reason=err["msg"],
+        )
+        for err in exc.errors(include_url=False)
+    ]
+    bad_items = len({e.index for e in errors})
+    return Rejected(
+        message=f"{bad_items} of {total} {spec.noun} are invalid; nothing from this request was accepted",
+        errors=errors[:MAX_LISTED_ERRORS],
+        total_errors=len(errors),
+    )

@@ -1,0 +1,3 @@
+from services.cli import main
+
+main(["evaluator", *__import__("sys").argv[1:]])

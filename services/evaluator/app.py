@@ -1,0 +1,84 @@
+"""The evaluator service: metrics and logs in from the streams, rule groups on ticks, alerts out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from services.evaluator.api import add_routes
+from services.evaluator.evaluation import EvaluationMetrics, Evaluator
+from services.evaluator.ingest import IngestMetrics, Ingestor
+from services.evaluator.replay import replay_tail
+from services.evaluator.rules.files import load_rule_files
+from services.evaluator.rules.group import EvalContext
+from services.evaluator.series import SeriesStore
+from services.evaluator.state import StateStore
+from shared.clock import Clock, SystemClock
+from shared.config import Config, rule_file_paths
+from shared.service import Service
+from shared.streams import EVALUATOR_GROUP, Keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluatorApp:
+    service: Service
+    evaluator: Evaluator
+    ingestor: Ingestor
+
+    async def start(self) -> None:
+        await self.service.start(before_consumers=self._recover)
+
+    async def _recover(self) -> None:
+        """Before consuming: restore alert state, then rebuild the series windows from the stream tails."""
+        config = self.service.config
+        keys = Keys(config.redis.prefix)
+        restored = await self.evaluator.restore()
+        window = self.evaluator.store.retention
+        replayed = 0
+        for stream, kind in ((keys.metrics, "metrics"), (keys.logs, "logs")):
+            replayed += await replay_tail(
+                self.service.redis, self.ingestor, stream, kind, EVALUATOR_GROUP, window
+            )
+        log.info("recovered", extra={"alerts_restored": restored, "entries_replayed": replayed})
+
+
+def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
+    """Wire the evaluator; raises ConfigErrors if any rule file is invalid (nothing starts then)."""
+    clock = clock or SystemClock()
+    service = Service("evaluator", config, clock)
+    keys = Keys(config.redis.prefix)
+    groups = load_rule_files(rule_file_paths(config), config.global_.evaluation_interval)
+    if not groups:
+        log.warning(
+            "no rule groups loaded; check rule_files in the config", extra={"rule_files": config.rule_files}
+        )
+    if config.log_metrics:
+        log.warning("log_metrics are not implemented yet; %d definition(s) ignored", len(config.log_metrics))
+    store = SeriesStore(retention=config.evaluator.lookback)
+    ingestor = Ingestor(store=store, now=clock.now, metrics=IngestMetrics(service.registry))
+    evaluator = Evaluator(
+        groups=groups,
+        store=store,
+        state=StateStore(service.redis, keys, config.streams.maxlen),
+        clock=clock,
+        ctx=EvalContext(
+            lookback=config.evaluator.lookback,
+            resend_delay=config.evaluator.resend_delay,
+            external_labels=config.global_.external_labels,
+            external_url=config.evaluator.external_url,
+        ),
+        metrics=EvaluationMetrics(service.registry),
+    )
+    service.consume(keys.metrics, EVALUATOR_GROUP, ingestor.handler(keys.metrics, "metrics"))
+    service.consume(keys.logs, EVALUATOR_GROUP, ingestor.handler(keys.logs, "logs"))
+    service.add_loop("evaluation", evaluator.run)
+    add_routes(service.web, evaluator)
+    log.info("rules loaded", extra={"groups": len(groups), "rules": sum(len(g.rules) for g in groups)})
+    return EvaluatorApp(service, evaluator, ingestor)
+
+
+async def run(config: Config) -> None:
+    app = build(config)
+    await app.service.run(config.evaluator.listen, app.start)

@@ -1,0 +1,141 @@
+"""Applying batches from the metrics and logs streams to the series store.
+
+Each item is validated on its own: a bad item is counted and recorded in the DLQ with its reason, and the rest
+of the batch is applied. An entry already applied (its id at or below the stream's high-water mark, e.g. when
+start-up replay read it and the group delivers it again) is skipped, so a replayed increment never counts
+twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import TypeAdapter, ValidationError
+
+from services.evaluator.series import SeriesStore
+from shared.codec import PoisonEntry, decode_entry
+from shared.consumers import Acker, Entry
+from shared.events import LogEvent, MetricSample
+from shared.streams import entry_order
+
+log = logging.getLogger(__name__)
+
+LOG_EVENTS_METRIC = "log_events_total"
+MAX_FUTURE_SKEW = 600.0  # samples more than 10 minutes ahead of the evaluator's clock are refused
+
+_SAMPLES = TypeAdapter(list[MetricSample])
+_LOGS = TypeAdapter(list[LogEvent])
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.samples = Counter(
+            "tripwire_evaluator_samples_applied",
+            "Samples and log events applied to the series store.",
+            ["stream"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "tripwire_evaluator_samples_dropped",
+            "Items not applied, by stream and reason.",
+            ["stream", "reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "tripwire_evaluator_duplicate_entries",
+            "Entries skipped because they had already been applied.",
+            ["stream"],
+            registry=registry,
+        )
+
+
+@dataclass
+class Ingestor:
+    """Applies entries of the metrics and logs streams to `store`."""
+
+    store: SeriesStore
+    now: Callable[[], float]
+    metrics: IngestMetrics
+    high_water: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def apply_entry(self, stream: str, kind: str, entry: Entry) -> list[tuple[int, str]] | None:
+        """Apply one entry. Returns the invalid items (index, reason), or None if the entry was a duplicate.
+        Raises PoisonEntry if the entry is not a batch at all."""
+        key = entry_order(entry.id)
+        if key <= self.high_water.get(stream, (0, 0)):
+            self.metrics.duplicates.labels(stream).inc()
+            return None
+        batch = decode_entry(entry.fields)
+        bad = self.apply_items(stream, kind, batch.items)
+        self.high_water[stream] = key
+        return bad
+
+    def apply_items(self, stream: str, kind: str, items: list[Any]) -> list[tuple[int, str]]:
+        adapter = _SAMPLES if kind == "metrics" else _LOGS
+        try:
+            good: list[Any] = adapter.validate_python(items)
+            bad: list[tuple[int, str]] = []
+        except ValidationError:
+            good, bad = _validate_one_by_one(adapter, items)
+        now = self.now()
+        oldest, newest = now - self.store.retention, now + MAX_FUTURE_SKEW
+        applied = 0
+        for item in good:
+            ts = item.timestamp if item.timestamp is not None else now
+            if ts <= oldest:
+                self.metrics.dropped.labels(stream, "too_old").inc()
+                continue
+            if ts > newest:
+                self.metrics.dropped.labels(stream, "too_far_in_future").inc()
+                continue
+            if kind == "metrics":
+                if item.kind == "increment":
+                    self.store.increment(item.name, item.labels, ts, item.value)
+                else:
+                    self.store.add(item.name, item.labels, ts, item.value)
+            else:
+                labels = {**item.labels, "service": item.service, "level": item.level}
+                self.store.increment(LOG_EVENTS_METRIC, labels, ts, 1.0)
+            applied += 1
+        self.metrics.samples.labels(stream).inc(applied)
+        if bad:
+            self.metrics.dropped.labels(stream, "invalid").inc(len(bad))
+        return bad
+
+    def handler(self, stream: str, kind: str) -> Callable[[list[Entry], Acker], Any]:
+        """The consumer-group handler for one stream: apply, dead-letter what is bad, ack."""
+
+        async def handle(entries: list[Entry], acker: Acker) -> None:
+            done: list[bytes] = []
+            for entry in entries:
+                try:
+                    bad = self.apply_entry(stream, kind, entry)
+                except PoisonEntry as exc:
+                    await acker.dead_letter(entry, str(exc))
+                    continue
+                if bad:
+                    items = decode_entry(entry.fields).items
+                    await acker.dead_letter_items(entry, bad, items)
+                done.append(entry.id)
+            # The store is rebuilt from the stream tail on restart, so applying is as durable as the entry.
+            await acker.ack(*done)
+
+        return handle
+
+
+def _validate_one_by_one(
+    adapter: TypeAdapter[list[Any]], items: list[Any]
+) -> tuple[list[Any], list[tuple[int, str]]]:
+    good, bad = [], []
+    for i, item in enumerate(items):
+        try:
+            good.extend(adapter.validate_python([item]))
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            field_name = ".".join(str(p) for p in err["loc"][1:] if p != "[key]")
+            bad.append((i, f"{field_name}: {err['msg']}" if field_name else err["msg"]))
+    return good, bad

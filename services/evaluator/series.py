@@ -1,0 +1,156 @@
+"""The in-memory series store: every series' recent samples, indexed by metric name.
+
+A series is identified by its canonical label set (all labels including `__name__`, sorted). Samples are kept
+sorted by their own timestamp in two `array('d')` columns (8 bytes a value, not a 32-byte Python float in a
+list), and trimmed to the retention window the rules need (largest range + lookback). `increment` samples
+accumulate into a counter: the series' value at time t is the sum of all increments at or before t.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+LabelKey = tuple[tuple[str, str], ...]
+METRIC_NAME = "__name__"
+
+
+def label_key(labels: dict[str, str]) -> LabelKey:
+    """The canonical identity of a label set."""
+    return tuple(sorted(labels.items()))
+
+
+class Series:
+    __slots__ = ("labels", "timestamps", "values")
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+        self.timestamps = array("d")
+        self.values = array("d")
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def add(self, ts: float, value: float) -> None:
+        """Record the series' value at `ts` (a later write at the same timestamp wins)."""
+        ts_col = self.timestamps
+        if not ts_col or ts > ts_col[-1]:
+            ts_col.append(ts)
+            self.values.append(value)
+            return
+        i = bisect.bisect_left(ts_col, ts)
+        if i < len(ts_col) and ts_col[i] == ts:
+            self.values[i] = value
+        else:
+            ts_col.insert(i, ts)
+            self.values.insert(i, value)
+
+    def increment(self, ts: float, delta: float) -> None:
+        """Add `delta` to the counter at `ts`; an out-of-order increment also raises every later point."""
+        ts_col = self.timestamps
+        if not ts_col or ts >= ts_col[-1]:
+            last = self.values[-1] if self.values else 0.0
+            if ts_col and ts == ts_col[-1]:
+                self.values[-1] = last + delta
+            else:
+                ts_col.append(ts)
+                self.values.append(last + delta)
+            return
+        i = bisect.bisect_left(ts_col, ts)
+        if ts_col[i] != ts:
+            before = self.values[i - 1] if i > 0 else 0.0
+            ts_col.insert(i, ts)
+            self.values.insert(i, before)
+        for j in range(i, len(self.values)):
+            self.values[j] += delta
+
+    def latest(self, at: float, lookback: float) -> tuple[float, float] | None:
+        """The newest sample in `(at - lookback, at]`, as Prometheus' instant selector picks it."""
+        i = bisect.bisect_right(self.timestamps, at) - 1
+        if i < 0 or self.timestamps[i] <= at - lookback:
+            return None
+        return self.timestamps[i], self.values[i]
+
+    def trim(self, keep_after: float) -> None:
+        """Forget samples at or before `keep_after`, keeping the newest one so a counter keeps its total."""
+        i = bisect.bisect_right(self.timestamps, keep_after)
+        i = min(i, len(self.timestamps) - 1)
+        if i > 0:
+            del self.timestamps[:i]
+            del self.values[:i]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMatcher:
+    """One PromQL label matcher; regexes are fully anchored, as in Prometheus."""
+
+    name: str
+    op: str  # "=", "!=", "=~", "!~"
+    value: str
+    pattern: object = None  # compiled regex for =~ and !~
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = self.pattern.fullmatch(actual) is not None  # type: ignore[attr-defined]
+        return found if self.op == "=~" else not found
+
+
+class SeriesStore:
+    """All series, indexed by metric name for selector lookups."""
+
+    def __init__(self, retention: float) -> None:
+        self.retention = retention
+        self._series: dict[LabelKey, Series] = {}
+        self._by_name: dict[str, dict[LabelKey, Series]] = {}
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def __iter__(self) -> Iterator[Series]:
+        return iter(self._series.values())
+
+    def _get(self, name: str, labels: dict[str, str]) -> Series:
+        full = {**labels, METRIC_NAME: name}
+        key = label_key(full)
+        series = self._series.get(key)
+        if series is None:
+            series = Series(full)
+            self._series[key] = series
+            self._by_name.setdefault(name, {})[key] = series
+        return series
+
+    def add(self, name: str, labels: dict[str, str], ts: float, value: float) -> None:
+        self._get(name, labels).add(ts, value)
+
+    def increment(self, name: str, labels: dict[str, str], ts: float, delta: float) -> None:
+        self._get(name, labels).increment(ts, delta)
+
+    def select(self, matchers: Iterable[LabelMatcher]) -> Iterator[Series]:
+        """Series matching every matcher (an equality on `__name__` uses the name index)."""
+        matchers = list(matchers)
+        name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
+        candidates = self._by_name.get(name, {}).values() if name is not None else self._series.values()
+        for series in candidates:
+            if all(m.matches(series.labels) for m in matchers):
+                yield series
+
+    def trim(self, now: float) -> int:
+        """Drop samples older than the retention window, and series with nothing recent; returns series
+        dropped."""
+        horizon = now - self.retention
+        stale = [key for key, s in self._series.items() if not s.timestamps or s.timestamps[-1] <= horizon]
+        for key in stale:
+            series = self._series.pop(key)
+            by_name = self._by_name[series.labels[METRIC_NAME]]
+            del by_name[key]
+            if not by_name:
+                del self._by_name[series.labels[METRIC_NAME]]
+        for series in self._series.values():
+            series.trim(horizon)
+        return len(stale)

@@ -1,0 +1,44 @@
+"""Alert state and alert publication in Redis, written together.
+
+Each tick of a group writes the group's whole alert state (a hash, one field per rule and fingerprint) and the
+batch of alerts to send (one entry on the alerts stream) in one MULTI. The keys share the `{alerts}` hash tag,
+so the transaction stays valid on Redis Cluster. After a crash, what was published and the state that says it
+was published can therefore never disagree.
+"""
+
+from __future__ import annotations
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.codec import encode_batch
+from shared.streams import Keys
+
+
+class StateStore:
+    def __init__(self, redis: Redis, keys: Keys, maxlen: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.maxlen = maxlen
+
+    async def load(self, group_key: str) -> dict[str, dict[str, object]]:
+        raw = await self.redis.hgetall(self.keys.rule_state(group_key))
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    async def save(
+        self,
+        group_key: str,
+        state: dict[str, dict[str, object]],
+        alerts: list[dict[str, object]],
+        tick_id: str,
+    ) -> None:
+        """Replace the group's state and publish `alerts` (if any) atomically."""
+        key = self.keys.rule_state(group_key)
+        fields = await encode_batch("alerts", orjson.dumps(alerts), tick_id) if alerts else None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if state:
+                pipe.hset(key, mapping={k: orjson.dumps(v) for k, v in state.items()})
+            if fields is not None:
+                pipe.xadd(self.keys.alerts, fields, maxlen=self.maxlen, approximate=True)
+            await pipe.execute()

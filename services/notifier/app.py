@@ -1,0 +1,129 @@
+"""The notifier service: alerts in from the alerts stream, routed, deduplicated and delivered."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+from pydantic import TypeAdapter, ValidationError
+
+from services.notifier.config import RoutingConfig, load_routing
+from services.notifier.dispatcher import Dispatcher, DispatchMetrics, Receiver
+from services.notifier.nflog import NotifierState
+from services.notifier.receivers import DeliveryError, Integration
+from services.notifier.receivers.console import ConsoleIntegration
+from services.notifier.receivers.webhook import WebhookIntegration
+from services.notifier.routing import Route
+from shared.alerts import Alert
+from shared.clock import Clock, SystemClock
+from shared.codec import PoisonEntry, decode_entry
+from shared.config import Config
+from shared.consumers import Acker, EntriesFailed, Entry
+from shared.service import Service
+from shared.streams import NOTIFIER_GROUP, Keys
+from shared.yamlfile import ConfigError
+
+log = logging.getLogger(__name__)
+
+_ALERT = TypeAdapter(Alert)
+DEFAULT_ROUTING = {
+    "route": {"receiver": "console"},
+    "receivers": [{"name": "console", "console_configs": [{}]}],
+}
+
+
+@dataclass
+class NotifierApp:
+    service: Service
+    dispatcher: Dispatcher
+    integrations: list[Integration] = field(default_factory=list)
+
+    async def handle(self, entries: list[Entry], acker: Acker) -> None:
+        failures: dict[bytes, str] = {}
+        for entry in entries:
+            try:
+                batch = decode_entry(entry.fields)
+            except PoisonEntry as exc:
+                await acker.dead_letter(entry, str(exc))
+                continue
+            alerts: list[Alert] = []
+            bad: list[tuple[int, str]] = []
+            for i, item in enumerate(batch.items):
+                try:
+                    alerts.append(_ALERT.validate_python(item))
+                except ValidationError as exc:
+                    bad.append((i, "; ".join(e["msg"] for e in exc.errors(include_url=False))))
+            if bad:
+                await acker.dead_letter_items(entry, bad, batch.items)
+            try:
+                await self.dispatcher.dispatch(entry.id.decode(), alerts)
+            except DeliveryError as exc:
+                failures[entry.id] = str(exc)
+                continue
+            await acker.ack(entry.id)
+        if failures:
+            raise EntriesFailed(failures)
+
+
+def routes_in_use(tree: Route) -> set[str]:
+    used = {tree.receiver}
+    for child in tree.routes:
+        used |= routes_in_use(child)
+    return used
+
+
+def build_receivers(
+    routing: RoutingConfig, session: aiohttp.ClientSession, clock: Clock
+) -> dict[str, Receiver]:
+    """Integrations per receiver; a routed receiver using an integration we cannot deliver to is an error."""
+    tree = Route.build(routing.route)
+    used = routes_in_use(tree)
+    receivers: dict[str, Receiver] = {}
+    for config in routing.receivers:
+        unsupported = config.unsupported()
+        if unsupported and config.name in used:
+            raise ConfigError(
+                f"receiver {config.name!r} uses {', '.join(unsupported)}, "
+                "which the notifier cannot deliver to yet "
+                f"(supported: webhook_configs, console_configs)",
+                routing.file,
+            )
+        integrations: list[Integration] = [
+            WebhookIntegration(i, hook, session, clock) for i, hook in enumerate(config.webhook_configs)
+        ]
+        integrations += [ConsoleIntegration(i, c.send_resolved) for i, c in enumerate(config.console_configs)]
+        receivers[config.name] = Receiver(config.name, integrations)
+    return receivers
+
+
+def build(config: Config, clock: Clock | None = None) -> NotifierApp:
+    """Wire the notifier; raises ConfigErrors/ConfigError if the routing file is invalid."""
+    clock = clock or SystemClock()
+    service = Service("notifier", config, clock)
+    keys = Keys(config.redis.prefix)
+    if config.alerting.config_file is None:
+        log.warning("alerting.config_file not set; every alert goes to the console receiver")
+        routing = RoutingConfig.model_validate(DEFAULT_ROUTING)
+    else:
+        routing = load_routing(config.alerting.config_file)
+    session = aiohttp.ClientSession()
+    service.on_stop(session.close)
+    receivers = build_receivers(routing, session, clock)
+    dispatcher = Dispatcher(
+        tree=Route.build(routing.route),
+        receivers=receivers,
+        state=NotifierState(service.redis, keys),
+        clock=clock,
+        external_url=config.notifier.external_url,
+        resolve_timeout=routing.global_.resolve_timeout,
+        metrics=DispatchMetrics(service.registry),
+    )
+    app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
+    service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)
+    return app
+
+
+async def run(config: Config) -> None:
+    app = build(config)
+    await app.service.run(config.notifier.listen, app.service.start)

@@ -1,0 +1,208 @@
+"""The routing file: Alertmanager's configuration format (alertmanager.yml).
+
+Loaded today: `global` (accepted; `resolve_timeout` used), `route` (receiver, matchers, match, match_re,
+continue, group_by, group_wait, group_interval, repeat_interval, routes), and `receivers` with
+`webhook_configs` and tripwire's own `console_configs`. Other Alertmanager sections and integrations are
+refused with a message that names them, so a config never half-applies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.notifier.matchers import Matcher, MatcherError, parse_matcher
+from shared.durations import Duration
+from shared.yamlfile import ConfigError, ConfigErrors, Document, load_yaml
+
+_UNSUPPORTED_INTEGRATIONS = (
+    "email_configs",
+    "pagerduty_configs",
+    "slack_configs",
+    "opsgenie_configs",
+    "pushover_configs",
+    "victorops_configs",
+    "wechat_configs",
+    "sns_configs",
+    "telegram_configs",
+    "webex_configs",
+    "discord_configs",
+    "msteams_configs",
+    "msteamsv2_configs",
+    "jira_configs",
+    "rocketchat_configs",
+    "incidentio_configs",
+    "mattermost_configs",
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class WebhookConfig(Strict):
+    url: str | None = None
+    url_file: Path | None = None
+    send_resolved: bool = True
+    max_alerts: int = Field(default=0, ge=0)
+    timeout: Duration = 10.0
+    retry_deadline: Duration = Field(
+        default=60.0, description="give up retrying 5xx/connection errors after this"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"webhook url must be http:// or https://, got {value!r}")
+        return value
+
+
+class ConsoleConfig(Strict):
+    send_resolved: bool = True
+
+
+class ReceiverConfig(BaseModel):
+    # Integrations we do not deliver to are kept (extra="allow") so routing still works with them.
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    webhook_configs: list[WebhookConfig] = Field(default_factory=list)
+    console_configs: list[ConsoleConfig] = Field(default_factory=list)
+
+    def unsupported(self) -> list[str]:
+        return sorted(k for k in (self.model_extra or {}) if k in _UNSUPPORTED_INTEGRATIONS)
+
+    def unknown(self) -> list[str]:
+        return sorted(k for k in (self.model_extra or {}) if k not in _UNSUPPORTED_INTEGRATIONS)
+
+
+class RouteConfig(Strict):
+    receiver: str | None = None
+    matchers: list[str] = Field(default_factory=list)
+    match: dict[str, str] = Field(default_factory=dict)
+    match_re: dict[str, str] = Field(default_factory=dict)
+    continue_: bool = Field(default=False, alias="continue")
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+
+class GlobalConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")  # smtp_*, slack_api_url, ...: Alertmanager's, harmless here
+    resolve_timeout: Duration = 300.0
+
+
+class RoutingConfig(Strict):
+    global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
+    route: RouteConfig
+    receivers: list[ReceiverConfig]
+    inhibit_rules: list[dict[str, Any]] = Field(default_factory=list)
+    time_intervals: list[dict[str, Any]] = Field(default_factory=list)
+    mute_time_intervals: list[dict[str, Any]] = Field(default_factory=list)
+    templates: list[str] = Field(default_factory=list)
+
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    file: str = Field(default="", exclude=True)
+
+    def receiver(self, name: str) -> ReceiverConfig:
+        return next(r for r in self.receivers if r.name == name)
+
+
+def load_routing(path: Path) -> RoutingConfig:
+    """Load and check an alertmanager.yml; raises ConfigErrors listing every problem with file:line."""
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigErrors([doc.error((), "routing config must be a YAML mapping with route and receivers")])
+    try:
+        config = RoutingConfig.model_validate(
+            {**doc.data, "base_dir": Path(path).resolve().parent, "file": str(path)}
+        )
+    except ValidationError as exc:
+        raise ConfigErrors(doc.validation_errors(exc)) from None
+    errors = _check(config, doc)
+    if errors:
+        raise ConfigErrors(errors)
+    return config
+
+
+def route_matchers(route: RouteConfig) -> list[Matcher]:
+    """All matchers of a route (legacy `match`/`match_re` included), parsed."""
+    out: list[Matcher] = []
+    for name, value in route.match.items():
+        out.append(Matcher.create(name, "=", value))
+    for name, value in route.match_re.items():
+        out.append(Matcher.create(name, "=~", value))
+    for text in route.matchers:
+        out.append(parse_matcher(text))
+    return out
+
+
+def _check(config: RoutingConfig, doc: Document) -> list[ConfigError]:
+    errors: list[ConfigError] = []
+    names: set[str] = set()
+    for i, receiver in enumerate(config.receivers):
+        if receiver.name in names:
+            errors.append(
+                doc.error(
+                    ("receivers", i, "name"), f'notification config name "{receiver.name}" is not unique'
+                )
+            )
+        names.add(receiver.name)
+        for key in receiver.unknown():
+            errors.append(
+                doc.error(("receivers", i, key), f"receiver {receiver.name!r}: unknown field {key!r}")
+            )
+        for j, hook in enumerate(receiver.webhook_configs):
+            if (hook.url is None) == (hook.url_file is None):
+                errors.append(
+                    doc.error(
+                        ("receivers", i, "webhook_configs", j),
+                        f"receiver {receiver.name!r}: exactly one of url and url_file must be set",
+                    )
+                )
+            elif hook.url_file is not None and not hook.url_file.is_absolute():
+                hook.url_file = config.base_dir / hook.url_file
+    for section in ("inhibit_rules", "time_intervals", "mute_time_intervals", "templates"):
+        if getattr(config, section):
+            errors.append(
+                doc.error(
+                    (section,),
+                    f"{section} are not supported yet; remove them or wait for the "
+                    "notifier's routing release",
+                )
+            )
+    if config.route.receiver is None:
+        errors.append(doc.error(("route",), "root route must specify a default receiver"))
+    if config.route.matchers or config.route.match or config.route.match_re:
+        errors.append(doc.error(("route",), "root route must not have any matchers"))
+    errors.extend(_check_route(config.route, ("route",), names, doc))
+    return errors
+
+
+def _check_route(
+    route: RouteConfig, loc: tuple[Any, ...], receivers: set[str], doc: Document
+) -> list[ConfigError]:
+    errors: list[ConfigError] = []
+    if route.receiver is not None and route.receiver not in receivers:
+        errors.append(doc.error((*loc, "receiver"), f'undefined receiver "{route.receiver}" used in route'))
+    for i, text in enumerate(route.matchers):
+        try:
+            parse_matcher(text)
+        except MatcherError as exc:
+            errors.append(doc.error((*loc, "matchers", i), str(exc)))
+    for key, mapping in (("match", route.match), ("match_re", route.match_re)):
+        for name, value in mapping.items():
+            try:
+                Matcher.create(name, "=" if key == "match" else "=~", value)
+            except MatcherError as exc:
+                errors.append(doc.error((*loc, key, name), str(exc)))
+    if route.group_by and "..." in route.group_by and len(route.group_by) > 1:
+        errors.append(doc.error((*loc, "group_by"), "cannot have wildcard group_by (`...`) and other labels"))
+    for i, child in enumerate(route.routes):
+        errors.extend(_check_route(child, (*loc, "routes", i), receivers, doc))
+    return errors

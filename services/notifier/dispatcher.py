@@ -1,0 +1,177 @@
+"""From alerts to notifications, read top to bottom as Alertmanager's pipeline:
+
+route (which receivers) -> group (aggregation group by `group_by`) -> per integration: dedup against the
+notification log -> deliver (with the integration's retries) -> record in the notification log.
+
+Grouping timers (group_wait, group_interval) and inhibition/silences come with the notifier-core work; today a
+group is flushed as soon as one of its alerts arrives, and dedup keeps a re-sent alert from notifying twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+
+from services.notifier.nflog import LogEntry, NotifierState
+from services.notifier.notification import Notification
+from services.notifier.receivers import DeliveryError, Integration
+from services.notifier.routing import Route
+from shared.alerts import ZERO_TIME, Alert, from_unix
+from shared.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Receiver:
+    name: str
+    integrations: list[Integration]
+
+
+class DispatchMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.notifications = Counter(
+            "tripwire_notifications",
+            "Notification attempts by receiver, integration and outcome.",
+            ["receiver", "integration", "outcome"],
+            registry=registry,
+        )
+        self.alerts_received = Counter(
+            "tripwire_notifier_alerts_received",
+            "Alerts read from the alerts stream, by status.",
+            ["status"],
+            registry=registry,
+        )
+
+
+def needs_update(
+    entry: LogEntry | None,
+    firing: set[str],
+    resolved: set[str],
+    repeat: float,
+    send_resolved: bool,
+    now: float,
+) -> bool:
+    """Alertmanager's DedupStage decision: notify on new firing alerts, on resolution, or when the repeat
+    interval has passed; never for a group the receiver has not heard of that is already all resolved."""
+    if entry is None:
+        return bool(firing)
+    if not firing <= entry.firing:
+        return True
+    if not firing:
+        return bool(entry.firing)
+    if send_resolved and not resolved <= entry.resolved:
+        return True
+    return entry.timestamp < now - repeat
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        tree: Route,
+        receivers: dict[str, Receiver],
+        state: NotifierState,
+        clock: Clock,
+        external_url: str,
+        resolve_timeout: float,
+        metrics: DispatchMetrics,
+    ) -> None:
+        self.tree = tree
+        self.receivers = receivers
+        self.state = state
+        self.clock = clock
+        self.external_url = external_url
+        self.resolve_timeout = resolve_timeout
+        self.metrics = metrics
+
+    async def dispatch(self, source: str, alerts: list[Alert]) -> None:
+        """Route and deliver alerts that arrived in stream entry `source`. Raises DeliveryError when a
+        delivery failed in a way worth retrying later (the entry then stays pending)."""
+        now = self.clock.now()
+        groups: dict[tuple[str, str], tuple[Route, list[tuple[str, Alert]]]] = {}
+        for received in alerts:
+            alert = self._received(received, now)
+            self.metrics.alerts_received.labels(alert.status).inc()
+            for route in self.tree.match(alert.labels):
+                key = (route.receiver, route.group_key(alert.labels))
+                groups.setdefault(key, (route, []))[1].append((source, alert))
+        retry_later: list[str] = []
+        for (receiver, group_key), (route, members) in groups.items():
+            try:
+                await self._flush(route, receiver, group_key, members)
+            except DeliveryError as exc:
+                retry_later.append(str(exc))
+        if retry_later:
+            raise DeliveryError("; ".join(retry_later), permanent=False)
+
+    def _received(self, alert: Alert, now: float) -> Alert:
+        """As Alertmanager: an alert without an end gets one `resolve_timeout` away; one whose end has passed
+        is resolved."""
+        if alert.ends_at == ZERO_TIME:
+            alert = alert.model_copy(update={"ends_at": from_unix(now + self.resolve_timeout)})
+        if alert.status == "firing" and alert.ends_at.timestamp() <= now:
+            alert = alert.model_copy(update={"status": "resolved"})
+        return alert
+
+    async def _flush(
+        self, route: Route, receiver_name: str, group_key: str, new: list[tuple[str, Alert]]
+    ) -> None:
+        members = await self.state.upsert(receiver_name, group_key, new)
+        alerts = sorted(members.values(), key=lambda a: (a.starts_at, a.fingerprint))
+        firing = {a.fingerprint for a in alerts if not a.is_resolved()}
+        resolved = {a.fingerprint for a in alerts if a.is_resolved()}
+        now = self.clock.now()
+        group_labels = route.group_labels(alerts[0].labels)
+        receiver = self.receivers[receiver_name]
+        failures: list[str] = []
+        for integration in receiver.integrations:
+            log_name = f"{receiver_name}/{integration.name}"
+            entry = await self.state.last_sent(log_name, group_key)
+            if not needs_update(
+                entry, firing, resolved, route.repeat_interval, integration.send_resolved, now
+            ):
+                self.metrics.notifications.labels(receiver_name, integration.name, "deduplicated").inc()
+                continue
+            shown = alerts if integration.send_resolved else [a for a in alerts if not a.is_resolved()]
+            if not shown:
+                # Everything resolved but this integration does not want resolved notifications: just clear.
+                await self.state.record(log_name, group_key, LogEntry(set(), resolved, now))
+                continue
+            notification = Notification(receiver_name, group_key, group_labels, shown, self.external_url)
+            try:
+                await integration.notify(notification)
+            except DeliveryError as exc:
+                outcome = "failed_permanently" if exc.permanent else "failed"
+                self.metrics.notifications.labels(receiver_name, integration.name, outcome).inc()
+                log.error(
+                    "notification not delivered",
+                    extra={
+                        "receiver": receiver_name,
+                        "integration": integration.name,
+                        "group_key": group_key,
+                        "error": str(exc),
+                        "permanent": exc.permanent,
+                    },
+                )
+                if not exc.permanent:
+                    failures.append(str(exc))
+                continue
+            self.metrics.notifications.labels(receiver_name, integration.name, "sent").inc()
+            log.info(
+                "notification sent",
+                extra={
+                    "receiver": receiver_name,
+                    "integration": integration.name,
+                    "group_key": group_key,
+                    "status": notification.status,
+                    "alerts": len(shown),
+                },
+            )
+            await self.state.record(log_name, group_key, LogEntry(firing, resolved, now))
+        if failures:
+            raise DeliveryError("; ".join(failures), permanent=False)
+        if resolved:
+            # Every integration has been told (or did not want to be): resolved alerts leave the group.
+            await self.state.forget(receiver_name, group_key, sorted(resolved))

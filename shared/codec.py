@@ -1,0 +1,68 @@
+"""The batch codec: one stream entry carries one batch (an ingest request, an evaluation tick).
+
+An entry is FastStream's native envelope (field `__data__`, `BinaryMessageFormatV1`) around a JSON array of
+items, so any FastStream subscriber can read our streams. Our own subscribers skip FastStream's body parsing
+(which decodes JSON twice and re-encodes it once per entry, ~7x slower on 1,000-item entries) and call
+`decode_entry` instead, then validate every item on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+DATA_FIELD = b"__data__"
+KIND_HEADER = "tripwire-kind"
+SCHEMA_HEADER = "tripwire-schema"
+SCHEMA_VERSION = "1"
+
+
+class PoisonEntry(ValueError):
+    """An entry that can never be processed (not our envelope, not a JSON array): it goes to the DLQ."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    kind: str
+    items: list[Any]
+    headers: dict[str, Any]
+
+
+async def encode_batch(kind: str, items_json: bytes, correlation_id: str) -> dict[bytes, bytes]:
+    """Stream-entry fields for a batch whose items are already serialized as one JSON array."""
+    envelope = await BinaryMessageFormatV1.encode(
+        message=items_json,
+        reply_to=None,
+        headers={
+            "content-type": "application/json",
+            KIND_HEADER: kind,
+            SCHEMA_HEADER: SCHEMA_VERSION,
+        },
+        correlation_id=correlation_id,
+    )
+    return {DATA_FIELD: envelope}
+
+
+def encode_items(items: list[Any]) -> bytes:
+    """Serialize plain items (dicts) as the JSON array a batch carries."""
+    return orjson.dumps(items)
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> Batch:
+    """Decode one stream entry written by `encode_batch` (or by FastStream's publisher with a list body)."""
+    raw = fields.get(DATA_FIELD)
+    if raw is None:
+        raise PoisonEntry(
+            f"entry has no {DATA_FIELD.decode()} field (fields: {sorted(k.decode() for k in fields)})"
+        )
+    body, headers = BinaryMessageFormatV1.parse(raw)
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonEntry(f"entry body is not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise PoisonEntry(f"entry body must be a JSON array of items, got {type(items).__name__}")
+    return Batch(kind=str(headers.get(KIND_HEADER, "")), items=items, headers=headers)

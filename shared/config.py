@@ -1,0 +1,329 @@
+"""tripwire.yml: the system's configuration, modelled on prometheus.yml.
+
+Precedence, highest first: `TRIPWIRE_*` environment variables, the YAML file, the defaults below.
+Environment names: `TRIPWIRE_<SECTION>_<KEY>` for a key inside a section (`TRIPWIRE_REDIS_URL`,
+`TRIPWIRE_GLOBAL_EVALUATION_INTERVAL`, `TRIPWIRE_COLLECTOR_LISTEN`) and `TRIPWIRE_<KEY>` for a top-level key
+(`TRIPWIRE_RULE_FILES`, `TRIPWIRE_INGEST_TOKEN`). An unknown `TRIPWIRE_*` variable is reported, since it is
+almost always a typo; an empty one counts as unset.
+
+Secrets (the ingest and admin tokens, the Redis password) come only from the environment or from files named
+by `*_file` keys; a secret written as a literal in the YAML file is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from shared.durations import Duration
+from shared.yamlfile import ConfigError, ConfigErrors, Document, describe_error, load_yaml
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "TRIPWIRE_"
+# Variables that are read elsewhere, not config keys.
+_ENV_NOT_CONFIG = {"TRIPWIRE_CONFIG"}
+_SECRET_KEYS = {"ingest_token", "admin_token"}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _listen(value: str) -> str:
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address {value!r} must be host:port (e.g. 0.0.0.0:9400)")
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen)]
+
+
+class GlobalConfig(Section):
+    evaluation_interval: Duration = 15.0
+    scrape_interval: Duration = 15.0
+    scrape_timeout: Duration = 10.0
+    external_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class RedisConfig(Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = Field(default="tripwire", pattern=r"^[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-]+)*$")
+    password_file: Path | None = None
+    connect_timeout: Duration = 2.0
+    socket_timeout: Duration = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"redis url must start with redis://, rediss:// or unix://, got {value!r}")
+        return value
+
+
+class StreamsConfig(Section):
+    """How every service reads and trims streams."""
+
+    maxlen: int = Field(default=1_000_000, ge=1000, description="approximate MAXLEN cap per stream")
+    read_count: int = Field(default=100, ge=1, le=10_000, description="entries per XREADGROUP")
+    claim_idle: Duration = Field(default=60.0, description="idle time before another consumer re-claims")
+    reclaim_interval: Duration = 10.0
+    max_deliveries: int = Field(default=5, ge=1, description="deliveries before an entry goes to the DLQ")
+    consumer_name: str = Field(default_factory=socket.gethostname, min_length=1)
+
+
+class CollectorConfig(Section):
+    listen: ListenAddress = "0.0.0.0:9400"
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_items: int = Field(default=10_000, ge=1)
+    retry_after: Duration = Field(default=1.0, description="Retry-After sent with 503 when Redis is down")
+
+
+class EvaluatorConfig(Section):
+    listen: ListenAddress = "0.0.0.0:9401"
+    external_url: str = "http://localhost:9401"
+    lookback: Duration = 300.0
+    resend_delay: Duration = 60.0
+
+
+class NotifierConfig(Section):
+    listen: ListenAddress = "0.0.0.0:9402"
+    external_url: str = "http://localhost:9402"
+
+
+class AlertingConfig(Section):
+    config_file: Path | None = None
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(Section):
+    """The whole of tripwire.yml after env overrides, with secrets resolved and paths made absolute."""
+
+    global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    streams: StreamsConfig = Field(default_factory=StreamsConfig)
+    rule_files: list[str] = Field(default_factory=list)
+    scrape_configs: list[dict[str, Any]] = Field(default_factory=list)
+    log_metrics: list[dict[str, Any]] = Field(default_factory=list)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
+    notifier: NotifierConfig = Field(default_factory=NotifierConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    ingest_token_file: Path | None = None
+    admin_token_file: Path | None = None
+    # Only from the environment (a literal in YAML is refused before validation).
+    ingest_token: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    source: str = Field(default="<defaults>", exclude=True)
+
+    def redis_password(self) -> str | None:
+        """The Redis password from TRIPWIRE_REDIS_PASSWORD or redis.password_file, if any."""
+        if env := os.environ.get("TRIPWIRE_REDIS_PASSWORD"):
+            return env
+        if self.redis.password_file:
+            return read_secret_file(self.redis.password_file, "redis.password_file")
+        return None
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the config, relative to the config file's directory."""
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def read_secret_file(path: Path, key: str) -> str:
+    """A secret from a file (trailing newline stripped); a missing or empty file is a ConfigError."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise ConfigError(f"{key}: {path} is empty")
+    return value
+
+
+def _env_value(raw: str, annotation: Any) -> Any:
+    """An environment string as the field wants it: lists and maps as JSON (lists also comma-separated)."""
+    text = raw.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return raw
+    origin = getattr(annotation, "__origin__", None)
+    if origin is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Config overrides from TRIPWIRE_* variables, and the names of variables that match no key."""
+    overrides: dict[str, Any] = {}
+    unknown: list[str] = []
+    sections = {
+        (field.alias or name): field.annotation
+        for name, field in Config.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
+    top_level = {
+        name: field.annotation
+        for name, field in Config.model_fields.items()
+        if (field.alias or name) not in sections and not field.exclude
+    }
+    for env_name, raw in sorted(environ.items()):
+        if not env_name.startswith(ENV_PREFIX) or env_name in _ENV_NOT_CONFIG:
+            continue
+        if raw == "":
+            continue  # an empty variable counts as unset (compose's ${VAR:-} passes empty strings)
+        key = env_name.removeprefix(ENV_PREFIX).lower()
+        if key == "redis_password":
+            continue  # read lazily by Config.redis_password, never stored in the model
+        if key in top_level:
+            overrides[key] = _env_value(raw, top_level[key])
+            continue
+        for section, model in sections.items():
+            field_name = key.removeprefix(section + "_")
+            if key.startswith(section + "_") and field_name in model.model_fields:
+                annotation = model.model_fields[field_name].annotation
+                overrides.setdefault(section, {})[field_name] = _env_value(raw, annotation)
+                break
+        else:
+            unknown.append(env_name)
+    return overrides, unknown
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _refuse_literal_secrets(doc: Document) -> list[ConfigError]:
+    data = doc.data if isinstance(doc.data, dict) else {}
+    errors = [
+        doc.error(
+            (key,),
+            f"{key} must not be written in a config file: set {ENV_PREFIX}{key.upper()} or {key}_file",
+        )
+        for key in _SECRET_KEYS
+        if key in data
+    ]
+    redis = data.get("redis")
+    if isinstance(redis, dict):
+        if "password" in redis:
+            errors.append(
+                doc.error(
+                    ("redis", "password"),
+                    "redis.password must not be written in a config file: "
+                    "set TRIPWIRE_REDIS_PASSWORD or redis.password_file",
+                )
+            )
+        url = redis.get("url")
+        if isinstance(url, str) and urlsplit(url).password:
+            errors.append(
+                doc.error(
+                    ("redis", "url"),
+                    "redis.url must not carry a password in a config file: "
+                    "set TRIPWIRE_REDIS_PASSWORD or redis.password_file",
+                )
+            )
+    return errors
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load tripwire.yml (or defaults when `path` is None), apply TRIPWIRE_* overrides, resolve secrets.
+
+    Raises ConfigErrors listing every problem, each with file:line where it came from the file.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None:
+        doc = Document(data={}, file="<defaults>")
+        base_dir = Path.cwd()
+    else:
+        doc = load_yaml(path)
+        base_dir = Path(path).resolve().parent
+        if doc.data is None:
+            doc.data = {}
+        if not isinstance(doc.data, dict):
+            raise ConfigErrors([doc.error((), "config file must be a YAML mapping")])
+    errors = _refuse_literal_secrets(doc)
+    overrides, unknown = _env_overrides(environ)
+    for name in unknown:
+        log.warning("ignoring unknown environment variable %s (no such config key)", name)
+    merged = _merge(doc.data, overrides)
+    try:
+        config = Config.model_validate({**merged, "base_dir": base_dir, "source": doc.file})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            env_name = _env_name_for(loc, overrides)
+            if env_name:
+                errors.append(ConfigError(f"{env_name}: {describe_error(err)}"))
+            else:
+                errors.append(doc.error(loc, describe_error(err)))
+        raise ConfigErrors(errors) from None
+    if errors:
+        raise ConfigErrors(errors)
+    _resolve_paths_and_secrets(config)
+    return config
+
+
+def _env_name_for(loc: tuple[Any, ...], overrides: dict[str, Any]) -> str | None:
+    """The environment variable a failing value came from, if it came from one."""
+    node: Any = overrides
+    for depth, part in enumerate(loc):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+        if not isinstance(node, dict):
+            return ENV_PREFIX + "_".join(str(p) for p in loc[: depth + 1]).upper()
+    return None
+
+
+def _resolve_paths_and_secrets(config: Config) -> None:
+    if config.alerting.config_file is not None:
+        config.alerting.config_file = config.resolve(config.alerting.config_file)
+    if config.redis.password_file is not None:
+        config.redis.password_file = config.resolve(config.redis.password_file)
+    for key in _SECRET_KEYS:
+        file_key = f"{key}_file"
+        file_path: Path | None = getattr(config, file_key)
+        if file_path is not None:
+            file_path = config.resolve(file_path)
+            setattr(config, file_key, file_path)
+            if getattr(config, key) is None:
+                setattr(config, key, SecretStr(read_secret_file(file_path, file_key)))
+
+
+def rule_file_paths(config: Config) -> list[Path]:
+    """Rule files named by `rule_files` globs, relative to the config file, sorted and de-duplicated."""
+    found: dict[Path, None] = {}
+    for pattern in config.rule_files:
+        p = Path(pattern)
+        if p.is_absolute():
+            matches = sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+        else:
+            matches = sorted(config.base_dir.glob(pattern))
+        for match in matches:
+            found.setdefault(match.resolve(), None)
+    return list(found)

@@ -1,0 +1,144 @@
+"""Metric samples and log events: the collector's JSON API schema and the items carried on the streams.
+
+The same models validate a request at the collector and each item again at the evaluator (anything can XADD
+to a stream), so the rules live in one place. Names follow Prometheus' legacy naming rules.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+MAX_NAME_LENGTH = 200
+MAX_LABEL_VALUE_LENGTH = 4096
+
+
+# Names repeat across samples (a few dozen per app), so each distinct valid name is checked once. Bounded, so
+# a flood of random names cannot grow it without limit.
+_KNOWN_NAMES_LIMIT = 100_000
+_valid_metric_names: set[str] = set()
+_valid_label_names: set[str] = set()
+
+
+def _remember(cache: set[str], name: str) -> None:
+    if len(cache) < _KNOWN_NAMES_LIMIT:
+        cache.add(name)
+
+
+def _metric_name(value: str) -> str:
+    if value in _valid_metric_names:
+        return value
+    if len(value) > MAX_NAME_LENGTH or not METRIC_NAME_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "metric_name",
+            "invalid metric name '{name}': must match [a-zA-Z_:][a-zA-Z0-9_:]* (at most {max} characters)",
+            {"name": value[:100], "max": MAX_NAME_LENGTH},
+        )
+    _remember(_valid_metric_names, value)
+    return value
+
+
+def _check_label_name(name: str) -> None:
+    if name in _valid_label_names:
+        return
+    if len(name) > MAX_NAME_LENGTH or not LABEL_NAME_RE.fullmatch(name):
+        raise PydanticCustomError(
+            "label_name",
+            "invalid label name '{name}': must match [a-zA-Z_][a-zA-Z0-9_]*",
+            {"name": name[:100]},
+        )
+    if name.startswith("__"):
+        raise PydanticCustomError(
+            "label_name_reserved",
+            "label name '{name}' is reserved: names starting with '__' are internal",
+            {"name": name},
+        )
+    _remember(_valid_label_names, name)
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for name, label_value in value.items():
+        if name not in _valid_label_names:  # inlined fast path: this runs for every label of every sample
+            _check_label_name(name)
+        if len(label_value) > MAX_LABEL_VALUE_LENGTH:
+            raise PydanticCustomError(
+                "label_value_length",
+                "value of label '{name}' is longer than {max} characters",
+                {"name": name, "max": MAX_LABEL_VALUE_LENGTH},
+            )
+    return value
+
+
+def _timestamp(value: Any) -> float | None:
+    """Unix seconds (a JSON number) or an RFC 3339 string with a time zone, as Unix seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise PydanticCustomError("timestamp", "timestamp must be Unix seconds or an RFC 3339 string")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise PydanticCustomError("timestamp", "timestamp must be a finite, non-negative number")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "timestamp", "timestamp '{value}' is not RFC 3339", {"value": value[:64]}
+            ) from None
+        if parsed.tzinfo is None:
+            raise PydanticCustomError(
+                "timestamp",
+                "timestamp '{value}' has no time zone (add Z or an offset)",
+                {"value": value[:64]},
+            )
+        return parsed.timestamp()
+    raise PydanticCustomError("timestamp", "timestamp must be Unix seconds or an RFC 3339 string")
+
+
+MetricName = Annotated[str, Field(strict=True), AfterValidator(_metric_name)]
+Labels = Annotated[dict[str, Annotated[str, Field(strict=True)]], AfterValidator(_labels)]
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Timestamp = Annotated[float | None, BeforeValidator(_timestamp)]
+
+
+class MetricSample(BaseModel):
+    """One sample. `increment` adds `value` to a counter the evaluator keeps for the series."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: MetricName
+    labels: Labels = Field(default_factory=dict)
+    value: FiniteFloat
+    kind: Literal["sample", "increment"] = "sample"
+    timestamp: Timestamp = None
+
+
+class LogEvent(BaseModel):
+    """One log event; every event counts into `log_events_total{service, level, ...labels}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: Annotated[str, Field(strict=True, min_length=1, max_length=MAX_LABEL_VALUE_LENGTH)]
+    level: Annotated[str, Field(strict=True, min_length=1, max_length=32), AfterValidator(str.lower)]
+    message: Annotated[str, Field(strict=True, max_length=65536)] = ""
+    labels: Labels = Field(default_factory=dict)
+    timestamp: Timestamp = None
+
+    @model_validator(mode="after")
+    def _no_label_clash(self) -> LogEvent:
+        clash = {"service", "level"} & self.labels.keys()
+        if clash:
+            raise PydanticCustomError(
+                "label_clash",
+                "labels must not repeat the event's own fields: {names}",
+                {"names": ", ".join(sorted(clash))},
+            )
+        return self

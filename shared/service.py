@@ -1,0 +1,198 @@
+"""The shell every tripwire service runs in.
+
+A `Service` owns the Redis client and FastStream broker, the Prometheus registry, the HTTP server with
+`/healthz`, `/readyz` and `/metrics`, the stream consumers and any background loops, and stops all of them
+cleanly on SIGTERM or SIGINT. A service's own `app.py` adds its routes, consumers and loops, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from redis.exceptions import RedisError
+
+from shared.clock import Clock
+from shared.config import Config
+from shared.connection import redis_broker, redis_client
+from shared.consumers import ConsumerMetrics, EntryHandler, GroupConsumer
+from shared.webapp import json_response
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], list[str]]
+
+
+class Service:
+    def __init__(self, name: str, config: Config, clock: Clock) -> None:
+        self.name = name
+        self.config = config
+        self.clock = clock
+        self.registry = CollectorRegistry()
+        self.redis = redis_client(config)
+        self.broker = redis_broker(config, self.registry, name)
+        self.consumers: list[GroupConsumer] = []
+        self.checks: list[ReadinessCheck] = []
+        self._consumer_metrics = ConsumerMetrics(self.registry)
+        self._loops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._up = Gauge(
+            "tripwire_up", "1 once the service has started its consumers and loops.", registry=self.registry
+        )
+        # Routes that need more (the collector's ingest) read the body themselves with their own limit.
+        self.web = web.Application(client_max_size=4 * 1024 * 1024)
+        self.web.router.add_get("/healthz", self._healthz)
+        self.web.router.add_get("/readyz", self._readyz)
+        self.web.router.add_get("/metrics", self._metrics)
+
+    # Composition -----------------------------------------------------------------------------------------
+    def consume(self, stream: str, group: str, handler: EntryHandler) -> GroupConsumer:
+        """Subscribe `handler` to `stream` in consumer group `group` (see shared.consumers)."""
+        consumer = GroupConsumer(
+            broker=self.broker,
+            redis=self.redis,
+            stream=stream,
+            group=group,
+            handler=handler,
+            config=self.config.streams,
+            clock=self.clock,
+            metrics=self._consumer_metrics,
+        )
+        self.consumers.append(consumer)
+        return consumer
+
+    def add_loop(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """A background coroutine started after the consumers; readiness fails if it ever returns."""
+        self._loops.append((name, loop))
+
+    def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run `cleanup` when the service stops, after consumers and loops have ended."""
+        self._cleanups.append(cleanup)
+
+    # Lifecycle -------------------------------------------------------------------------------------------
+    async def start(self, before_consumers: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Connect (waiting for Redis if it is not up yet), run `before_consumers`, then start consuming."""
+        await self._wait_for_redis()
+        if before_consumers is not None:
+            await before_consumers()
+        for consumer in self.consumers:
+            await consumer.prepare()
+        if self.consumers:
+            await self.broker.start()
+        for consumer in self.consumers:
+            consumer.start_background()
+        for name, loop in self._loops:
+            self._tasks.append(asyncio.create_task(self._supervised(name, loop), name=name))
+        self._started = True
+        self._up.set(1)
+        log.info("service started", extra={"redis_prefix": self.config.redis.prefix})
+
+    async def _wait_for_redis(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.redis.ping()
+                return
+            except RedisError as exc:
+                log.warning("waiting for redis: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background loop crashed", extra={"loop": name})
+            raise
+
+    async def stop(self) -> None:
+        self._up.set(0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for consumer in self.consumers:
+            await consumer.stop()
+        if self.consumers:
+            await self.broker.stop()
+        for cleanup in self._cleanups:
+            await cleanup()
+        await self.redis.aclose()
+        log.info("service stopped")
+
+    @contextlib.asynccontextmanager
+    async def serving(self, host: str, port: int) -> AsyncIterator[int]:
+        """Serve HTTP on host:port (0 picks a free port, yielded) while the service runs."""
+        runner = web.AppRunner(self.web, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+        try:
+            yield bound
+        finally:
+            await runner.cleanup()
+
+    async def run(self, listen: str, start: Callable[[], Awaitable[None]]) -> None:
+        """Serve and run until SIGTERM or SIGINT, then stop everything cleanly."""
+        host, _, port = listen.rpartition(":")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with self.serving(host, int(port)) as bound:
+            log.info("listening", extra={"address": f"{host}:{bound}"})
+            starting = asyncio.create_task(start())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done() and starting.exception():
+                stopped.cancel()
+                raise starting.exception()  # type: ignore[misc]
+            await stopped
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await self.stop()
+
+    # Health ----------------------------------------------------------------------------------------------
+    async def problems(self) -> list[str]:
+        """Why the service is not ready (empty when it is)."""
+        if not self._started:
+            return ["starting"]
+        problems: list[str] = []
+        try:
+            async with asyncio.timeout(1.0):
+                await self.redis.ping()
+        except (RedisError, TimeoutError) as exc:
+            problems.append(f"redis unreachable: {exc or type(exc).__name__}")
+        for consumer in self.consumers:
+            problems.extend(consumer.problems())
+        problems.extend(f"{t.get_name()} loop has stopped" for t in self._tasks if t.done())
+        for check in self.checks:
+            problems.extend(check())
+        return problems
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "service": self.name})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        problems = await self.problems()
+        if problems:
+            return json_response({"status": "unavailable", "service": self.name, "problems": problems}, 503)
+        return json_response({"status": "ready", "service": self.name})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

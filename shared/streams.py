@@ -1,0 +1,74 @@
+"""Stream names and other Redis keys, all under one configurable prefix.
+
+Every key carries a Redis Cluster hash tag (`{metrics}`, `{alerts}`, ...) so that a transaction touching a
+stream, its dead-letter queue and the state written with it stays in one slot when scale-out moves to a
+cluster. The contract's logical stream `tripwire:metrics` is therefore the Redis key `tripwire:{metrics}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from shared.codec import encode_batch
+
+EVALUATOR_GROUP = "evaluator"
+NOTIFIER_GROUP = "notifier"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """All Redis keys tripwire uses, for one prefix (tests use a prefix each for isolation)."""
+
+    prefix: str = "tripwire"
+
+    def _tagged(self, tag: str) -> str:
+        return f"{self.prefix}:{{{tag}}}"
+
+    @property
+    def metrics(self) -> str:
+        return self._tagged("metrics")
+
+    @property
+    def logs(self) -> str:
+        return self._tagged("logs")
+
+    @property
+    def alerts(self) -> str:
+        return self._tagged("alerts")
+
+    @property
+    def audit(self) -> str:
+        return self._tagged("audit")
+
+    @staticmethod
+    def dlq(stream: str) -> str:
+        """The dead-letter stream of `stream` (same hash tag, so move-and-ack is one transaction)."""
+        return f"{stream}:dlq"
+
+    def rule_state(self, group_key: str) -> str:
+        """Evaluator alert state of one rule group; tagged like the alerts stream so state and the alerts it
+        produced are written in one MULTI."""
+        return f"{self._tagged('alerts')}:rule-state:{group_key}"
+
+    def notification_log(self, receiver: str) -> str:
+        """What the notifier last sent per group and alert, for one receiver (same slot as the alerts stream,
+        so recording a notification and acking the entry are one transaction)."""
+        return f"{self._tagged('alerts')}:nflog:{receiver}"
+
+
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id (`<ms>-<seq>`) as a pair that sorts as Redis orders entries."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def append_batch(
+    redis: Redis, stream: str, kind: str, items_json: bytes, correlation_id: str, maxlen: int
+) -> str:
+    """XADD one batch entry (one round trip), capping the stream with `MAXLEN ~`; returns the entry id."""
+    fields = await encode_batch(kind, items_json, correlation_id)
+    entry_id = await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -1,0 +1,73 @@
+"""HTTP pieces every service shares: JSON errors, bearer-token checks and size-limited bodies."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import SecretStr
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    status: int, error_type: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    """An error in the Prometheus HTTP API shape: {"status": "error", "errorType": ..., "error": ...}."""
+    return json_response(
+        {"status": "error", "errorType": error_type, "error": message, **extra}, status, headers
+    )
+
+
+def require_token(token: SecretStr | None, realm: str) -> Callable[[Handler], Handler]:
+    """Wrap a handler so it needs `Authorization: Bearer <token>` when a token is configured."""
+
+    def decorate(handler: Handler) -> Handler:
+        if token is None:
+            return handler
+        expected = f"Bearer {token.get_secret_value()}".encode()
+
+        async def checked(request: web.Request) -> web.StreamResponse:
+            given = request.headers.get("Authorization", "").encode()
+            # Constant-time comparison: the token must not leak through response timing.
+            if not hmac.compare_digest(given, expected):
+                return error_response(
+                    401,
+                    "unauthorized",
+                    f"a valid bearer token is required for the {realm} API",
+                    headers={"WWW-Authenticate": f'Bearer realm="{realm}"'},
+                )
+            return await handler(request)
+
+        return checked
+
+    return decorate
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing anything over `limit` bytes before reading it all into memory."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,163 @@
+"""The collector's HTTP API against a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from services.collector.app import build
+from shared.clock import FakeClock
+from shared.codec import decode_entry
+from shared.config import Config
+from shared.streams import Keys
+from tests.redis_server import LocalRedisServer
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_763_800_000.0)
+
+
+async def _client(config: Config, clock: FakeClock) -> AsyncIterator[TestClient]:
+    service = build(config, clock)
+    await service.start()
+    client = TestClient(TestServer(service.web))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await service.stop()
+
+
+@pytest.fixture
+async def client(make_config, clock) -> AsyncIterator[TestClient]:
+    async for c in _client(make_config(), clock):
+        yield c
+
+
+async def test_accepted_batch_is_one_entry_in_redis(client: TestClient, redis: Redis, keys: Keys):
+    samples = [
+        {"name": "http_requests_total", "labels": {"status": str(200 + i)}, "value": 1, "kind": "increment"}
+        for i in range(1000)
+    ]
+    response = await client.post("/api/v1/metrics", json={"samples": samples})
+    assert response.status == 202
+    reply = await response.json()
+    assert reply["accepted"] == 1000
+    entries = await redis.xrange(keys.metrics)
+    assert len(entries) == 1
+    entry_id, fields = entries[0]
+    assert entry_id.decode() == reply["entry"]
+    batch = decode_entry(fields)
+    assert batch.kind == "metrics"
+    assert len(batch.items) == 1000
+    assert batch.items[7] == {
+        "name": "http_requests_total",
+        "labels": {"status": "207"},
+        "value": 1.0,
+        "kind": "increment",
+        "timestamp": 1_763_800_000.0,
+    }
+
+
+async def test_logs_go_to_the_logs_stream(client: TestClient, redis: Redis, keys: Keys):
+    response = await client.post(
+        "/api/v1/logs", json={"logs": [{"service": "agent", "level": "error", "message": "Budget exceeded"}]}
+    )
+    assert response.status == 202
+    assert await redis.xlen(keys.logs) == 1
+    assert await redis.xlen(keys.metrics) == 0
+
+
+async def test_invalid_request_publishes_nothing(client: TestClient, redis: Redis, keys: Keys):
+    response = await client.post(
+        "/api/v1/metrics", json={"samples": [{"name": "ok", "value": 1}, {"name": "ok", "value": "NaN"}]}
+    )
+    assert response.status == 400
+    reply = await response.json()
+    assert reply["status"] == "error"
+    assert reply["errorType"] == "bad_data"
+    assert reply["errors"] == [{"index": 1, "field": "value", "reason": "Input should be a valid number"}]
+    assert await redis.exists(keys.metrics) == 0
+
+
+async def test_oversized_body_is_413_and_publishes_nothing(make_config, clock, redis: Redis, keys: Keys):
+    async for client in _client(make_config(collector={"max_body_bytes": 2048}), clock):
+        big = {"samples": [{"name": "x", "value": 1, "labels": {"pad": "p" * 100}}] * 50}
+        response = await client.post(
+            "/api/v1/metrics", data=orjson.dumps(big), headers={"Content-Type": "application/json"}
+        )
+        assert response.status == 413
+        assert "limit of 2048 bytes" in (await response.json())["error"]
+
+        # Chunked upload without Content-Length: the limit still holds while streaming.
+        async def chunks():
+            for _ in range(10):
+                yield b" " * 1024
+
+        response = await client.post("/api/v1/metrics", data=chunks())
+        assert response.status == 413
+    assert await redis.exists(keys.metrics) == 0
+
+
+async def test_bearer_token_is_required_when_configured(make_config, clock, redis: Redis, keys: Keys):
+    config = make_config()
+    config.ingest_token = SecretStr("s3cret")
+    async for client in _client(config, clock):
+        body = {"samples": [{"name": "x", "value": 1}]}
+        missing = await client.post("/api/v1/metrics", json=body)
+        wrong = await client.post("/api/v1/metrics", json=body, headers={"Authorization": "Bearer nope"})
+        right = await client.post("/api/v1/metrics", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert (missing.status, wrong.status, right.status) == (401, 401, 202)
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        # Health endpoints stay open for orchestrators.
+        assert (await client.get("/healthz")).status == 200
+    assert await redis.xlen(keys.metrics) == 1
+
+
+async def test_redis_down_gives_503_with_retry_after_then_recovers(private_redis: LocalRedisServer, clock):
+    config = Config.model_validate(
+        {
+            "redis": {
+                "url": private_redis.url,
+                "prefix": "down",
+                "connect_timeout": "500ms",
+                "socket_timeout": "1s",
+            },
+            "collector": {"retry_after": "3s"},
+        }
+    )
+    async for client in _client(config, clock):
+        body = {"samples": [{"name": "x", "value": 1}]}
+        assert (await client.post("/api/v1/metrics", json=body)).status == 202
+        private_redis.stop()
+        response = await client.post("/api/v1/metrics", json=body)
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "3"
+        assert "redis is unavailable" in (await response.json())["error"]
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert "redis unreachable" in (await ready.json())["problems"][0]
+        private_redis.start()
+        assert (await client.post("/api/v1/metrics", json=body)).status == 202
+        assert (await client.get("/readyz")).status == 200
+    # Both accepted batches survived the Redis restart (AOF), the refused one was never written.
+    check = Redis.from_url(private_redis.url)
+    assert await check.xlen(Keys("down").metrics) == 2
+    await check.aclose()
+
+
+async def test_health_ready_and_metrics(client: TestClient):
+    assert (await client.get("/healthz")).status == 200
+    ready = await client.get("/readyz")
+    assert ready.status == 200, await ready.text()
+    await client.post("/api/v1/metrics", json={"samples": [{"name": "x", "value": 1}]})
+    text = await (await client.get("/metrics")).text()
+    assert 'tripwire_ingest_items_total{endpoint="/api/v1/metrics"} 1.0' in text
+    assert 'tripwire_ingest_requests_total{code="202",endpoint="/api/v1/metrics"} 1.0' in text

@@ -1,0 +1,135 @@
+"""The collector's pure core: validation of whole requests."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from services.collector.ingest import LOGS, METRICS, Rejected, parse_body
+
+NOW = 1_763_800_000.0
+
+
+def body(**doc: object) -> bytes:
+    return orjson.dumps(doc)
+
+
+def test_valid_samples_get_defaults_and_receive_time():
+    accepted = parse_body(
+        METRICS,
+        body(
+            samples=[
+                {
+                    "name": "http_requests_total",
+                    "labels": {"status": "500"},
+                    "value": 1,
+                    "kind": "increment",
+                    "timestamp": "2025-11-22T08:26:40.25Z",
+                },
+                {"name": "queue_depth", "value": 3.5},
+            ]
+        ),
+        NOW,
+        max_items=10,
+    )
+    items = orjson.loads(accepted.items_json)
+    assert accepted.count == 2
+    assert items[0] == {
+        "name": "http_requests_total",
+        "labels": {"status": "500"},
+        "value": 1.0,
+        "kind": "increment",
+        "timestamp": 1763800000.25,
+    }
+    assert items[1] == {"name": "queue_depth", "labels": {}, "value": 3.5, "kind": "sample", "timestamp": NOW}
+
+
+def test_every_bad_item_is_listed_by_index_and_reason():
+    with pytest.raises(Rejected) as caught:
+        parse_body(
+            METRICS,
+            body(
+                samples=[
+                    {"name": "ok", "value": 1},
+                    {"name": "bad-name", "value": 1},
+                    {"name": "ok", "value": "1"},
+                    {"name": "ok", "value": 1, "labels": {"__name__": "x"}},
+                    {"name": "ok", "value": 1, "timestamp": "yesterday"},
+                    {"name": "ok", "value": 1, "kind": "gauge"},
+                ]
+            ),
+            NOW,
+            max_items=10,
+        )
+    rejected = caught.value
+    assert rejected.status == 400
+    assert rejected.message == "5 of 6 samples are invalid; nothing from this request was accepted"
+    by_index = {e.index: e for e in rejected.errors}
+    assert sorted(by_index) == [1, 2, 3, 4, 5]
+    assert "invalid metric name 'bad-name'" in by_index[1].reason and by_index[1].field == "name"
+    assert by_index[2].field == "value"
+    assert "reserved" in by_index[3].reason
+    assert "not RFC 3339" in by_index[4].reason
+    assert by_index[5].field == "kind"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{", "not valid JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"samples": 1}', "a list of samples"),
+        (b'{"sample": []}', "unknown field(s) in request body: sample"),
+        (b'{"samples": [{"name": "x", "value": NaN}]}', "not valid JSON"),
+    ],
+)
+def test_malformed_bodies_are_rejected_with_a_reason(raw: bytes, message: str):
+    with pytest.raises(Rejected, match=None) as caught:
+        parse_body(METRICS, raw, NOW, max_items=10)
+    assert message in caught.value.message
+
+
+def test_infinite_values_are_refused():
+    # JSON has no Infinity, but 1e999 parses to inf in some decoders.
+    with pytest.raises(Rejected):
+        parse_body(METRICS, b'{"samples": [{"name": "x", "value": 1e999}]}', NOW, max_items=10)
+
+
+def test_too_many_items_is_413():
+    with pytest.raises(Rejected) as caught:
+        parse_body(METRICS, body(samples=[{"name": "x", "value": 1}] * 3), NOW, max_items=2)
+    assert caught.value.status == 413
+
+
+def test_log_events_are_normalised():
+    accepted = parse_body(
+        LOGS,
+        body(
+            logs=[
+                {
+                    "service": "agent",
+                    "level": "ERROR",
+                    "message": "Budget exceeded",
+                    "labels": {"agent_type": "planner"},
+                    "timestamp": 1763800000.25,
+                }
+            ]
+        ),
+        NOW,
+        max_items=10,
+    )
+    (item,) = orjson.loads(accepted.items_json)
+    assert item == {
+        "service": "agent",
+        "level": "error",
+        "message": "Budget exceeded",
+        "labels": {"agent_type": "planner"},
+        "timestamp": 1763800000.25,
+    }
+
+
+def test_log_labels_may_not_shadow_service_or_level():
+    with pytest.raises(Rejected) as caught:
+        parse_body(LOGS, body(logs=[{"service": "a", "level": "info", "labels": {"level": "x"}}]), NOW, 10)
+    assert caught.value.errors[0].index == 0
+    assert "level" in caught.value.errors[0].reason

@@ -1,0 +1,99 @@
+"""tripwire.yml loading: defaults, env overrides, secrets, and errors with positions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import load_config, rule_file_paths
+from shared.yamlfile import ConfigErrors
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tripwire.yml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file():
+    config = load_config(None, environ={})
+    assert config.global_.evaluation_interval == 15.0
+    assert config.redis.prefix == "tripwire"
+    assert (config.collector.listen, config.evaluator.listen, config.notifier.listen) == (
+        "0.0.0.0:9400",
+        "0.0.0.0:9401",
+        "0.0.0.0:9402",
+    )
+    assert config.ingest_token is None and config.admin_token is None
+
+
+def test_env_overrides_file_values_and_sections(tmp_path: Path):
+    path = write(
+        tmp_path,
+        "global:\n  evaluation_interval: 30s\n  external_labels: {env: prod}\nredis:\n  prefix: fromfile\n",
+    )
+    config = load_config(
+        path,
+        environ={
+            "TRIPWIRE_GLOBAL_EVALUATION_INTERVAL": "1m",
+            "TRIPWIRE_REDIS_URL": "redis://cache:6380/2",
+            "TRIPWIRE_RULE_FILES": "a/*.yml, b.yml",
+            "TRIPWIRE_COLLECTOR_MAX_ITEMS": "50",
+            "TRIPWIRE_ADMIN_TOKEN": "",  # empty counts as unset
+        },
+    )
+    assert config.global_.evaluation_interval == 60.0
+    assert config.global_.external_labels == {"env": "prod"}  # the rest of the section stays
+    assert config.redis.url == "redis://cache:6380/2" and config.redis.prefix == "fromfile"
+    assert config.rule_files == ["a/*.yml", "b.yml"]
+    assert config.collector.max_items == 50
+    assert config.admin_token is None
+
+
+def test_unknown_env_variable_is_reported(caplog):
+    load_config(None, environ={"TRIPWIRE_REDIS_ULR": "redis://typo"})
+    assert "ignoring unknown environment variable TRIPWIRE_REDIS_ULR" in caplog.text
+
+
+def test_secrets_come_from_env_or_files_never_literals(tmp_path: Path):
+    (tmp_path / "ingest.token").write_text("from-file\n")
+    path = write(tmp_path, "ingest_token_file: ingest.token\n")
+    config = load_config(path, environ={"TRIPWIRE_ADMIN_TOKEN": "from-env"})
+    assert config.ingest_token.get_secret_value() == "from-file"
+    assert config.admin_token.get_secret_value() == "from-env"
+    assert "from-file" not in repr(config) and "from-env" not in repr(config)
+
+    literal = write(tmp_path, "admin_token: hunter2\nredis:\n  url: redis://:pw@host:6379/0\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(literal, environ={})
+    messages = [str(e) for e in caught.value.errors]
+    assert f"{literal}:1:1: admin_token must not be written in a config file" in messages[0]
+    assert f"{literal}:3:3: redis.url must not carry a password" in messages[1]
+
+
+def test_missing_or_empty_secret_file_is_an_error(tmp_path: Path):
+    (tmp_path / "empty").write_text("\n")
+    for target in ("empty", "missing"):
+        path = write(tmp_path, f"admin_token_file: {target}\n")
+        with pytest.raises(Exception, match="admin_token_file"):
+            load_config(path, environ={})
+
+
+def test_every_error_is_reported_with_its_line(tmp_path: Path):
+    path = write(tmp_path, "global:\n  evaluation_interval: 5x\ncollector:\n  listen: nope\n  bogus: 1\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path, environ={"TRIPWIRE_REDIS_PREFIX": "bad{tag}"})
+    messages = [str(e) for e in caught.value.errors]
+    assert any(m.startswith(f"{path}:2:3: global.evaluation_interval") for m in messages)
+    assert any(m.startswith(f"{path}:4:3: collector.listen: listen address 'nope'") for m in messages)
+    assert any(m.startswith(f"{path}:5:3: field bogus not found") for m in messages)
+    assert any(m.startswith("TRIPWIRE_REDIS_PREFIX: redis.prefix") for m in messages)
+
+
+def test_rule_file_globs_resolve_relative_to_the_config(tmp_path: Path):
+    (tmp_path / "rules").mkdir()
+    for name in ("b.yml", "a.yml", "skip.txt"):
+        (tmp_path / "rules" / name).write_text("groups: []\n")
+    path = write(tmp_path, "rule_files: ['rules/*.yml', 'rules/a.yml']\n")
+    assert [p.name for p in rule_file_paths(load_config(path, environ={}))] == ["a.yml", "b.yml"]

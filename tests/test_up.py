@@ -1,0 +1,135 @@
+"""`tripwire up`: the whole system from one command, as `make run` uses it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+class Up:
+    """`tripwire up` as a child process whose output lines are collected as they come."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.ports = {name: free_port() for name in ("collector", "evaluator", "notifier")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
+        env.update(
+            {f"TRIPWIRE_{name.upper()}_LISTEN": f"127.0.0.1:{port}" for name, port in self.ports.items()}
+        )
+        env["TRIPWIRE_REDIS_PREFIX"] = f"up-{tmp_path.name}"
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "up",
+                "-c",
+                str(REPO / "examples" / "tripwire.yml"),
+                "--data-dir",
+                str(tmp_path / "data"),
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        """Seconds until a line containing `text` appeared; fails after `timeout`."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if any(text in line for line in self.lines):
+                return time.monotonic() - started
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no line with {text!r} after {timeout}s:\n" + "\n".join(self.lines[-60:]))
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        code = self.process.wait(timeout=60)
+        self.reader.join(timeout=5)
+        return code
+
+
+def test_up_demo_prints_a_firing_alert_within_60_seconds_and_stops_cleanly(tmp_path: Path):
+    up = Up(tmp_path, "--demo")
+    try:
+        up.wait_for("Ctrl-C stops everything", timeout=60)
+        elapsed = up.wait_for("FIRING[1] HighErrorRate", timeout=60)
+        assert elapsed < 60
+    finally:
+        code = up.interrupt()
+    assert code == 0, "\n".join(up.lines[-40:])
+    output = "\n".join(up.lines)
+    assert "redis-server at redis://127.0.0.1:" in output or "EMBEDDED" in output
+    for name in ("collector", "evaluator", "notifier"):
+        assert f"{name} stopped (exit 0)" in output
+    assert "Traceback" not in output
+
+
+def test_up_falls_back_to_embedded_redis_with_a_loud_warning(tmp_path: Path):
+    up = Up(tmp_path, "--embedded-redis")
+    try:
+        up.wait_for("Ctrl-C stops everything", timeout=60)
+        sent = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "send",
+                "metric",
+                "checkout_error_ratio",
+                "0.5",
+                "service=checkout",
+                "--url",
+                f"http://127.0.0.1:{up.ports['collector']}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert "accepted: 1 item(s)" in sent.stdout
+    finally:
+        code = up.interrupt()
+    output = "\n".join(up.lines)
+    assert code == 0, output[-3000:]
+    assert "using an EMBEDDED in-process Redis" in output
+    assert "Traceback" not in output
+
+
+def test_up_refuses_a_bad_config_with_its_position(tmp_path: Path):
+    bad = tmp_path / "tripwire.yml"
+    bad.write_text("global:\n  evaluation_interval: soon\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "up", "-c", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{bad}:2:3: global.evaluation_interval: not a valid duration string: 'soon'" in result.stdout

@@ -27,22 +27,16 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import redis
 from redis.asyncio import Redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from services.collector.ingest import METRICS, parse_body  # noqa: E402
+from services.local_redis import free_port, redis_server_binary, spawn_redis_server, wait_until_ready  # noqa: E402
 from shared.codec import encode_batch  # noqa: E402
 
 BATCH = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_request(seed: int) -> bytes:
@@ -69,38 +63,14 @@ def make_request(seed: int) -> bytes:
 def start_redis() -> tuple[str, subprocess.Popen[bytes] | None, Path | None]:
     if url := os.environ.get("TRIPWIRE_REDIS_URL"):
         return url, None, None
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         raise SystemExit("bench: install redis-server or set TRIPWIRE_REDIS_URL")
     directory = Path(tempfile.mkdtemp(prefix="tripwire-bench-"))
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(directory),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_redis_server(binary, port, directory, persistent=False)
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    wait_until_ready(url, process=proc)
     return url, proc, directory
 
 

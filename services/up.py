@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +23,13 @@ from pathlib import Path
 
 import aiohttp
 
+from services.local_redis import (
+    EmbeddedRedis,
+    free_port,
+    redis_server_binary,
+    spawn_redis_server,
+    wait_until_ready,
+)
 from shared.config import Config, load_config
 from shared.yamlfile import ConfigError, ConfigErrors
 
@@ -37,12 +44,6 @@ def say(source: str, line: str) -> None:
     if sys.stdout.isatty():
         prefix = f"\x1b[{_COLORS.get(source, '0')}m{prefix}\x1b[0m"
     print(f"{prefix} {line}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_taken(listen: str) -> bool:
@@ -84,55 +85,23 @@ def _redis_explicitly_configured(config_path: Path | None) -> bool:
 def start_redis(config: Config, config_path: Path | None, data_dir: Path, embedded: bool) -> RedisRuntime:
     if _redis_explicitly_configured(config_path):
         return RedisRuntime(config.redis.url, "external")
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary and not embedded:
         return _spawn_redis_server(binary, data_dir / "redis")
-    return _embedded_redis()
+    server = EmbeddedRedis(free_port())
+    return RedisRuntime(server.url, "embedded", server.stop)
 
 
 def _spawn_redis_server(binary: str, directory: Path) -> RedisRuntime:
-    import subprocess
-
-    import redis
-
-    directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(directory.resolve()),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-            "--protected-mode",
-            "no",
-            "--logfile",
-            str((directory / "redis.log").resolve()),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    port = free_port()
+    # Own session: Ctrl-C in the terminal reaches only the supervisor, which stops Redis last.
+    process = spawn_redis_server(binary, port, directory, new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start; see {directory / 'redis.log'}") from None
-            time.sleep(0.05)
-    client.close()
+    try:
+        wait_until_ready(url, process=process)
+    except RuntimeError as exc:
+        process.kill()
+        raise RuntimeError(f"{exc}; see {directory / 'redis.log'}") from None
 
     def stop() -> None:
         process.terminate()  # SIGTERM: Redis flushes its AOF and exits
@@ -142,13 +111,6 @@ def _spawn_redis_server(binary: str, directory: Path) -> RedisRuntime:
             process.kill()
 
     return RedisRuntime(url, "redis-server", stop)
-
-
-def _embedded_redis() -> RedisRuntime:
-    from services.embedded_redis import EmbeddedRedis
-
-    server = EmbeddedRedis(_free_port())
-    return RedisRuntime(server.url, "embedded", server.stop)
 
 
 @dataclass

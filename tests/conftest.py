@@ -7,6 +7,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.streams import Keys
+from tests.fakes.webhook import FakeWebhook
 from tests.redis_server import ContainerRedisServer, LocalRedisServer, make_server
 
 
@@ -40,6 +41,14 @@ async def redis(redis_server: LocalRedisServer | ContainerRedisServer, keys: Key
     async for key in client.scan_iter(match=f"{keys.prefix}:*", count=1000):
         await client.delete(key)
     await client.aclose()
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[FakeWebhook]:
+    """A local webhook receiver that validates payloads, logs requests and can inject failures."""
+    fake = await FakeWebhook().start()
+    yield fake
+    await fake.stop()
 
 
 @pytest.fixture

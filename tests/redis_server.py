@@ -5,19 +5,13 @@ tests can stop and restart Redis and find their data again."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from services.local_redis import free_port, redis_server_binary, spawn_redis_server, wait_until_ready
 
 
 def docker_available() -> bool:
@@ -32,26 +26,11 @@ def docker_available() -> bool:
     return True
 
 
-def _wait_ready(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if client.ping():
-                client.close()
-                return
-        except redis.exceptions.RedisError as exc:  # still loading the AOF, or not listening yet
-            last = exc
-        time.sleep(0.05)
-    raise RuntimeError(f"redis at {url} did not become ready within {timeout}s: {last}")
-
-
 class LocalRedisServer:
     """`redis-server` as a child process; stop() and start() keep the data directory (AOF on)."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
+        binary = redis_server_binary()
         if binary is None:
             raise RuntimeError(
                 "redis-server is not installed (apt-get install redis-server; .ci/run does it)"
@@ -63,30 +42,8 @@ class LocalRedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--protected-mode",
-                "no",
-                "--logfile",
-                str(self.dir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_ready(self.url)
+        self.process = spawn_redis_server(self.binary, self.port, self.dir)
+        wait_until_ready(self.url, timeout=20, process=self.process)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -132,7 +89,7 @@ class ContainerRedisServer:
             self._started = True
         else:
             self.container.get_wrapped_container().start()
-        _wait_ready(self.url)
+        wait_until_ready(self.url, timeout=20)
 
     def stop(self) -> None:
         self.container.get_wrapped_container().stop(timeout=10)
@@ -142,7 +99,7 @@ class ContainerRedisServer:
 
     def wipe(self) -> None:
         self.container.get_wrapped_container().start()
-        _wait_ready(self.url)
+        wait_until_ready(self.url, timeout=20)
         redis.Redis.from_url(self.url).execute_command("FLUSHALL")
         self.stop()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_server import free_port
+from services.local_redis import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e

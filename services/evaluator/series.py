@@ -11,7 +11,8 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+
+from shared.matchers import Matcher
 
 LabelKey = tuple[tuple[str, str], ...]
 METRIC_NAME = "__name__"
@@ -82,25 +83,6 @@ class Series:
             del self.values[:i]
 
 
-@dataclass(frozen=True, slots=True)
-class LabelMatcher:
-    """One PromQL label matcher; regexes are fully anchored, as in Prometheus."""
-
-    name: str
-    op: str  # "=", "!=", "=~", "!~"
-    value: str
-    pattern: object = None  # compiled regex for =~ and !~
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        actual = labels.get(self.name, "")
-        if self.op == "=":
-            return actual == self.value
-        if self.op == "!=":
-            return actual != self.value
-        found = self.pattern.fullmatch(actual) is not None  # type: ignore[attr-defined]
-        return found if self.op == "=~" else not found
-
-
 class SeriesStore:
     """All series, indexed by metric name for selector lookups."""
 
@@ -131,7 +113,7 @@ class SeriesStore:
     def increment(self, name: str, labels: dict[str, str], ts: float, delta: float) -> None:
         self._get(name, labels).increment(ts, delta)
 
-    def select(self, matchers: Iterable[LabelMatcher]) -> Iterator[Series]:
+    def select(self, matchers: Iterable[Matcher]) -> Iterator[Series]:
         """Series matching every matcher (an equality on `__name__` uses the name index)."""
         matchers = list(matchers)
         name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from services.local_redis import free_port
 from tests.polling import eventually
-from tests.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("collector", "evaluator", "notifier")

@@ -40,13 +40,6 @@ groups:
 
 
 @pytest.fixture
-async def webhook() -> AsyncIterator[FakeWebhook]:
-    fake = await FakeWebhook().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def system(tmp_path: Path, redis_server, webhook: FakeWebhook) -> AsyncIterator[System]:
     routing = {
         "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s"},

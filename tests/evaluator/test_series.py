@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
-from services.evaluator.series import LabelMatcher, Series, SeriesStore
+from services.evaluator.series import Series, SeriesStore
+from shared.matchers import Matcher
 
 
 def test_latest_uses_a_left_open_lookback_window():
@@ -59,7 +58,7 @@ def test_trim_drops_series_with_nothing_recent():
     store.add("new", {}, 120.0, 1.0)
     assert store.trim(now=150.0) == 1
     assert [s.labels["__name__"] for s in store] == ["new"]
-    assert list(store.select([LabelMatcher("__name__", "=", "old")])) == []
+    assert list(store.select([Matcher.create("__name__", "=", "old")])) == []
 
 
 def test_select_by_name_and_matchers():
@@ -70,12 +69,12 @@ def test_select_by_name_and_matchers():
     store.add("other", {"status": "500"}, 1.0, 1.0)
     found = store.select(
         [
-            LabelMatcher("__name__", "=", "http_requests_total"),
-            LabelMatcher("status", "=~", "5..", re.compile("5..")),
-            LabelMatcher("svc", "!=", "b"),
+            Matcher.create("__name__", "=", "http_requests_total"),
+            Matcher.create("status", "=~", "5.."),
+            Matcher.create("svc", "!=", "b"),
         ]
     )
     assert sorted(s.labels["status"] for s in found) == ["500", "503"]
     # A regex must match the whole value; an absent label is the empty string.
-    empty = store.select([LabelMatcher("svc", "=", "")])
+    empty = store.select([Matcher.create("svc", "=", "")])
     assert sorted(s.labels["__name__"] for s in empty) == ["http_requests_total", "other"]

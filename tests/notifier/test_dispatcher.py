@@ -20,7 +20,6 @@ from services.notifier.receivers.webhook import WebhookIntegration
 from services.notifier.routing import Route
 from shared.alerts import Alert, from_unix
 from shared.clock import FakeClock, SystemClock
-from tests.fakes.webhook import FakeWebhook
 
 T0 = 1_800_000_000.0
 
@@ -34,13 +33,6 @@ def alert(name: str = "HighErrorRate", status: str = "firing", **labels: str) ->
         generatorURL="http://eval/graph",
         status=status,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[FakeWebhook]:
-    fake = await FakeWebhook().start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

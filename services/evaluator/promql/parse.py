@@ -9,13 +9,13 @@ this module's evaluation while keeping its interface: `compile_expr(text).evalua
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import promql_parser
 
-from services.evaluator.series import METRIC_NAME, LabelMatcher, SeriesStore
+from services.evaluator.series import METRIC_NAME, SeriesStore
+from shared.matchers import Matcher, MatcherError
 
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -41,7 +41,7 @@ Sample = tuple[dict[str, str], float]
 
 @dataclass(frozen=True)
 class Selector:
-    matchers: tuple[LabelMatcher, ...]
+    matchers: tuple[Matcher, ...]
 
     def evaluate(self, store: SeriesStore, ts: float, lookback: float) -> list[Sample]:
         result = []
@@ -76,13 +76,14 @@ def _selector(node: promql_parser.VectorSelector) -> Selector:
         raise PromQLError("offset and @ modifiers are not supported yet")
     if node.matchers.or_matchers:
         raise PromQLError("'or' inside label matchers is not supported")
-    matchers: list[LabelMatcher] = []
+    matchers: list[Matcher] = []
     if node.name:
-        matchers.append(LabelMatcher(METRIC_NAME, "=", node.name))
+        matchers.append(Matcher(METRIC_NAME, "=", node.name))
     for m in node.matchers.matchers:
-        op = _MATCH_OPS[str(m.op)]
-        pattern = re.compile(m.value) if op in ("=~", "!~") else None
-        matchers.append(LabelMatcher(m.name, op, m.value, pattern))
+        try:
+            matchers.append(Matcher.create(m.name, _MATCH_OPS[str(m.op)], m.value))
+        except MatcherError as exc:
+            raise PromQLError(str(exc)) from None
     return Selector(tuple(matchers))
 
 

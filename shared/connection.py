@@ -1,7 +1,7 @@
 """Redis connections: one redis-py client for our own commands and one FastStream broker, both from config.
 
 Timeouts are short on purpose: when Redis is down the collector must answer 503 in about a second, not
-hang, and a retry happens once with backoff (a reconnect after a blip), not forever.
+hang; a retry happens once with backoff (a reconnect after a blip), never forever, never after a timeout.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Config
 
@@ -32,7 +31,10 @@ def redis_client(config: Config) -> Redis:
         socket_connect_timeout=config.redis.connect_timeout,
         socket_timeout=config.redis.socket_timeout,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # Not on timeouts: a timed-out XADD may have been applied, and retrying it would write the batch
+        # twice. The caller sees the error (the collector answers 503) and its own retry is the client's call.
+        retry_on_error=[RedisConnectionError],
+        retry_on_timeout=False,
         health_check_interval=15,
     )
 

@@ -10,6 +10,8 @@ service wires its handler through `GroupConsumer`, which:
 - on start, re-processes this consumer's own pending entries (a restarted process picks up where it died);
 - re-claims entries left pending by any consumer for longer than `claim_idle` (XAUTOCLAIM, in batches), and
   moves an entry that has been delivered `max_deliveries` times to `<stream>:dlq` with the reason;
+- keeps entries it is still working on from looking idle (XCLAIM ... JUSTID every `claim_idle / 3`), so a slow
+  handler (a webhook retrying for a minute) never has its entry taken over and delivered twice;
 - notices a subscriber that stopped (NOGROUP after Redis lost its data) and restarts it on a fresh group.
 """
 
@@ -175,6 +177,8 @@ class GroupConsumer:
         self.metrics = metrics
         self.acker = Acker(redis, stream, group, metrics)
         self.last_errors: dict[bytes, str] = {}
+        # Entries a handler is working on now: never re-claimed by us, kept fresh against other consumers.
+        self.in_flight: set[bytes] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -220,6 +224,8 @@ class GroupConsumer:
         await self._handle(entries)
 
     async def _handle(self, entries: list[Entry]) -> None:
+        ids = {e.id for e in entries}
+        self.in_flight |= ids
         try:
             await self.handler(entries, self.acker)
         except EntriesFailed as exc:
@@ -233,6 +239,8 @@ class GroupConsumer:
             self._remember({e.id: f"{type(exc).__name__}: {exc}" for e in entries})
             log.exception("handler failed; entries stay pending for re-claim", extra={"stream": self.stream})
             raise
+        finally:
+            self.in_flight -= ids
 
     def _remember(self, failures: dict[bytes, str]) -> None:
         """Keep the last error per pending entry, for the DLQ record if it is finally given up on."""
@@ -253,6 +261,7 @@ class GroupConsumer:
         self._tasks = [
             asyncio.create_task(self._reclaim_loop(), name=f"reclaim:{self.stream}"),
             asyncio.create_task(self._watchdog_loop(), name=f"watchdog:{self.stream}"),
+            asyncio.create_task(self._keepalive_loop(), name=f"keepalive:{self.stream}"),
         ]
 
     async def stop(self) -> None:
@@ -310,7 +319,8 @@ class GroupConsumer:
                 start_id=cursor,
                 count=self.config.read_count,
             )
-            entries = [Entry(i, f) for i, f in claimed if f]
+            # An entry our own handler is still on came back only because it looked idle: leave it be.
+            entries = [Entry(i, f) for i, f in claimed if f and i not in self.in_flight]
             if entries:
                 self.metrics.reclaimed.labels(self.stream, self.group).inc(len(entries))
                 await self._process_claimed(entries)
@@ -354,6 +364,21 @@ class GroupConsumer:
         except Exception:
             # Redis down or restarting: try again next round rather than kill the task.
             log.warning("re-claim sweep failed; will retry", exc_info=True, extra={"stream": self.stream})
+
+    async def keep_alive(self) -> int:
+        """Reset the idle time of the entries being handled now, so no other consumer re-claims them (XCLAIM
+        with JUSTID neither returns the entries nor counts a delivery)."""
+        ids = sorted(self.in_flight)
+        if ids:
+            await self.redis.xclaim(
+                self.stream, self.group, self.consumer, min_idle_time=0, message_ids=ids, justid=True
+            )
+        return len(ids)
+
+    async def _keepalive_loop(self) -> None:
+        while not self._stopping:
+            await self.clock.sleep_until(self.clock.now() + self.config.claim_idle / 3)
+            await self._guarded(self.keep_alive)
 
     async def _watchdog_loop(self) -> None:
         while not self._stopping:

@@ -19,13 +19,21 @@ from redis.exceptions import RedisError
 
 from shared.clock import Clock
 from shared.config import Config
-from shared.connection import redis_broker, redis_client
+from shared.connection import BROKER_LOGGER, redis_broker, redis_client
 from shared.consumers import ConsumerMetrics, EntryHandler, GroupConsumer
 from shared.webapp import json_response
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], list[str]]
+
+
+def _quiet_fetch_errors(record: logging.LogRecord) -> bool:
+    if record.getMessage().startswith("Message fetch error") and record.levelno >= logging.WARNING:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(BROKER_LOGGER).isEnabledFor(logging.DEBUG)
+    return True
 
 
 class Service:
@@ -116,6 +124,9 @@ class Service:
 
     async def stop(self) -> None:
         self._up.set(0)
+        # FastStream closes its connections under a read still in flight and logs that as an error with a
+        # traceback; during our own shutdown it is expected, so it is logged at DEBUG instead.
+        logging.getLogger(BROKER_LOGGER).addFilter(_quiet_fetch_errors)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
@@ -131,6 +134,56 @@ async def test_restarted_consumer_recovers_its_own_pending_entries(redis_server,
     finally:
         await consumer.stop()
         await broker.stop()
+
+
+class Blocking(Recorder):
+    """A handler whose first call hangs until released (a webhook retrying for a long time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def __call__(self, entries: list[Entry], acker: Acker) -> None:
+        if self.calls == 0:
+            self.calls += 1
+            self.started.set()
+            await self.release.wait()
+            self.calls -= 1
+        await super().__call__(entries, acker)
+
+
+async def test_slow_handler_keeps_its_entry_from_being_reclaimed(redis_server, redis, keys: Keys):
+    idle = 0.2
+    slow, other = Blocking(), Recorder()
+    slow_broker, slow_consumer = await _consumer(
+        _config(redis_server.url, claim_idle=idle, reclaim_interval=0.02), redis, keys.metrics, slow
+    )
+    config_b = Config.model_validate(
+        {
+            "redis": {"url": redis_server.url},
+            "streams": {"consumer_name": "c2", "claim_idle": idle, "reclaim_interval": 0.02},
+        }
+    )
+    other_broker, other_consumer = await _consumer(config_b, redis, keys.metrics, other)
+    try:
+        await other_consumer.subscriber.stop()  # c2 only sweeps; the entry must reach c1's handler
+        await _publish(redis, keys.metrics, ["slow"])
+        await asyncio.wait_for(slow.started.wait(), 10)
+        started = time.monotonic()
+        # Let many claim_idle periods and re-claim sweeps pass while the handler is still busy.
+        await eventually(lambda: _async(time.monotonic() - started > 6 * idle), what="time to pass")
+        assert other.calls == 0, "another consumer re-claimed an entry that was still being handled"
+        assert slow.calls == 1, "the same consumer re-ran an entry that was still being handled"
+        slow.release.set()
+        await eventually(lambda: _async(slow.items == ["slow"]), what="the slow entry finished")
+        await eventually(lambda: _pending_count(redis, keys.metrics, 0), what="the entry acked")
+        assert other.items == []
+    finally:
+        slow.release.set()
+        for consumer, broker in ((slow_consumer, slow_broker), (other_consumer, other_broker)):
+            await consumer.stop()
+            await broker.stop()
 
 
 @pytest.mark.parametrize("how", ["flush"])

@@ -58,7 +58,12 @@ def decode_entry(fields: dict[bytes, bytes]) -> Batch:
         raise PoisonEntry(
             f"entry has no {DATA_FIELD.decode()} field (fields: {sorted(k.decode() for k in fields)})"
         )
-    body, headers = BinaryMessageFormatV1.parse(raw)
+    try:
+        body, headers = BinaryMessageFormatV1.parse(raw)
+    except Exception as exc:  # FastStream's parser raises whatever bytes provoke
+        raise PoisonEntry(f"entry envelope cannot be parsed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(headers, dict):
+        raise PoisonEntry(f"entry headers must be an object, got {type(headers).__name__}")
     try:
         items = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

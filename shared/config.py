@@ -87,6 +87,8 @@ class CollectorConfig(Section):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_items: int = Field(default=10_000, ge=1)
     retry_after: Duration = Field(default=1.0, description="Retry-After sent with 503 when Redis is down")
+    max_age: Duration = Field(default=3600.0, description="oldest sample timestamp accepted, before now")
+    max_skew: Duration = Field(default=600.0, description="newest sample timestamp accepted, after now")
 
 
 class EvaluatorConfig(Section):
@@ -94,6 +96,9 @@ class EvaluatorConfig(Section):
     external_url: str = "http://localhost:9401"
     lookback: Duration = 300.0
     resend_delay: Duration = 60.0
+    catch_up_timeout: Duration = Field(
+        default=300.0, description="longest wait at start for the stream backlog before evaluating anyway"
+    )
 
 
 class NotifierConfig(Section):

@@ -16,7 +16,7 @@ from services.evaluator.state import StateStore
 from shared.clock import Clock, SystemClock
 from shared.config import Config, rule_file_paths
 from shared.service import Service
-from shared.streams import EVALUATOR_GROUP, Keys
+from shared.streams import EVALUATOR_GROUP, Keys, entry_order
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class EvaluatorApp:
             replayed += await replay_tail(
                 self.service.redis, self.ingestor, stream, kind, EVALUATOR_GROUP, window
             )
+            newest = await self.service.redis.xrevrange(stream, count=1)
+            if newest:
+                self.ingestor.targets[stream] = entry_order(newest[0][0])
         log.info("recovered", extra={"alerts_restored": restored, "entries_replayed": replayed})
 
 
@@ -70,6 +73,8 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
             external_url=config.evaluator.external_url,
         ),
         metrics=EvaluationMetrics(service.registry),
+        caught_up=ingestor.caught_up,
+        catch_up_timeout=config.evaluator.catch_up_timeout,
     )
     service.consume(keys.metrics, EVALUATOR_GROUP, ingestor.handler(keys.metrics, "metrics"))
     service.consume(keys.logs, EVALUATOR_GROUP, ingestor.handler(keys.logs, "logs"))

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -21,6 +22,7 @@ from shared.clock import Clock
 log = logging.getLogger(__name__)
 
 TRIM_EVERY = 10.0
+BACKLOG_POLL = 0.05
 
 
 class EvaluationMetrics:
@@ -72,6 +74,8 @@ class Evaluator:
     clock: Clock
     ctx: EvalContext
     metrics: EvaluationMetrics
+    caught_up: Callable[[], bool] = lambda: True
+    catch_up_timeout: float = 300.0
     last_evaluation: dict[str, float] = field(default_factory=dict, init=False)  # group key -> ts
     _last_trim: float = field(default=0.0, init=False)
 
@@ -86,9 +90,29 @@ class Evaluator:
         """Run every group's loop until cancelled."""
         if not self.groups:
             await asyncio.Event().wait()  # nothing to evaluate; stay up for the API and ingest
+        await self.wait_for_backlog()
         async with asyncio.TaskGroup() as tasks:
             for group in self.groups:
                 tasks.create_task(self._run_group(group), name=f"group:{group.name}")
+
+    async def wait_for_backlog(self) -> bool:
+        """Hold the first evaluation until ingest has caught up with what the streams held at start (after an
+        outage, the gap would otherwise look like series vanishing and resolve firing alerts). Gives up after
+        `catch_up_timeout` of real time, loudly. Polls on real time: the backlog drains at its own pace."""
+        started = time.monotonic()
+        if self.caught_up():
+            return True
+        log.warning("waiting for the stream backlog before the first evaluation")
+        while not self.caught_up():
+            if time.monotonic() - started > self.catch_up_timeout:
+                log.error(
+                    "stream backlog not consumed in time; evaluating anyway (alerts may flap)",
+                    extra={"waited_seconds": round(time.monotonic() - started, 1)},
+                )
+                return False
+            await asyncio.sleep(BACKLOG_POLL)
+        log.info("caught up with the stream backlog", extra={"seconds": round(time.monotonic() - started, 2)})
+        return True
 
     async def _run_group(self, group: RuleGroup) -> None:
         interval = group.interval

@@ -2,8 +2,8 @@
 
 The evaluator keeps no TSDB: the streams are the log. On start it reads, for each stream, the entries of the
 last `retention` seconds up to what its consumer group has already been given, and applies them. The group
-then carries on from there; entries it delivers again (pending ones of the crashed process) fall below the
-high-water mark and are skipped, so nothing is applied twice.
+then carries on from there; entries it delivers again (pending ones of the crashed process) are known to the
+ingestor as applied and are skipped, so nothing is applied twice.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ async def replay_tail(
                 ingestor.apply_entry(stream, kind, Entry(entry_id, fields))
             except PoisonEntry:
                 continue  # the consumer path dead-letters it
+            except Exception:
+                # Never let one odd entry stop the evaluator from starting (a crash loop on every restart).
+                log.exception("could not replay entry", extra={"stream": stream, "entry_id": entry_id})
+                continue
             applied += 1
         if len(page) < PAGE:
             break

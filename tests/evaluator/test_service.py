@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -12,7 +13,7 @@ from services.evaluator.app import EvaluatorApp, build
 from services.evaluator.rules.alerting import AlertState
 from shared.clock import FakeClock
 from shared.codec import decode_entry
-from shared.streams import Keys, append_batch
+from shared.streams import Keys, append_batch, entry_order
 from tests.polling import eventually
 
 T0 = 1_800_000_000.0  # a multiple of 15 s, so ticks land on T0 + k*15
@@ -200,6 +201,62 @@ async def test_restart_restores_pending_state_and_replays_the_window(make_config
         assert alert["startsAt"] == "2027-01-15T08:05:00Z"
     finally:
         await second.service.stop()
+
+
+async def test_backlog_written_while_down_is_consumed_before_evaluating(make_config, rules_file, redis, keys):
+    clock = FakeClock(T0)
+    first = await started(make_config, rules_file, clock)
+    increment = {"name": "requests_total", "value": 1.0, "kind": "increment", "timestamp": T0 + 1}
+    try:
+        await publish(redis, keys.metrics, "metrics", [increment])
+        await eventually(lambda: _ready(first), what="first sample applied")
+    finally:
+        await first.service.stop()
+    # Written while the evaluator was down: beyond what the group delivered, so not part of the replay.
+    for _ in range(3):
+        await publish(redis, keys.metrics, "metrics", [increment])
+    (newest_id, _), *_ = await redis.xrevrange(keys.metrics, count=1)
+    second = await started(make_config, rules_file, clock)
+    try:
+        assert second.ingestor.targets[keys.metrics] == entry_order(newest_id)
+        assert await second.evaluator.wait_for_backlog()
+        counter = next(s for s in second.evaluator.store if s.labels["__name__"] == "requests_total")
+        assert counter.values[-1] == 4.0
+    finally:
+        await second.service.stop()
+
+
+async def test_first_evaluation_waits_until_ingest_caught_up():
+    from prometheus_client import CollectorRegistry
+
+    from services.evaluator.evaluation import EvaluationMetrics, Evaluator
+    from services.evaluator.series import SeriesStore
+
+    polls = 0
+    done = False
+
+    def caught_up() -> bool:
+        nonlocal polls
+        polls += 1
+        return done
+
+    evaluator = Evaluator(
+        groups=[],
+        store=SeriesStore(300),
+        state=None,  # type: ignore[arg-type]
+        clock=FakeClock(T0),
+        ctx=None,  # type: ignore[arg-type]
+        metrics=EvaluationMetrics(CollectorRegistry()),
+        caught_up=caught_up,
+    )
+    waiting = asyncio.create_task(evaluator.wait_for_backlog())
+    await eventually(lambda: _async(polls >= 3), what="a few polls")
+    assert not waiting.done()
+    done = True
+    assert await asyncio.wait_for(waiting, 5) is True
+    evaluator.catch_up_timeout = 0.0
+    done = False
+    assert await evaluator.wait_for_backlog() is False  # gives up (loudly) instead of never evaluating
 
 
 async def test_group_loop_runs_on_aligned_ticks_of_the_fake_clock(make_config, rules_file, redis, keys):

@@ -53,8 +53,9 @@ class Keys:
         return f"{self._tagged('alerts')}:rule-state:{group_key}"
 
     def notification_log(self, receiver: str) -> str:
-        """What the notifier last sent per group and alert, for one receiver (same slot as the alerts stream,
-        so recording a notification and acking the entry are one transaction)."""
+        """What the notifier last sent per group, for one receiver and integration. Kept in the alerts
+        stream's slot so a later change can record and ack in one transaction; today they are two writes,
+        recorded first, so a crash between them re-reads the entry and dedup finds it already sent."""
         return f"{self._tagged('alerts')}:nflog:{receiver}"
 
 

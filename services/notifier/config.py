@@ -56,7 +56,9 @@ class WebhookConfig(Strict):
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"webhook url must be http:// or https://, got {value!r}")
+            # Not the value itself: webhook URLs often carry their secret in the path.
+            scheme = value.partition(":")[0] if ":" in value else "no scheme"
+            raise ValueError(f"webhook url must be http:// or https:// (got {scheme[:10]!r})")
         return value
 
 

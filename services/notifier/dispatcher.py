@@ -67,6 +67,12 @@ def needs_update(
     return entry.timestamp < now - repeat
 
 
+def _resolved_if_ended(alert: Alert, now: float) -> Alert:
+    if alert.status == "firing" and alert.ends_at.timestamp() <= now:
+        return alert.model_copy(update={"status": "resolved"})
+    return alert
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -111,18 +117,21 @@ class Dispatcher:
         is resolved."""
         if alert.ends_at == ZERO_TIME:
             alert = alert.model_copy(update={"ends_at": from_unix(now + self.resolve_timeout)})
-        if alert.status == "firing" and alert.ends_at.timestamp() <= now:
-            alert = alert.model_copy(update={"status": "resolved"})
-        return alert
+        return _resolved_if_ended(alert, now)
 
     async def _flush(
         self, route: Route, receiver_name: str, group_key: str, new: list[tuple[str, Alert]]
     ) -> None:
-        members = await self.state.upsert(receiver_name, group_key, new)
-        alerts = sorted(members.values(), key=lambda a: (a.starts_at, a.fingerprint))
+        now = self.clock.now()
+        members = await self.state.upsert(receiver_name, group_key, new, now)
+        # A stored firing alert whose end has passed (its source stopped re-sending it) is resolved now.
+        alerts = sorted(
+            (_resolved_if_ended(a, now) for a in members.values()), key=lambda a: (a.starts_at, a.fingerprint)
+        )
+        if not alerts:
+            return  # only stale news about alerts already resolved and forgotten
         firing = {a.fingerprint for a in alerts if not a.is_resolved()}
         resolved = {a.fingerprint for a in alerts if a.is_resolved()}
-        now = self.clock.now()
         group_labels = route.group_labels(alerts[0].labels)
         receiver = self.receivers[receiver_name]
         failures: list[str] = []
@@ -174,4 +183,4 @@ class Dispatcher:
             raise DeliveryError("; ".join(failures), permanent=False)
         if resolved:
             # Every integration has been told (or did not want to be): resolved alerts leave the group.
-            await self.state.forget(receiver_name, group_key, sorted(resolved))
+            await self.state.forget(receiver_name, group_key, sorted(resolved), now)

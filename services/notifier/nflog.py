@@ -37,6 +37,9 @@ class LogEntry:
         return cls(set(data["firing"]), set(data["resolved"]), float(data["ts"]))
 
 
+TOMBSTONE_TTL = 3600.0
+
+
 def _group_id(receiver: str, group_key: str) -> str:
     # Group keys hold arbitrary label values; a digest keeps Redis keys short and safe.
     return hashlib.sha256(f"{receiver}\x00{group_key}".encode()).hexdigest()[:32]
@@ -51,10 +54,10 @@ class NotifierState:
         return f"{self.keys.alerts}:group:{_group_id(receiver, group_key)}"
 
     async def upsert(
-        self, receiver: str, group_key: str, alerts: list[tuple[str, Alert]]
+        self, receiver: str, group_key: str, alerts: list[tuple[str, Alert]], now: float
     ) -> dict[str, Alert]:
         """Merge `alerts` (each with the stream entry id it came from) into the group, never replacing a newer
-        version with an older one; returns the group's alerts after the merge."""
+        version with an older one (nor a forgotten alert with an older one); returns the group's alerts."""
         key = self._group_key(receiver, group_key)
         current = {fp.decode(): orjson.loads(raw) for fp, raw in (await self.redis.hgetall(key)).items()}
         updates: dict[str, bytes] = {}
@@ -65,9 +68,14 @@ class NotifierState:
             record = {"source": source, "alert": alert.to_wire()}
             current[alert.fingerprint] = record
             updates[alert.fingerprint] = orjson.dumps(record)
-        if updates:
-            await self.redis.hset(key, mapping=updates)
-        return {fp: Alert.model_validate(r["alert"]) for fp, r in current.items()}
+        expired = [fp for fp, r in current.items() if "gone" in r and r["gone"] < now - TOMBSTONE_TTL]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if updates:
+                pipe.hset(key, mapping=updates)
+            if expired:
+                pipe.hdel(key, *expired)
+            await pipe.execute()
+        return {fp: Alert.model_validate(r["alert"]) for fp, r in current.items() if "gone" not in r}
 
     async def last_sent(self, receiver: str, group_key: str) -> LogEntry | None:
         raw = await self.redis.hget(self.keys.notification_log(receiver), group_key)
@@ -77,7 +85,18 @@ class NotifierState:
         """Record what was just notified for a group through one integration (`log_name`)."""
         await self.redis.hset(self.keys.notification_log(log_name), group_key, entry.to_json())
 
-    async def forget(self, receiver: str, group_key: str, fingerprints: list[str]) -> None:
-        """Drop resolved alerts from a group once every integration has been told."""
-        if fingerprints:
-            await self.redis.hdel(self._group_key(receiver, group_key), *fingerprints)
+    async def forget(self, receiver: str, group_key: str, fingerprints: list[str], now: float) -> None:
+        """Drop resolved alerts from a group once every integration has been told. A tombstone with the
+        alert's source entry id stays for `TOMBSTONE_TTL`, so an older firing entry re-claimed late cannot
+        bring the alert back."""
+        if not fingerprints:
+            return
+        key = self._group_key(receiver, group_key)
+        stored = await self.redis.hmget(key, fingerprints)
+        tombstones = {
+            fp: orjson.dumps({"source": orjson.loads(raw)["source"], "gone": now})
+            for fp, raw in zip(fingerprints, stored, strict=True)
+            if raw is not None
+        }
+        if tombstones:
+            await self.redis.hset(key, mapping=tombstones)

@@ -82,7 +82,28 @@ async def test_firing_then_resent_then_resolved(redis, keys, webhook, session):
     await d.dispatch("3-0", [alert(status="resolved")])
     assert [b["status"] for b in webhook.delivered] == ["firing", "resolved"]
     # The resolved alert has left the group; a new firing one starts a fresh notification.
-    assert await d.state.upsert("team", body["groupKey"], []) == {}
+    assert await d.state.upsert("team", body["groupKey"], [], clock.now()) == {}
+    # An older firing entry re-claimed late does not bring the forgotten alert back.
+    await d.dispatch("2-0", [alert()])
+    assert [b["status"] for b in webhook.delivered] == ["firing", "resolved"]
+    # A newer firing one does.
+    await d.dispatch("4-0", [alert()])
+    assert [b["status"] for b in webhook.delivered] == ["firing", "resolved", "firing"]
+
+
+async def test_a_stored_firing_alert_whose_end_passed_is_resolved(redis, keys, webhook, session):
+    clock = FakeClock(T0 + 10)
+    d = dispatcher_for(redis, keys, webhook.url, session, clock)
+    await d.dispatch("1-0", [alert(), alert(service="payments")])  # both end at T0 + 240
+    # The source stopped re-sending the checkout alert; when the group is next flushed (the payments alert
+    # is re-sent with a later end), the checkout alert's end has passed: it is resolved.
+    clock.set(T0 + 300)
+    await d.dispatch("2-0", [alert(service="payments").model_copy(update={"ends_at": from_unix(T0 + 900)})])
+    last = webhook.delivered[-1]
+    assert {a["labels"]["service"]: a["status"] for a in last["alerts"]} == {
+        "checkout": "resolved",
+        "payments": "firing",
+    }
 
 
 async def test_an_older_entry_never_overwrites_a_newer_alert_state(redis, keys, webhook, session):
@@ -90,9 +111,9 @@ async def test_an_older_entry_never_overwrites_a_newer_alert_state(redis, keys, 
     await d.dispatch("5-0", [alert(), alert("Other")])
     group_key = '{}:{alertname="HighErrorRate"}'
     # A re-claimed older entry (4-0) says firing again after a newer one (6-0) said resolved.
-    members = await d.state.upsert("team", group_key, [("6-0", alert(status="resolved"))])
+    members = await d.state.upsert("team", group_key, [("6-0", alert(status="resolved"))], T0)
     assert next(iter(members.values())).status == "resolved"
-    members = await d.state.upsert("team", group_key, [("4-0", alert())])
+    members = await d.state.upsert("team", group_key, [("4-0", alert())], T0)
     assert next(iter(members.values())).status == "resolved"
 
 
@@ -137,6 +158,49 @@ async def test_webhook_max_alerts_truncates(webhook, session):
     await hook.notify(n)
     (body,) = webhook.delivered
     assert body["truncatedAlerts"] == 1 and len(body["alerts"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "permanent"),
+    [
+        ("http://127.0.0.1:{port}/hooks/T000/B000/s3cr3t-token", False),  # nobody listening
+        ("http://127.0.0.1:99999/hooks/T000/B000/s3cr3t-token", True),  # aiohttp puts the URL in the error
+    ],
+)
+async def test_webhook_errors_never_show_the_secret_url(session, url: str, permanent: bool):
+    from services.local_redis import free_port
+
+    secret = url.format(port=free_port())
+    hook = WebhookIntegration(0, WebhookConfig(url=secret, retry_deadline="300ms"), session, SystemClock())
+    n = Notification("r", "{}:{}", {}, [alert()], "http://x")
+    with pytest.raises(DeliveryError) as caught:
+        await hook.notify(n)
+    assert caught.value.permanent is permanent
+    assert "s3cr3t-token" not in str(caught.value), str(caught.value)
+
+
+def test_a_bad_webhook_url_in_config_is_reported_without_its_secret(tmp_path):
+    from services.notifier.config import load_routing
+    from shared.yamlfile import ConfigErrors
+
+    path = tmp_path / "am.yml"
+    path.write_text(
+        "route: {receiver: r}\n"
+        "receivers:\n"
+        "  - name: r\n"
+        "    webhook_configs: [{url: 'htp://example.com/hooks/s3cr3t-token'}]\n"
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_routing(path)
+    assert "http:// or https://" in str(caught.value) and "s3cr3t-token" not in str(caught.value)
+
+
+async def test_missing_url_file_is_a_retryable_error_not_a_crash(tmp_path, session):
+    config = WebhookConfig(url_file=tmp_path / "absent", retry_deadline="300ms")
+    hook = WebhookIntegration(0, config, session, SystemClock())
+    with pytest.raises(DeliveryError) as caught:
+        await hook.notify(Notification("r", "{}:{}", {}, [alert()], "http://x"))
+    assert not caught.value.permanent and "cannot read url_file" in str(caught.value)
 
 
 def test_needs_update_is_alertmanagers_dedup():

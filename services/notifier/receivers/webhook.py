@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -26,6 +27,16 @@ USER_AGENT = "tripwire-notifier/0.1"
 def backoff_delay(attempt: int, rng: random.Random) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)]."""
     return rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * (2**attempt)))
+
+
+def redact(text: str, url: str) -> str:
+    """`text` with `url` (and its path) replaced by scheme://host/<redacted>."""
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname or '?'}/<redacted>"
+    text = text.replace(url, shown)
+    if parts.path not in ("", "/"):
+        text = text.replace(parts.path, "/<redacted>")
+    return text
 
 
 class WebhookIntegration:
@@ -69,10 +80,16 @@ class WebhookIntegration:
             attempt += 1
 
     async def _attempt(self, payload: dict[str, object]) -> tuple[bool, str | None]:
-        """One POST: (retryable, None) on success, else (retryable, reason)."""
+        """One POST: (retryable, None) on success, else (retryable, reason). Reasons never hold the URL,
+        whose path is often the secret (Slack-style webhook URLs)."""
+        try:
+            url = self.url()
+        except OSError as exc:
+            # A missing or unreadable url_file may be fixed by the operator: retry, and say why.
+            return True, f"cannot read url_file {self.config.url_file}: {exc.strerror or exc}"
         try:
             async with self.session.post(
-                self.url(),
+                url,
                 json=payload,
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                 headers={"User-Agent": USER_AGENT},
@@ -82,8 +99,10 @@ class WebhookIntegration:
                 body = (await response.text())[:200]
                 reason = f"HTTP {response.status}: {body}"
                 return response.status >= 500 or response.status == 429, reason
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return True, f"{type(exc).__name__}: {exc}"
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # A URL aiohttp cannot use will not get better by retrying.
+            unusable = isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError)
+            return not unusable, redact(f"{type(exc).__name__}: {exc}", url)
 
     async def close(self) -> None:
         return None

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import SecretStr
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,15 +60,24 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class BadBody(Exception):
+    """The body could not be read as sent (e.g. `Content-Encoding: gzip` over bytes that are not gzip)."""
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing anything over `limit` bytes before reading it all into memory."""
+    """The request body (decompressed as its Content-Encoding says), refusing anything over `limit` bytes
+    before reading it all into memory. Raises BodyTooLarge or BadBody."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            chunks.append(chunk)
+    except (RequestPayloadError, ClientPayloadError, web.HTTPException, ValueError) as exc:
+        encoding = request.headers.get("Content-Encoding", "identity")
+        raise BadBody(f"request body could not be decoded (Content-Encoding: {encoding}): {exc}") from None
     return b"".join(chunks)

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, parse_body
 from shared.service import Service
 from shared.streams import Keys, append_batch
-from shared.webapp import BodyTooLarge, error_response, json_response, read_body, require_token
+from shared.webapp import BadBody, BodyTooLarge, error_response, json_response, read_body, require_token
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,18 @@ def add_routes(service: Service) -> None:
         path = request.path
         try:
             body = await read_body(request, config.collector.max_body_bytes)
-            accepted = parse_body(spec, body, service.clock.now(), config.collector.max_items)
+            accepted = parse_body(
+                spec,
+                body,
+                service.clock.now(),
+                config.collector.max_items,
+                config.collector.max_age,
+                config.collector.max_skew,
+            )
         except BodyTooLarge as exc:
             return error_response(413, "too_large", str(exc))
+        except BadBody as exc:
+            return error_response(400, "bad_data", str(exc))
         except Rejected as exc:
             metrics.rejected_items.labels(path).inc(len({e.index for e in exc.errors}))
             extra = {"errors": [e.to_json() for e in exc.errors]} if exc.errors else {}

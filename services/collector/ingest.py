@@ -17,6 +17,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shared.events import LogEvent, MetricSample
 
 MAX_LISTED_ERRORS = 1000
+DEFAULT_MAX_AGE = 3600.0
+DEFAULT_MAX_SKEW = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +85,16 @@ _ADAPTERS: dict[str, TypeAdapter[list[Any]]] = {
 }
 
 
-def parse_body(spec: IngestKind, body: bytes, now: float, max_items: int) -> Accepted:
-    """Validate a request body for `spec`; raises Rejected with every problem found."""
+def parse_body(
+    spec: IngestKind,
+    body: bytes,
+    now: float,
+    max_items: int,
+    max_age: float = DEFAULT_MAX_AGE,
+    max_skew: float = DEFAULT_MAX_SKEW,
+) -> Accepted:
+    """Validate a request body for `spec`; raises Rejected with every problem found. Timestamps must lie in
+    [now - max_age, now + max_skew]: anything else the evaluator would only drop, so the sender hears now."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -109,9 +119,28 @@ def parse_body(spec: IngestKind, body: bytes, now: float, max_items: int) -> Acc
         models = spec.adapter.validate_python(items)
     except ValidationError as exc:
         raise _rejection(spec, exc, len(items)) from None
+    oldest, newest = now - max_age, now + max_skew
+    late = [
+        ItemError(i, "timestamp", _out_of_window(m.timestamp, now, max_age, max_skew))
+        for i, m in enumerate(models)
+        if m.timestamp is not None and not oldest <= m.timestamp <= newest
+    ]
+    if late:
+        raise Rejected(
+            message=f"{len(late)} of {len(items)} {spec.noun} are invalid; "
+            "nothing from this request was accepted",
+            errors=late[:MAX_LISTED_ERRORS],
+            total_errors=len(late),
+        )
     # Plain dicts built from the models are ~5x cheaper than pydantic's dump_python here.
     for_stream = [spec.to_item(model, now) for model in models]
     return Accepted(items_json=orjson.dumps(for_stream), count=len(for_stream))
+
+
+def _out_of_window(ts: float, now: float, max_age: float, max_skew: float) -> str:
+    if ts < now:
+        return f"timestamp is {now - ts:.0f}s in the past; the limit is {max_age:.0f}s (collector.max_age)"
+    return f"timestamp is {ts - now:.0f}s in the future; the limit is {max_skew:.0f}s (collector.max_skew)"
 
 
 def _rejection(spec: IngestKind, exc: ValidationError, total: int) -> Rejected:

@@ -161,3 +161,37 @@ async def test_health_ready_and_metrics(client: TestClient):
     text = await (await client.get("/metrics")).text()
     assert 'tripwire_ingest_items_total{endpoint="/api/v1/metrics"} 1.0' in text
     assert 'tripwire_ingest_requests_total{code="202",endpoint="/api/v1/metrics"} 1.0' in text
+
+
+def test_writes_are_never_retried_after_a_timeout():
+    # A timed-out XADD may still be applied by a stalled Redis; retrying it would store the batch twice.
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from shared.connection import redis_client
+
+    kwargs = redis_client(Config.model_validate({})).connection_pool.connection_kwargs
+    assert kwargs["retry_on_timeout"] is False
+    assert not any(issubclass(RedisTimeoutError, e) for e in kwargs["retry_on_error"])
+
+
+async def test_gzip_header_over_bytes_that_are_not_gzip_is_400(client: TestClient, redis: Redis, keys: Keys):
+    response = await client.post(
+        "/api/v1/metrics",
+        data=b'{"samples": [{"name": "x", "value": 1}]}',
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert response.status == 400, await response.text()
+    assert "could not be decoded" in (await response.json())["error"]
+    assert await redis.xlen(keys.metrics) == 0
+
+
+async def test_gzip_bodies_are_accepted(client: TestClient, redis: Redis, keys: Keys):
+    import gzip
+
+    response = await client.post(
+        "/api/v1/metrics",
+        data=gzip.compress(b'{"samples": [{"name": "x", "value": 1}]}'),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert response.status == 202, await response.text()
+    assert await redis.xlen(keys.metrics) == 1

@@ -133,3 +133,20 @@ def test_log_labels_may_not_shadow_service_or_level():
         parse_body(LOGS, body(logs=[{"service": "a", "level": "info", "labels": {"level": "x"}}]), NOW, 10)
     assert caught.value.errors[0].index == 0
     assert "level" in caught.value.errors[0].reason
+
+
+@pytest.mark.parametrize(
+    ("ts", "reason"),
+    [
+        (1e300, "in the future"),
+        ("0001-01-01T00:00:00Z", "in the past"),
+        (NOW - 3601, "in the past; the limit is 3600s"),
+        (NOW + 601, "in the future; the limit is 600s"),
+    ],
+)
+def test_timestamps_outside_the_window_are_rejected_per_item(ts: object, reason: str):
+    good = {"name": "x", "value": 1, "timestamp": NOW - 10}
+    with pytest.raises(Rejected) as caught:
+        parse_body(METRICS, body(samples=[good, {"name": "x", "value": 1, "timestamp": ts}]), NOW, 10)
+    (error,) = caught.value.errors
+    assert error.index == 1 and error.field == "timestamp" and reason in error.reason

@@ -39,6 +39,53 @@ def go_quote(value: str) -> str:
     return "".join(out)
 
 
+_INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
+
+
+def go_regex(pattern: str) -> str:
+    """An RE2 pattern in Python's syntax. RE2 allows flag groups like `(?i)` anywhere, applying to the rest
+    of the enclosing group; Python only at the start. So `a((?i)b)c` becomes `a((?i:b))c`."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    closers: list[int] = []  # per open group: how many scoped flag groups to close with it
+    pending = 0  # scoped flag groups opened at top level
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if ch == "[":  # a character class: copy verbatim up to its end
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            out.append(pattern[i : j + 1])
+            i = j + 1
+            continue
+        flags = _INLINE_FLAGS.match(pattern, i)
+        if flags:
+            python_flags = flags.group(1).replace("U", "")
+            out.append(f"(?{python_flags}:" if python_flags else "(?:")
+            if closers:
+                closers[-1] += 1
+            else:
+                pending += 1
+            i = flags.end()
+            continue
+        if ch == "(":
+            closers.append(0)
+        elif ch == ")" and closers:
+            out.append(")" * closers.pop())
+        out.append(ch)
+        i += 1
+    out.append(")" * pending)
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class Matcher:
     name: str
@@ -54,7 +101,8 @@ class Matcher:
         regex = None
         if op in ("=~", "!~"):
             try:
-                regex = re.compile(f"(?:{value})")
+                # As Prometheus: anchored, `.` matches newlines, RE2's mid-pattern flags made Python-scoped.
+                regex = re.compile(f"(?s:{go_regex(value)})")
             except re.error as exc:
                 raise MatcherError(f"invalid regular expression {value!r}: {exc}") from None
         return cls(name, op, value, regex)

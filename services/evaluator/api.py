@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.evaluator.evaluation import Evaluator
 from services.evaluator.rules.alerting import AlertRecord, AlertState
+from services.evaluator.rules.recording import RecordingRule
 from shared.alerts import from_unix
 from shared.durations import format_duration
 from shared.webapp import json_response
@@ -29,7 +30,7 @@ def add_routes(app: web.Application, evaluator: Evaluator) -> None:
         active = [
             _alert_json(record)
             for group in evaluator.groups
-            for rule in group.rules
+            for rule in group.alerting_rules
             for record in rule.active.values()
             if record.state != AlertState.INACTIVE
         ]
@@ -40,6 +41,18 @@ def add_routes(app: web.Application, evaluator: Evaluator) -> None:
         for group in evaluator.groups:
             group_rules = []
             for rule in group.rules:
+                if isinstance(rule, RecordingRule):
+                    group_rules.append(
+                        {
+                            "type": "recording",
+                            "name": rule.name,
+                            "query": rule.expr.text,
+                            "labels": rule.labels,
+                            "health": rule.health,
+                            "lastError": rule.last_error,
+                        }
+                    )
+                    continue
                 active = [_alert_json(r) for r in rule.active.values() if r.state != AlertState.INACTIVE]
                 states = {r.state for r in rule.active.values()}
                 state = (

@@ -162,7 +162,7 @@ class Evaluator:
     def _update_gauges(self) -> None:
         counts = {state: 0 for state in AlertState}
         for group in self.groups:
-            for rule in group.rules:
+            for rule in group.alerting_rules:
                 for record in rule.active.values():
                     counts[record.state] += 1
         for state, count in counts.items():

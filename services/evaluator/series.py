@@ -98,13 +98,16 @@ class SeriesStore:
         return iter(self._series.values())
 
     def _get(self, name: str, labels: dict[str, str]) -> Series:
-        full = {**labels, METRIC_NAME: name}
+        return self.series_for({**labels, METRIC_NAME: name})
+
+    def series_for(self, full: dict[str, str]) -> Series:
+        """The series with exactly these labels (`__name__` included, or absent), created if new."""
         key = label_key(full)
         series = self._series.get(key)
         if series is None:
             series = Series(full)
             self._series[key] = series
-            self._by_name.setdefault(name, {})[key] = series
+            self._by_name.setdefault(full.get(METRIC_NAME, ""), {})[key] = series
         return series
 
     def add(self, name: str, labels: dict[str, str], ts: float, value: float) -> None:
@@ -129,10 +132,11 @@ class SeriesStore:
         stale = [key for key, s in self._series.items() if not s.timestamps or s.timestamps[-1] <= horizon]
         for key in stale:
             series = self._series.pop(key)
-            by_name = self._by_name[series.labels[METRIC_NAME]]
+            name = series.labels.get(METRIC_NAME, "")
+            by_name = self._by_name[name]
             del by_name[key]
             if not by_name:
-                del self._by_name[series.labels[METRIC_NAME]]
+                del self._by_name[name]
         for series in self._series.values():
             series.trim(horizon)
         return len(stale)

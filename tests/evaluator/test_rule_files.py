@@ -46,7 +46,14 @@ def test_good_file_loads_with_inherited_interval(tmp_path: Path):
     assert (rule.name, rule.hold, rule.keep_firing_for) == ("HighErrorRate", 300.0, 60.0)
     labels = {k: t.source for k, t in rule.labels.items()}
     assert labels == {"team": "payments", "severity": "page", "priority": "1"}
-    assert defaults.rules[0].expr.op == ">" and defaults.rules[0].expr.threshold == 1000
+    from services.evaluator.series import SeriesStore
+
+    store = SeriesStore(300)
+    store.add("queue_depth", {}, 100.0, 999)
+    store.add("queue_depth", {"q": "big"}, 100.0, 1001)
+    assert defaults.rules[0].expr.evaluate(store, 100.0, 300) == [
+        ({"__name__": "queue_depth", "q": "big"}, 1001)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -61,8 +68,8 @@ def test_good_file_loads_with_inherited_interval(tmp_path: Path):
             ":6:9: field colour not found in type",
         ),
         (
-            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: 'rate(x[5m]) > 1'\n",
-            ':5:9: group "g", rule 1, "A": expression \'rate(x[5m]) > 1\' is not supported yet',
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: 'rate(x[5m])[5m:]'\n",
+            ':5:9: group "g", rule 1, "A": invalid expression type \'range vector\' for a rule',
         ),
         (
             "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x >\n",

@@ -1,6 +1,6 @@
-"""The PromQL subset the evaluator runs. Parsing is `promql-parser`'s; we wrap its errors and reject what we
-do not evaluate, so a rule never loads that would silently do something else."""
+"""PromQL for tripwire: parsed by `promql-parser`, compiled into our own tree (nodes), evaluated by the
+engine with Prometheus 3.x semantics over the in-memory series store."""
 
-from services.evaluator.promql.parse import Expression, PromQLError, compile_expr
+from services.evaluator.promql.parse import EvalError, Expression, PromQLError, compile_expr
 
-__all__ = ["Expression", "PromQLError", "compile_expr"]
+__all__ = ["EvalError", "Expression", "PromQLError", "compile_expr"]

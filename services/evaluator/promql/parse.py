@@ -1,113 +1,61 @@
-"""Compiling PromQL text into something the evaluator can run.
+"""The rule-facing side of the engine: an expression compiled once, evaluated at each tick.
 
-Supported today: an instant vector selector compared with a number, `<selector> <op> <number>` (or the
-number on the left), with `=`, `!=`, `=~`, `!~` matchers and the comparison operators `>`, `<`, `>=`, `<=`,
-`==`, `!=`. That is what a threshold alert needs; the full engine (functions, aggregations, ranges) replaces
-this module's evaluation while keeping its interface: `compile_expr(text).evaluate(store, ts, lookback)`.
+`compile_expr(text)` checks the text fully at load time (syntax, supported functions, result type), so a rule
+never loads that would fail or silently do something else later; `Expression.evaluate` runs it at a tick.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import promql_parser
+from services.evaluator.promql.engine import Engine, EvalError, Storage
+from services.evaluator.promql.nodes import Node, PromQLError, type_of
+from services.evaluator.promql.nodes import compile_expr as compile_node
+from services.evaluator.promql.values import Scalar
 
-from services.evaluator.series import METRIC_NAME, SeriesStore
-from shared.matchers import Matcher, MatcherError
-
-_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    "<": operator.lt,
-    ">=": operator.ge,
-    "<=": operator.le,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-# `a < b` with the number on the left is `b > a` with the selector on the left.
-_FLIPPED = {">": "<", "<": ">", ">=": "<=", "<=": ">=", "==": "==", "!=": "!="}
-_MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
-
-SUPPORTED = "an instant selector compared with a number, e.g. 'errors_ratio{service=\"checkout\"} > 0.02'"
-
-
-class PromQLError(ValueError):
-    """An expression that does not parse, or that tripwire does not evaluate (yet)."""
-
+__all__ = ["EvalError", "Expression", "PromQLError", "compile_expr"]
 
 Sample = tuple[dict[str, str], float]
+_ENGINES: dict[int, Engine] = {}
 
 
-@dataclass(frozen=True)
-class Selector:
-    matchers: tuple[Matcher, ...]
-
-    def evaluate(self, store: SeriesStore, ts: float, lookback: float) -> list[Sample]:
-        result = []
-        for series in store.select(self.matchers):
-            point = series.latest(ts, lookback)
-            if point is not None:
-                result.append((series.labels, point[1]))
-        return result
+def _engine(lookback: float) -> Engine:
+    ms = round(lookback * 1000)
+    engine = _ENGINES.get(ms)
+    if engine is None:
+        engine = _ENGINES[ms] = Engine(lookback_ms=ms)
+    return engine
 
 
 @dataclass(frozen=True)
 class Expression:
-    """A compiled expression: `evaluate` gives the instant vector at `ts`."""
+    """A compiled rule expression: `evaluate` gives the instant vector at `ts` (seconds)."""
 
     text: str
-    selector: Selector
-    op: str
-    threshold: float
+    node: Node
 
-    def evaluate(self, store: SeriesStore, ts: float, lookback: float) -> list[Sample]:
-        # A comparison without `bool` filters, keeping the sample value and `__name__` (as Prometheus does).
-        compare = _COMPARISONS[self.op]
-        return [
-            (labels, v)
-            for labels, v in self.selector.evaluate(store, ts, lookback)
-            if compare(v, self.threshold)
-        ]
-
-
-def _selector(node: promql_parser.VectorSelector) -> Selector:
-    if node.offset is not None or node.at is not None:
-        raise PromQLError("offset and @ modifiers are not supported yet")
-    if node.matchers.or_matchers:
-        raise PromQLError("'or' inside label matchers is not supported")
-    matchers: list[Matcher] = []
-    if node.name:
-        matchers.append(Matcher(METRIC_NAME, "=", node.name))
-    for m in node.matchers.matchers:
-        try:
-            matchers.append(Matcher.create(m.name, _MATCH_OPS[str(m.op)], m.value))
-        except MatcherError as exc:
-            raise PromQLError(str(exc)) from None
-    return Selector(tuple(matchers))
-
-
-def _unwrap(node: object) -> object:
-    while isinstance(node, promql_parser.ParenExpr):
-        node = node.expr
-    return node
+    def evaluate(
+        self, store: Storage, ts: float, lookback: float, cache: dict[Any, Any] | None = None
+    ) -> list[Sample]:
+        """The instant vector at `ts` (seconds). `cache` shares series selections between the rules of one
+        tick; the caller must drop entries whose series it has written to since."""
+        value = _engine(lookback).instant(self.node, store, round(ts * 1000), cache)
+        if isinstance(value, Scalar):
+            # As Prometheus' rule manager: a scalar result is a one-element vector without labels.
+            return [({}, value.value)]
+        return [(s.labels, s.value) for s in value]  # type: ignore[union-attr]
 
 
 def compile_expr(text: str) -> Expression:
     """Parse and check `text`; raises PromQLError saying what is wrong or unsupported."""
-    try:
-        tree = promql_parser.parse(text)
-    except ValueError as exc:
-        raise PromQLError(f"could not parse expression: {exc}") from None
-    tree = _unwrap(tree)
-    if isinstance(tree, promql_parser.BinaryExpr):
-        op = str(tree.op)
-        lhs, rhs = _unwrap(tree.lhs), _unwrap(tree.rhs)
-        if op in _COMPARISONS:
-            if tree.modifier is not None and tree.modifier.return_bool:
-                raise PromQLError("comparisons with 'bool' are not supported yet; " + SUPPORTED)
-            if isinstance(lhs, promql_parser.VectorSelector) and isinstance(rhs, promql_parser.NumberLiteral):
-                return Expression(text, _selector(lhs), op, float(rhs.val))
-            if isinstance(lhs, promql_parser.NumberLiteral) and isinstance(rhs, promql_parser.VectorSelector):
-                return Expression(text, _selector(rhs), _FLIPPED[op], float(lhs.val))
-    raise PromQLError(f"expression {text.strip()!r} is not supported yet; supported: {SUPPORTED}")
+    node = compile_node(text)
+    kind = type_of(node)
+    if kind not in ("vector", "scalar"):
+        raise PromQLError(
+            f"invalid expression type {_TYPE_NAMES[kind]!r} for a rule, must be vector or scalar"
+        )
+    return Expression(text, node)
+
+
+_TYPE_NAMES = {"matrix": "range vector", "string": "string", "vector": "instant vector", "scalar": "scalar"}

@@ -72,27 +72,58 @@ class AlertingRule:
     expr: Expression
     hold: float = 0.0  # `for`
     keep_firing_for: float = 0.0
+    keep_firing_while: Expression | None = None
     labels: dict[str, Template] = field(default_factory=dict)
     annotations: dict[str, Template] = field(default_factory=dict)
     active: dict[str, AlertRecord] = field(default_factory=dict)  # by fingerprint
     health: str = "unknown"
     last_error: str = ""
 
-    def eval(self, ts: float, vector: list[Sample], external_labels: dict[str, str]) -> None:
-        """Advance every alert of this rule to time `ts`, given the expression's result at `ts`."""
-        seen: set[str] = set()
+    def alert_labels(
+        self, sample_labels: dict[str, str], value: float, external: dict[str, str]
+    ) -> dict[str, str]:
+        """The labels of the alert a result sample produces: the series' labels without `__name__`, the rule's
+        (templated) labels over them, `alertname`; a label templated to "" is removed, as in Prometheus."""
+        labels = {k: v for k, v in sample_labels.items() if k != METRIC_NAME}
+        for key, template in self.labels.items():
+            labels[key] = template.render(sample_labels, value, external)
+        labels["alertname"] = self.name
+        for key in [k for k, v in labels.items() if v == ""]:
+            del labels[key]
+        return labels
+
+    def eval(
+        self,
+        ts: float,
+        vector: list[Sample],
+        external_labels: dict[str, str],
+        recovering: list[Sample] | None = None,
+    ) -> None:
+        """Advance every alert of this rule to time `ts`, given the expression's result at `ts`.
+        `recovering` is the result of `keep_firing_while` (a tripwire extension): a firing alert whose series
+        has left `expr` but is still in it keeps firing, so an alert that fires above 2% resolves only below
+        1.5%, say, instead of flapping around one threshold."""
+        holding = {
+            fingerprint(self.alert_labels(labels, value, external_labels))
+            for labels, value in recovering or ()
+        }
+        found: dict[str, tuple[dict[str, str], dict[str, str], float]] = {}
         for sample_labels, value in vector:
-            labels = {k: v for k, v in sample_labels.items() if k != METRIC_NAME}
-            # Rule labels are templated against the series' own labels, then override them.
-            for key, template in self.labels.items():
-                labels[key] = template.render(sample_labels, value, external_labels)
-            labels["alertname"] = self.name
+            labels = self.alert_labels(sample_labels, value, external_labels)
+            # Annotations see the series' own labels (as label templates do), not the alert's final ones.
             annotations = {
-                key: template.render(labels, value, external_labels)
+                key: template.render(sample_labels, value, external_labels)
                 for key, template in self.annotations.items()
             }
             fp = fingerprint(labels)
-            seen.add(fp)
+            if fp in found:
+                # Checked before any state changes, so a failed evaluation leaves the alerts as they were.
+                raise RuntimeError(
+                    "vector contains metrics with the same labelset after applying alert labels"
+                )
+            found[fp] = (labels, annotations, value)
+        seen = set(found)
+        for fp, (labels, annotations, value) in found.items():
             alert = self.active.get(fp)
             if alert is not None and alert.state != AlertState.INACTIVE:
                 alert.value = value
@@ -103,8 +134,8 @@ class AlertingRule:
 
         for fp, alert in list(self.active.items()):
             if fp not in seen:
-                keep_firing = False
-                if alert.state == AlertState.FIRING and self.keep_firing_for > 0:
+                keep_firing = alert.state == AlertState.FIRING and fp in holding
+                if not keep_firing and alert.state == AlertState.FIRING and self.keep_firing_for > 0:
                     if alert.keep_firing_since is None:
                         alert.keep_firing_since = ts
                     keep_firing = ts - alert.keep_firing_since < self.keep_firing_for
@@ -155,6 +186,17 @@ class AlertingRule:
             generatorURL=generator_url(external_url, self.expr.text),
             status="resolved" if resolved else "firing",
         )
+
+    def series(self) -> list[tuple[dict[str, str], float]]:
+        """The `ALERTS` and `ALERTS_FOR_STATE` samples of the pending and firing alerts, as Prometheus writes
+        them after each evaluation."""
+        out: list[tuple[dict[str, str], float]] = []
+        for record in self.active.values():
+            if record.state == AlertState.INACTIVE:
+                continue
+            out.append(({**record.labels, METRIC_NAME: "ALERTS", "alertstate": record.state.value}, 1.0))
+            out.append(({**record.labels, METRIC_NAME: "ALERTS_FOR_STATE"}, float(int(record.active_at))))
+        return out
 
     def active_count(self) -> int:
         """Alerts pending or firing (resolved ones kept for re-sending do not count)."""

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from services.evaluator.promql.values import STALE_NAN
 from services.evaluator.rules.alerting import AlertingRule, AlertRecord
-from services.evaluator.series import SeriesStore
+from services.evaluator.rules.recording import RecordingRule, RuleError
+from services.evaluator.series import METRIC_NAME, SeriesStore
 from shared.alerts import Alert
+
+Rule = AlertingRule | RecordingRule
+SeriesKey = tuple[tuple[str, str], ...]
+
+
+def _invalidate(selections: dict[Any, Any], names: set[str]) -> None:
+    """Forget cached selections that could include series of `names` (new series may have appeared)."""
+    for matchers in list(selections):
+        by_name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
+        if by_name is None or by_name in names:
+            del selections[matchers]
 
 
 @dataclass
@@ -33,9 +47,16 @@ class RuleGroup:
     name: str
     file: str
     interval: float
-    rules: list[AlertingRule]
+    rules: list[Rule]
     labels: dict[str, str] = field(default_factory=dict)
     limit: int = 0
+    query_offset: float = 0.0
+    # Per rule (by position): the series it wrote last time, so vanished ones get a stale marker.
+    _previous: dict[int, dict[SeriesKey, dict[str, str]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def alerting_rules(self) -> list[AlertingRule]:
+        return [r for r in self.rules if isinstance(r, AlertingRule)]
 
     @property
     def key(self) -> str:
@@ -43,21 +64,37 @@ class RuleGroup:
         return f"{self.file};{self.name}"
 
     def evaluate(self, store: SeriesStore, ts: float, ctx: EvalContext) -> Outcome:
-        """Run every rule at `ts` and collect what must be sent (call `commit` once it has been)."""
+        """Run every rule at `ts`, in order: each rule's output (recorded series, `ALERTS`) is written to
+        `store` before the next rule runs, so later rules see it. Collects the alerts to send (call `commit`
+        once they have been). Queries and written samples use `ts - query_offset`; alert times use `ts`."""
         sends: list[tuple[AlertingRule, AlertRecord]] = []
         alerts: list[Alert] = []
-        for rule in self.rules:
+        eval_ts = ts - self.query_offset
+        selections: dict[Any, Any] = {}  # shared by the rules, invalidated by what they write
+        for index, rule in enumerate(self.rules):
             try:
-                vector = rule.expr.evaluate(store, ts, ctx.lookback)
-                rule.eval(ts, vector, ctx.external_labels)
-                active = rule.active_count()
-                if self.limit and active > self.limit:
-                    # As Prometheus: over the limit, the rule's alerts are dropped and the rule errors.
-                    rule.active.clear()
-                    raise RuntimeError(f"exceeded limit of {self.limit} with {active} alerts")
+                vector = rule.expr.evaluate(store, eval_ts, ctx.lookback, selections)
+                if isinstance(rule, RecordingRule):
+                    output = rule.eval(vector, self.limit)
+                else:
+                    recovering = None
+                    if rule.keep_firing_while is not None:
+                        recovering = rule.keep_firing_while.evaluate(store, eval_ts, ctx.lookback, selections)
+                    rule.eval(ts, vector, ctx.external_labels, recovering)
+                    active = rule.active_count()
+                    if self.limit and active > self.limit:
+                        # As Prometheus: over the limit, the rule's alerts are dropped and the rule errors.
+                        rule.active.clear()
+                        raise RuleError(f"exceeded limit of {self.limit} with {active} alerts")
+                    output = rule.series()
                 rule.health, rule.last_error = "ok", ""
             except Exception as exc:  # one broken rule must not stop the others
                 rule.health, rule.last_error = "err", str(exc)
+                continue
+            written = self._write(store, index, output, eval_ts)
+            if written:
+                _invalidate(selections, written)
+            if isinstance(rule, RecordingRule):
                 continue
             for record in rule.due(ts, ctx.resend_delay):
                 sends.append((rule, record))
@@ -68,6 +105,24 @@ class RuleGroup:
                 )
         return Outcome(ts, sends, alerts)
 
+    def _write(
+        self, store: SeriesStore, index: int, output: list[tuple[dict[str, str], float]], ts: float
+    ) -> set[str]:
+        """Write a rule's output at `ts`, and a stale marker for each series it wrote before but not now.
+        Returns the metric names written."""
+        current: dict[SeriesKey, dict[str, str]] = {}
+        names: set[str] = set()
+        for labels, value in output:
+            store.series_for(labels).add(ts, value)
+            current[tuple(sorted(labels.items()))] = labels
+            names.add(labels.get(METRIC_NAME, ""))
+        for key, labels in self._previous.get(index, {}).items():
+            if key not in current:
+                store.series_for(labels).add(ts, STALE_NAN)
+                names.add(labels.get(METRIC_NAME, ""))
+        self._previous[index] = current
+        return names
+
     def commit(self, outcome: Outcome, ctx: EvalContext) -> None:
         """Mark the outcome's alerts as sent (only after they are safely on the alerts stream)."""
         for rule, record in outcome.sends:
@@ -77,13 +132,13 @@ class RuleGroup:
         """All alert state of the group as plain data, keyed by rule name and fingerprint."""
         return {
             f"{rule.name}\x1f{fp}": record.to_json()
-            for rule in self.rules
+            for rule in self.alerting_rules
             for fp, record in rule.active.items()
         }
 
     def restore(self, state: dict[str, dict[str, object]]) -> int:
         """Load state saved by `snapshot` (entries of rules no longer in the group are ignored)."""
-        by_name = {rule.name: rule for rule in self.rules}
+        by_name = {rule.name: rule for rule in self.alerting_rules}
         restored = 0
         for key, data in state.items():
             rule_name, _, fp = key.partition("\x1f")

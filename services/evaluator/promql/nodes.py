@@ -1,0 +1,248 @@
+"""Compiling PromQL text into our own small, immutable expression tree.
+
+Parsing is `promql-parser`'s (the Rust parser Greptime maintains, with Prometheus' grammar). Its nodes are
+proxies into Rust: every attribute access builds new Python objects, far too slow to walk on every tick of a
+thousand rules. So an expression is parsed once and converted into the dataclasses below, checked on the way:
+anything tripwire does not evaluate is refused here, at load time, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import promql_parser
+
+from services.evaluator.promql.values import METRIC_NAME
+from shared.matchers import Matcher, MatcherError
+
+
+class PromQLError(ValueError):
+    """An expression that does not parse, or that uses something tripwire does not evaluate."""
+
+
+ValueType = Literal["scalar", "vector", "matrix", "string"]
+# `@` is a fixed time in ms, or the query's start or end.
+At = int | Literal["start", "end"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class NumberLiteral:
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class StringLiteral:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSelector:
+    name: str | None
+    matchers: tuple[Matcher, ...]
+    offset_ms: int = 0
+    at: At = None
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixSelector:
+    selector: VectorSelector
+    range_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subquery:
+    expr: Node
+    range_ms: int
+    step_ms: int  # 0: the engine's default subquery step
+    offset_ms: int = 0
+    at: At = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    expr: Node  # always a negation: unary plus is dropped while compiling
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    op: str
+    lhs: Node
+    rhs: Node
+    return_bool: bool = False
+    card: Literal["one-to-one", "many-to-one", "one-to-many", "many-to-many"] = "one-to-one"
+    on: bool = False  # True: on(labels); False: ignoring(labels) (an empty ignoring() is the default)
+    matching: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()  # group_left/group_right labels
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    op: str
+    expr: Node
+    param: Node | None = None
+    without: bool = False
+    grouping: tuple[str, ...] = ()
+    has_grouping: bool = False  # `by ()` groups everything; no clause as well
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: str
+    args: tuple[Node, ...]
+
+
+Node = (
+    NumberLiteral
+    | StringLiteral
+    | VectorSelector
+    | MatrixSelector
+    | Subquery
+    | Unary
+    | Binary
+    | Aggregate
+    | Call
+)
+
+COMPARISONS = frozenset({"==", "!=", ">", "<", ">=", "<="})
+SET_OPERATORS = frozenset({"and", "or", "unless"})
+ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
+
+_MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
+_CARD = {
+    "VectorMatchCardinality.OneToOne": "one-to-one",
+    "VectorMatchCardinality.ManyToOne": "many-to-one",
+    "VectorMatchCardinality.OneToMany": "one-to-many",
+    "VectorMatchCardinality.ManyToMany": "many-to-many",
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(delta: timedelta | None) -> int:
+    return 0 if delta is None else delta // timedelta(milliseconds=1)
+
+
+def _at(modifier: object | None) -> At:
+    if modifier is None:
+        return None
+    kind = str(modifier.type)  # type: ignore[attr-defined]
+    if kind.endswith("Start"):
+        return "start"
+    if kind.endswith("End"):
+        return "end"
+    return (modifier.at - _EPOCH) // timedelta(milliseconds=1)  # type: ignore[attr-defined]
+
+
+def type_of(node: Node) -> ValueType:
+    """The static PromQL type of an expression."""
+    match node:
+        case NumberLiteral():
+            return "scalar"
+        case StringLiteral():
+            return "string"
+        case VectorSelector() | Aggregate():
+            return "vector"
+        case MatrixSelector() | Subquery():
+            return "matrix"
+        case Unary():
+            return type_of(node.expr)
+        case Binary():
+            both_scalar = type_of(node.lhs) == "scalar" and type_of(node.rhs) == "scalar"
+            return "scalar" if both_scalar else "vector"
+        case Call():
+            from services.evaluator.promql.functions import FUNCTIONS
+
+            return FUNCTIONS[node.name].returns
+    raise AssertionError(node)
+
+
+def compile_expr(text: str) -> Node:
+    """Parse `text` into an expression tree; raises PromQLError saying what is wrong or unsupported."""
+    try:
+        tree = promql_parser.parse(text)
+    except (ValueError, TypeError) as exc:
+        raise PromQLError(f"could not parse expression: {exc}") from None
+    return _convert(tree)
+
+
+def _selector(node: promql_parser.VectorSelector) -> VectorSelector:
+    matcher_set = node.matchers
+    if matcher_set.or_matchers:
+        raise PromQLError("'or' inside label matchers is not supported (it is not in Prometheus 3.x)")
+    matchers: list[Matcher] = []
+    name = node.name
+    if name:
+        matchers.append(Matcher(METRIC_NAME, "=", name))
+    for m in matcher_set.matchers:
+        try:
+            matchers.append(Matcher.create(m.name, _MATCH_OPS[str(m.op)], m.value))
+        except MatcherError as exc:
+            raise PromQLError(str(exc)) from None
+    return VectorSelector(name or None, tuple(matchers), _ms(node.offset), _at(node.at))
+
+
+def _convert(node: object) -> Node:
+    P = promql_parser
+    match node:
+        case P.ParenExpr():
+            return _convert(node.expr)
+        case P.NumberLiteral():
+            return NumberLiteral(float(node.val))
+        case P.StringLiteral():
+            return StringLiteral(node.val)
+        case P.VectorSelector():
+            return _selector(node)
+        case P.MatrixSelector():
+            return MatrixSelector(_selector(node.vector_selector), _ms(node.range))
+        case P.SubqueryExpr():
+            return Subquery(
+                _convert(node.expr), _ms(node.range), _ms(node.step), _ms(node.offset), _at(node.at)
+            )
+        case P.UnaryExpr():
+            inner = _convert(node.expr)
+            if isinstance(inner, NumberLiteral):
+                return NumberLiteral(-inner.value)
+            return Unary(inner)
+        case P.BinaryExpr():
+            return _binary(node)
+        case P.AggregateExpr():
+            modifier = node.modifier
+            without = modifier is not None and str(modifier.type).endswith("Without")
+            return Aggregate(
+                op=str(node.op),
+                expr=_convert(node.expr),
+                param=_convert(node.param) if node.param is not None else None,
+                without=without,
+                grouping=tuple(modifier.labels) if modifier is not None else (),
+                has_grouping=modifier is not None,
+            )
+        case P.Call():
+            from services.evaluator.promql.functions import FUNCTIONS
+
+            name = node.func.name
+            if name not in FUNCTIONS:
+                raise PromQLError(f"function {name}() is not supported by tripwire")
+            return Call(name, tuple(_convert(a) for a in node.args))
+    raise PromQLError(f"unsupported expression {node}")
+
+
+def _binary(node: promql_parser.BinaryExpr) -> Binary:
+    op = str(node.op)
+    modifier = node.modifier
+    lhs, rhs = _convert(node.lhs), _convert(node.rhs)
+    if modifier is None:
+        card = "many-to-many" if op in SET_OPERATORS else "one-to-one"
+        return Binary(op, lhs, rhs, card=card)  # type: ignore[arg-type]
+    matching = modifier.matching
+    on = matching is not None and str(matching.type).endswith("Include")
+    return Binary(
+        op=op,
+        lhs=lhs,
+        rhs=rhs,
+        return_bool=bool(modifier.return_bool),
+        card=_CARD[str(modifier.card)],  # type: ignore[arg-type]
+        on=on,
+        matching=tuple(matching.labels) if matching is not None else (),
+        include=tuple(modifier.group_labels or ()),
+    )

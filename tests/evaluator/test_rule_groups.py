@@ -1,0 +1,136 @@
+"""Rule groups as Prometheus runs them: rules in order at one timestamp, recorded series and ALERTS written
+for later rules, stale markers, query_offset, limit, and tripwire's keep_firing_while."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.evaluator.promql.engine import Engine
+from services.evaluator.promql.values import is_stale
+from services.evaluator.rules.alerting import AlertState
+from services.evaluator.rules.files import load_rule_files
+from services.evaluator.rules.group import EvalContext, RuleGroup
+from services.evaluator.series import SeriesStore
+from shared.yamlfile import ConfigErrors
+
+CTX = EvalContext(lookback=300, resend_delay=60)
+
+
+def group_from(tmp_path: Path, text: str) -> RuleGroup:
+    path = tmp_path / "rules.yml"
+    path.write_text(text)
+    (group,) = load_rule_files([path], default_interval=15)
+    return group
+
+
+def query(store: SeriesStore, expr: str, ts: float) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value for s in Engine().instant(expr, store, round(ts * 1000))}
+
+
+def test_later_rules_see_recorded_series_and_alerts_of_the_same_tick(tmp_path: Path):
+    group = group_from(
+        tmp_path,
+        """
+groups:
+  - name: g
+    rules:
+      - record: job:errors:rate1m
+        expr: sum by (job) (rate(errors_total[1m]))
+        labels: {source: rec}
+      - alert: Errors
+        expr: job:errors:rate1m > 1
+      - record: alerts:count
+        expr: count(ALERTS{alertname="Errors"})
+""",
+    )
+    store = SeriesStore(float("inf"))
+    for i in range(5):
+        store.add("errors_total", {"job": "api"}, i * 15.0, i * 100.0)
+    group.evaluate(store, 60.0, CTX)
+    assert query(store, "job:errors:rate1m", 60) == {
+        (("__name__", "job:errors:rate1m"), ("job", "api"), ("source", "rec")): pytest.approx(6.666, rel=1e-3)
+    }
+    assert query(store, "alerts:count", 60) == {(("__name__", "alerts:count"),): 1.0}
+    assert query(store, "ALERTS_FOR_STATE", 60) == {
+        (("__name__", "ALERTS_FOR_STATE"), ("alertname", "Errors"), ("job", "api"), ("source", "rec")): 60.0
+    }
+
+
+def test_vanished_series_get_a_stale_marker(tmp_path: Path):
+    group = group_from(
+        tmp_path, "groups:\n  - name: g\n    rules:\n      - record: up:copy\n        expr: up\n"
+    )
+    store = SeriesStore(float("inf"))
+    store.add("up", {"i": "a"}, 0.0, 1)
+    group.evaluate(store, 0.0, CTX)
+    group.evaluate(store, 400.0, CTX)  # `up` is out of the lookback now: the recorded series vanishes
+    (series,) = [s for s in store if s.labels["__name__"] == "up:copy"]
+    assert is_stale(series.values[-1]) and series.timestamps[-1] == 400.0
+    assert query(store, "up:copy", 401) == {}
+
+
+def test_query_offset_moves_queries_and_written_samples(tmp_path: Path):
+    group = group_from(
+        tmp_path,
+        "groups:\n  - name: g\n    query_offset: 1m\n    rules:\n      - record: x:copy\n        expr: x\n",
+    )
+    store = SeriesStore(float("inf"))
+    store.add("x", {}, 100.0, 1)
+    store.add("x", {}, 150.0, 2)
+    group.evaluate(store, 160.0, CTX)  # queries at 100: sees the first sample only
+    (series,) = [s for s in store if s.labels["__name__"] == "x:copy"]
+    assert list(series.timestamps) == [100.0] and list(series.values) == [1.0]
+
+
+def test_limit_errors_the_rule_and_drops_its_alerts(tmp_path: Path):
+    group = group_from(
+        tmp_path, "groups:\n  - name: g\n    limit: 1\n    rules:\n      - alert: Up\n        expr: up == 1\n"
+    )
+    store = SeriesStore(float("inf"))
+    store.add("up", {"i": "a"}, 0.0, 1)
+    store.add("up", {"i": "b"}, 0.0, 1)
+    group.evaluate(store, 0.0, CTX)
+    (rule,) = group.rules
+    assert rule.health == "err" and "exceeded limit of 1 with 2 alerts" in rule.last_error
+    assert rule.active == {}
+
+
+def test_keep_firing_while_holds_a_firing_alert_until_the_recovery_threshold(tmp_path: Path):
+    group = group_from(
+        tmp_path,
+        """
+groups:
+  - name: g
+    rules:
+      - alert: HighErrorRatio
+        expr: error_ratio > 0.02
+        keep_firing_while: error_ratio > 0.015
+""",
+    )
+    store = SeriesStore(float("inf"))
+    (rule,) = group.rules
+    states = []
+    for step, ratio in enumerate([0.03, 0.018, 0.016, 0.01, 0.018]):
+        store.add("error_ratio", {}, step * 15.0, ratio)
+        group.evaluate(store, step * 15.0, CTX)
+        states.append(next(a.state for a in rule.active.values()))
+    # Fires above 2%, holds at 1.8% and 1.6%, resolves at 1%, and 1.8% alone does not fire it again.
+    assert states == [
+        AlertState.FIRING,
+        AlertState.FIRING,
+        AlertState.FIRING,
+        AlertState.INACTIVE,
+        AlertState.INACTIVE,
+    ]
+
+
+def test_recording_rules_reject_alerting_fields(tmp_path: Path):
+    path = tmp_path / "rules.yml"
+    path.write_text(
+        "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: x\n        for: 5m\n"
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_rule_files([path], default_interval=15)
+    assert "invalid field 'for' in recording rule" in str(caught.value)

@@ -35,6 +35,7 @@ format: $(VENV)/.dev-stamp
 
 bench: $(VENV)/.run-stamp
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/engine.py
 
 clean:
 	rm -rf $(VENV) .tripwire .pytest_cache .ruff_cache

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from services.evaluator.api import add_routes
 from services.evaluator.evaluation import EvaluationMetrics, Evaluator
 from services.evaluator.ingest import IngestMetrics, Ingestor
+from services.evaluator.promql.nodes import lookbehind_ms
 from services.evaluator.replay import replay_tail
 from services.evaluator.rules.files import load_rule_files
-from services.evaluator.rules.group import EvalContext
+from services.evaluator.rules.group import EvalContext, RuleGroup
 from services.evaluator.series import SeriesStore
 from services.evaluator.state import StateStore
 from shared.clock import Clock, SystemClock
@@ -47,6 +48,22 @@ class EvaluatorApp:
         log.info("recovered", extra={"alerts_restored": restored, "entries_replayed": replayed})
 
 
+def history_needed(groups: list[RuleGroup], lookback: float) -> float:
+    """Seconds of samples the rules read at most (largest range or subquery plus offsets and lookback, plus
+    the group's query_offset): what the store keeps and the replay rebuilds."""
+    needed = lookback
+    for group in groups:
+        for rule in group.rules:
+            exprs = [rule.expr]
+            keep_while = getattr(rule, "keep_firing_while", None)
+            if keep_while is not None:
+                exprs.append(keep_while)
+            for expr in exprs:
+                reach = lookbehind_ms(expr.node, round(lookback * 1000)) / 1000
+                needed = max(needed, reach + group.query_offset)
+    return needed
+
+
 def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
     """Wire the evaluator; raises ConfigErrors if any rule file is invalid (nothing starts then)."""
     clock = clock or SystemClock()
@@ -59,7 +76,7 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
         )
     if config.log_metrics:
         log.warning("log_metrics are not implemented yet; %d definition(s) ignored", len(config.log_metrics))
-    store = SeriesStore(retention=config.evaluator.lookback)
+    store = SeriesStore(retention=history_needed(groups, config.evaluator.lookback))
     ingestor = Ingestor(store=store, now=clock.now, metrics=IngestMetrics(service.registry))
     evaluator = Evaluator(
         groups=groups,

@@ -134,3 +134,25 @@ def test_recording_rules_reject_alerting_fields(tmp_path: Path):
     with pytest.raises(ConfigErrors) as caught:
         load_rule_files([path], default_interval=15)
     assert "invalid field 'for' in recording rule" in str(caught.value)
+
+
+def test_the_store_keeps_the_history_the_rules_read(tmp_path: Path):
+    from services.evaluator.app import history_needed
+
+    group = group_from(
+        tmp_path,
+        """
+groups:
+  - name: g
+    query_offset: 30s
+    rules:
+      - alert: A
+        expr: sum(rate(errors_total[10m])) > 1
+      - alert: B
+        expr: max_over_time(rate(x[5m])[1h:1m] offset 2m) > 1
+        keep_firing_while: y offset 2h > 0
+""",
+    )
+    # B's keep_firing_while reads 2h + the 5m lookback back, plus the group's 30s query_offset.
+    assert history_needed([group], lookback=300) == 7200 + 300 + 30
+    assert history_needed([], lookback=300) == 300

@@ -246,3 +246,26 @@ def _binary(node: promql_parser.BinaryExpr) -> Binary:
         matching=tuple(matching.labels) if matching is not None else (),
         include=tuple(modifier.group_labels or ()),
     )
+
+
+def lookbehind_ms(node: Node, lookback_ms: int) -> int:
+    """How far before the evaluation time `node` reads samples (ranges, offsets, subqueries and the lookback
+    of instant selectors): the series store must keep at least this much history. `@` reads at fixed times,
+    which are counted as if at the evaluation time."""
+    match node:
+        case VectorSelector():
+            return max(0, node.offset_ms) + lookback_ms
+        case MatrixSelector():
+            return max(0, node.selector.offset_ms) + node.range_ms
+        case Subquery():
+            return max(0, node.offset_ms) + node.range_ms + lookbehind_ms(node.expr, lookback_ms)
+        case Unary():
+            return lookbehind_ms(node.expr, lookback_ms)
+        case Binary():
+            return max(lookbehind_ms(node.lhs, lookback_ms), lookbehind_ms(node.rhs, lookback_ms))
+        case Aggregate():
+            inner = lookbehind_ms(node.expr, lookback_ms)
+            return max(inner, lookbehind_ms(node.param, lookback_ms)) if node.param is not None else inner
+        case Call():
+            return max((lookbehind_ms(a, lookback_ms) for a in node.args), default=0)
+    return 0

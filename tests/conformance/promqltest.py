@@ -95,6 +95,7 @@ class Case:
     expr: str
     instant_at: int | None = None
     range_args: tuple[int, int, int] | None = None
+    matrix_args: tuple[int, int, int] | None = None  # `expect range vector from … to … step …`
     expect_fail: bool = False
     ordered: bool = False
     expect_string: str | None = None
@@ -184,7 +185,8 @@ def _parse_eval(path: Path, lines: list[str], i: int) -> tuple[Case, int]:
             elif what == "string":
                 case.expect_string = body.split(None, 2)[2].strip()[1:-1]  # "…" or `…`
             elif what == "range":
-                case.skip = "range-vector results of instant queries ('expect range vector') are not compared"
+                words = body.split()  # expect range vector from <t> to <t> step <d>
+                case.matrix_args = (duration_ms(words[4]), duration_ms(words[6]), duration_ms(words[8]))
         else:
             case.expected.append(body)
         i += 1
@@ -244,7 +246,11 @@ def run_case(case: Case) -> Outcome:
     if isinstance(result, String):
         return Outcome(case, "failed", f"unexpected string result {result.value!r}")
     if case.range_args is not None:
-        return _compare_range(case, result)  # type: ignore[arg-type]
+        return _compare_range(case, result, case.range_args)  # type: ignore[arg-type]
+    if case.matrix_args is not None:
+        if isinstance(result, list) and all(isinstance(s, RangeSeries) for s in result):
+            return _compare_range(case, result, case.matrix_args)
+        return Outcome(case, "failed", f"expected a range vector, got {result!r}"[:300])
     if isinstance(result, Scalar):
         return _compare_scalar(case, result.value)
     if result and isinstance(result[0], RangeSeries):  # type: ignore[index]
@@ -322,8 +328,8 @@ def _compare_vector(case: Case, got: list) -> Outcome:  # type: ignore[type-arg]
     return Outcome(case, "passed")
 
 
-def _compare_range(case: Case, got: list) -> Outcome:  # type: ignore[type-arg]
-    start, _, step = case.range_args  # type: ignore[misc]
+def _compare_range(case: Case, got: list, args: tuple[int, int, int]) -> Outcome:  # type: ignore[type-arg]
+    start, _, step = args
     expected: dict[tuple[tuple[str, str], ...], dict[int, float]] = {}
     for labels, values in _expected_series(case):
         points = {}

@@ -62,7 +62,33 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (metric, logp):
         p.add_argument("--url", default=os.environ.get("TRIPWIRE_COLLECTOR_URL", "http://127.0.0.1:9400"))
         p.add_argument("--token", default=None, help="bearer token (default: $TRIPWIRE_INGEST_TOKEN)")
+    _rules_parser(sub)
     return parser
+
+
+def _rules_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`tripwire rules check|test`: promtool's `check rules` and `test rules`, its output and exit codes."""
+    rules = sub.add_parser("rules", help="check rule files, or run rule unit tests (as promtool does)")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="WHAT")
+    check = rules_sub.add_parser("check", help="validate rule files (schema, PromQL, templates, lint)")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.add_argument(
+        "--lint",
+        choices=("all", "duplicate-rules", "none"),
+        default="duplicate-rules",
+        help="lint checks to run (default: duplicate-rules)",
+    )
+    check.add_argument(
+        "--lint-fatal", action="store_true", help="make lint findings fatal (exit 3, as promtool)"
+    )
+    test = rules_sub.add_parser("test", help="run rule unit tests (promtool's test file format)")
+    test.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    test.add_argument(
+        "--run",
+        action="append",
+        metavar="REGEX",
+        help="only run test groups whose name matches; may be repeated (patterns are OR-ed)",
+    )
 
 
 def load_or_exit(path: Path | None) -> Config:
@@ -112,6 +138,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         from services.send import send
 
         raise SystemExit(asyncio.run(send(args)))
+    elif args.command == "rules":
+        raise SystemExit(run_rules(args))
+
+
+def run_rules(args: argparse.Namespace) -> int:
+    """`tripwire rules check|test`; returns the exit code."""
+    if args.rules_command == "check":
+        from services.evaluator.rules.check import check_rules
+
+        return check_rules(args.files, lint=args.lint, lint_fatal=args.lint_fatal)
+    from services.evaluator.rules.unittest import run_unit_tests
+
+    return run_unit_tests(args.files, run=args.run)
 
 
 if __name__ == "__main__":

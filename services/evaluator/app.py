@@ -88,6 +88,7 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
             resend_delay=config.evaluator.resend_delay,
             external_labels=config.global_.external_labels,
             external_url=config.evaluator.external_url,
+            subquery_step=config.global_.evaluation_interval,
         ),
         metrics=EvaluationMetrics(service.registry),
         caught_up=ingestor.caught_up,

@@ -17,14 +17,14 @@ from services.evaluator.promql.values import Scalar
 __all__ = ["EvalError", "Expression", "PromQLError", "compile_expr"]
 
 Sample = tuple[dict[str, str], float]
-_ENGINES: dict[int, Engine] = {}
+_ENGINES: dict[tuple[int, int], Engine] = {}
 
 
-def _engine(lookback: float) -> Engine:
-    ms = round(lookback * 1000)
-    engine = _ENGINES.get(ms)
+def _engine(lookback: float, subquery_step: float) -> Engine:
+    key = (round(lookback * 1000), round(subquery_step * 1000))
+    engine = _ENGINES.get(key)
     if engine is None:
-        engine = _ENGINES[ms] = Engine(lookback_ms=ms)
+        engine = _ENGINES[key] = Engine(lookback_ms=key[0], subquery_step_ms=key[1])
     return engine
 
 
@@ -36,11 +36,17 @@ class Expression:
     node: Node
 
     def evaluate(
-        self, store: Storage, ts: float, lookback: float, cache: dict[Any, Any] | None = None
+        self,
+        store: Storage,
+        ts: float,
+        lookback: float,
+        cache: dict[Any, Any] | None = None,
+        subquery_step: float = 60.0,
     ) -> list[Sample]:
         """The instant vector at `ts` (seconds). `cache` shares series selections between the rules of one
-        tick; the caller must drop entries whose series it has written to since."""
-        value = _engine(lookback).instant(self.node, store, round(ts * 1000), cache)
+        tick; the caller must drop entries whose series it has written to since. `subquery_step` is the step
+        of subqueries that give none (Prometheus uses the global evaluation interval)."""
+        value = _engine(lookback, subquery_step).instant(self.node, store, round(ts * 1000), cache)
         if isinstance(value, Scalar):
             # As Prometheus' rule manager: a scalar result is a one-element vector without labels.
             return [({}, value.value)]

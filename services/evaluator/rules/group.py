@@ -31,6 +31,8 @@ class EvalContext:
     resend_delay: float
     external_labels: dict[str, str] = field(default_factory=dict)
     external_url: str = "http://localhost:9401"
+    # Step of subqueries written without one (`[5m:]`): the global evaluation interval, as Prometheus.
+    subquery_step: float = 60.0
 
 
 @dataclass
@@ -73,13 +75,15 @@ class RuleGroup:
         selections: dict[Any, Any] = {}  # shared by the rules, invalidated by what they write
         for index, rule in enumerate(self.rules):
             try:
-                vector = rule.expr.evaluate(store, eval_ts, ctx.lookback, selections)
+                vector = rule.expr.evaluate(store, eval_ts, ctx.lookback, selections, ctx.subquery_step)
                 if isinstance(rule, RecordingRule):
                     output = rule.eval(vector, self.limit)
                 else:
                     recovering = None
                     if rule.keep_firing_while is not None:
-                        recovering = rule.keep_firing_while.evaluate(store, eval_ts, ctx.lookback, selections)
+                        recovering = rule.keep_firing_while.evaluate(
+                            store, eval_ts, ctx.lookback, selections, ctx.subquery_step
+                        )
                     rule.eval(ts, vector, ctx.external_labels, recovering)
                     active = rule.active_count()
                     if self.limit and active > self.limit:

@@ -77,8 +77,8 @@ def test_good_file_loads_with_inherited_interval(tmp_path: Path):
         ),
         (
             "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 1\n"
-            "        annotations:\n          s: '{{ $value | humanize }}'\n",
-            ':6:9: group "g", rule 1, "A": annotation \'s\': template action {{ $value | humanize }}',
+            "        annotations:\n          s: '{{ $value | humanise }}'\n",
+            ':6:9: group "g", rule 1, "A": annotation \'s\': at 12: function "humanise" not defined',
         ),
         (
             "groups:\n  - name: g\n    rules: []\n  - name: g\n    rules: []\n",

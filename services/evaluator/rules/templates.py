@@ -1,20 +1,22 @@
-"""Label and annotation templates: the Go text/template subset Prometheus rule files use.
+"""Label and annotation templates: Go's text/template as Prometheus uses it in rule files.
 
-Supported today: `{{ $labels.name }}`, `{{ $value }}`, `{{ $externalLabels.name }}` and their dot forms
-(`{{ .Labels.name }}`, `{{ .Value }}`, `{{ .ExternalLabels.name }}`). Anything else (functions, pipelines,
-if/else) is refused when the rule file is loaded, never at 3 a.m. when the alert fires.
+A template is parsed once, when its rule file loads, into a small tree; anything Go would refuse (syntax,
+unknown functions, undefined variables such as `$label`) is a TemplateError then, never at 3 a.m. when the
+alert fires. Data and functions are Prometheus' (template/template.go): `.Labels`/`$labels`,
+`.Value`/`$value`, `.ExternalLabels`/`$externalLabels`, `$externalURL`; `humanize`, `humanize1024`,
+`humanizePercentage`, `humanizeDuration`, `humanizeTimestamp`, `printf`, `toUpper`, `toLower`, `title`,
+`reReplaceAll`, `match`, `stripPort`, `stripDomain` and Go's builtins (`and or not eq ne lt le gt ge len
+index print printf println urlquery js html`); `if/else if/else`, `with`, `range`, variables, pipelines,
+`{{-`/`-}}` trimming, comments. `query` (and the console-only functions built on it) is refused: tripwire
+templates do not query. A missing label prints as the empty string (Prometheus executes with
+missingkey=zero over map[string]string).
 """
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 from decimal import Decimal
-
-_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.DOTALL)
-_REF = re.compile(r"^(?:\$labels|\.Labels|\$externalLabels|\.ExternalLabels)\.([a-zA-Z_][a-zA-Z0-9_]*)$")
-_VALUE = {"$value", ".Value"}
+from typing import Any
 
 
 class TemplateError(ValueError):
@@ -51,50 +53,30 @@ def _shortest_digits(value: float) -> tuple[str, int]:
     return digits, int(exp) + len(digits) - 1
 
 
-@dataclass(frozen=True)
 class Template:
     """A parsed template; `render` fills it in."""
 
-    source: str
-    parts: tuple[tuple[str, str], ...]  # ("text", s) | ("label", name) | ("external", name) | ("value", "")
+    def __init__(self, source: str, tree: list[Any]) -> None:
+        self.source = source
+        self._tree = tree
 
-    def render(self, labels: dict[str, str], value: float, external_labels: dict[str, str]) -> str:
-        out = []
-        for kind, arg in self.parts:
-            if kind == "text":
-                out.append(arg)
-            elif kind == "label":
-                # Go templates print a missing map key as "<no value>"; Prometheus' templates do too.
-                out.append(labels.get(arg, "<no value>"))
-            elif kind == "external":
-                out.append(external_labels.get(arg, "<no value>"))
-            else:
-                out.append(format_value(value))
-        return "".join(out)
+    def render(
+        self, labels: dict[str, str], value: float, external_labels: dict[str, str], external_url: str = ""
+    ) -> str:
+        """Expand with Prometheus' alert data. Raises TemplateError where Go's execution would fail."""
+        from services.evaluator.rules.template_engine import execute
+
+        data = {
+            "Labels": labels,
+            "Value": value,
+            "ExternalLabels": external_labels,
+            "ExternalURL": external_url,
+        }
+        return execute(self._tree, data)
 
 
 def parse_template(source: str) -> Template:
-    """Parse `source`; raises TemplateError naming the first unsupported action."""
-    parts: list[tuple[str, str]] = []
-    pos = 0
-    for match in _ACTION.finditer(source):
-        if match.start() > pos:
-            parts.append(("text", source[pos : match.start()]))
-        action = match.group(1)
-        ref = _REF.match(action)
-        if action in _VALUE:
-            parts.append(("value", ""))
-        elif ref:
-            parts.append(("label" if "xternal" not in action else "external", ref.group(1)))
-        else:
-            raise TemplateError(
-                f"template action {{{{ {action} }}}} is not supported yet "
-                "(supported: $labels.<name>, $value, $externalLabels.<name>)"
-            )
-        pos = match.end()
-    rest = source[pos:]
-    if "{{" in rest:
-        raise TemplateError("unterminated template action: '{{' without a matching '}}'")
-    if rest:
-        parts.append(("text", rest))
-    return Template(source, tuple(parts))
+    """Parse `source`; raises TemplateError saying what is wrong and where."""
+    from services.evaluator.rules.template_engine import parse
+
+    return Template(source, parse(source))

@@ -128,13 +128,16 @@ def parse_yaml(text: str, file: str) -> Document:
     return doc
 
 
-def load_yaml(path: str | Path) -> Document:
-    """Read and parse a YAML file; a missing or unreadable file is a ConfigError naming it."""
-    path = Path(path)
+def read_text(path: str | Path) -> str:
+    """A config file's text; a missing, unreadable or non-UTF-8 file is a ConfigError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read file: {exc.strerror or exc}", str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError("file is not UTF-8 text", str(path)) from None
-    return parse_yaml(text, str(path))
+
+
+def load_yaml(path: str | Path) -> Document:
+    """Read and parse a YAML file; a missing or unreadable file is a ConfigError naming it."""
+    return parse_yaml(read_text(path), str(path))

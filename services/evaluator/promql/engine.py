@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -286,11 +286,12 @@ class _Evaluator:
         return value  # type: ignore[return-value]
 
     # Selectors ------------------------------------------------------------------------------------------
-    def instant_selector(self, node: VectorSelector, ts: int) -> Vector:
+    def picked(self, node: VectorSelector, ts: int) -> Iterator[tuple[StoredSeries, int]]:
+        """Each selected series with the index of its newest sample in `(ref - lookback, ref]`, unless that
+        sample is a stale marker."""
         ref = self.q.ref_time(ts, node.at, node.offset_ms)
         upper = ref / 1000
         lower = (ref - self.q.lookback_ms) / 1000
-        out: Vector = []
         for series in self.q.select(node):
             times = series.timestamps
             i = bisect.bisect_right(times, upper) - 1
@@ -299,24 +300,10 @@ class _Evaluator:
             value = series.values[i]
             if math.isnan(value) and is_stale(value):
                 continue
-            out.append(Sample(series.labels, value))
-        return out
+            yield series, i
 
-    def sample_times(self, node: VectorSelector, ts: int) -> list[float]:
-        """The timestamps (seconds) of the samples an instant selector picks, for `timestamp()`."""
-        ref = self.q.ref_time(ts, node.at, node.offset_ms)
-        upper, lower = ref / 1000, (ref - self.q.lookback_ms) / 1000
-        out: list[float] = []
-        for series in self.q.select(node):
-            times = series.timestamps
-            i = bisect.bisect_right(times, upper) - 1
-            if i < 0 or times[i] <= lower:
-                continue
-            value = series.values[i]
-            if math.isnan(value) and is_stale(value):
-                continue
-            out.append(times[i])
-        return out
+    def instant_selector(self, node: VectorSelector, ts: int) -> Vector:
+        return [Sample(series.labels, series.values[i]) for series, i in self.picked(node, ts)]
 
     def range_selector(self, node: MatrixSelector, ts: int) -> Matrix:
         selector = node.selector

@@ -171,9 +171,11 @@ def _clamp_max(ev: _Evaluator, node: Call, ts: int) -> Vector:
 def _timestamp(ev: _Evaluator, node: Call, ts: int) -> Vector:
     arg = node.args[0]
     if isinstance(arg, VectorSelector):
-        samples = ev.instant_selector(arg, ts)
-        times = ev.sample_times(arg, ts)
-        return [Sample(s.labels, round(t * 1000) / 1000, True) for s, t in zip(samples, times, strict=True)]
+        # The sample's own timestamp, not the evaluation time, as Prometheus does for a plain selector.
+        return [
+            Sample(series.labels, round(series.timestamps[i] * 1000) / 1000, True)
+            for series, i in ev.picked(arg, ts)
+        ]
     return [Sample(s.labels, ts / 1000, True) for s in ev.vector(arg, ts)]
 
 
@@ -241,6 +243,17 @@ def go_expand(template: str, match: re.Match[str]) -> str:
 error_types = (re.error, IndexError, KeyError)
 
 
+def _with_label(sample: Sample, name: str, value: str) -> Sample:
+    """`sample` with label `name` set to `value` (removed when empty). Setting `__name__` explicitly cancels
+    its pending removal, as in Prometheus."""
+    labels = dict(sample.labels)
+    if value:
+        labels[name] = value
+    else:
+        labels.pop(name, None)
+    return Sample(labels, sample.value, sample.drop_name and name != METRIC_NAME)
+
+
 def _label_replace(ev: _Evaluator, node: Call, ts: int) -> Vector:
     vector = ev.vector(node.args[0], ts)
     dst, replacement, src, pattern = (_string_arg(ev, a, ts) for a in node.args[1:5])
@@ -256,13 +269,7 @@ def _label_replace(ev: _Evaluator, node: Call, ts: int) -> Vector:
         if match is None:
             out.append(sample)
             continue
-        value = go_expand(replacement, match)
-        labels = dict(sample.labels)
-        if value:
-            labels[dst] = value
-        else:
-            labels.pop(dst, None)
-        out.append(Sample(labels, sample.value, sample.drop_name and dst != METRIC_NAME))
+        out.append(_with_label(sample, dst, go_expand(replacement, match)))
     return out
 
 
@@ -277,13 +284,7 @@ def _label_join(ev: _Evaluator, node: Call, ts: int) -> Vector:
             raise _error(f"invalid source label name in label_join(): {source}")
     out: Vector = []
     for sample in vector:
-        value = separator.join(sample.labels.get(s, "") for s in sources)
-        labels = dict(sample.labels)
-        if value:
-            labels[dst] = value
-        else:
-            labels.pop(dst, None)
-        out.append(Sample(labels, sample.value, sample.drop_name and dst != METRIC_NAME))
+        out.append(_with_label(sample, dst, separator.join(sample.labels.get(s, "") for s in sources)))
     return out
 
 

@@ -42,7 +42,7 @@ from services.evaluator.rules.group import EvalContext, RuleGroup
 from services.evaluator.series import SeriesStore
 from shared.durations import Duration
 from shared.matchers import go_quote
-from shared.yamlfile import ConfigError, ConfigErrors, parse_yaml
+from shared.yamlfile import ConfigError, ConfigErrors, parse_yaml, read_text
 
 SUCCESS_EXIT = 0
 FAILURE_EXIT = 1
@@ -174,12 +174,7 @@ class UnitTestFile(_Strict):
 
 def load_test_file(path: Path) -> UnitTestFile:
     """Read and validate a unit-test file; raises ConfigError / ConfigErrors with `file:line:col`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read file: {exc.strerror or exc}", str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("file is not UTF-8 text", str(path)) from None
+    text = read_text(path)
     # The shared loader checks syntax and duplicate keys and knows every key's position; the raw loader
     # gives the scalars as text, with the same structure.
     doc = parse_yaml(text, str(path))

@@ -49,6 +49,7 @@ class Service:
         self._consumer_metrics = ConsumerMetrics(self.registry)
         self._loops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self._on_sighup: list[Callable[[], Awaitable[object]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._up = Gauge(
@@ -79,6 +80,10 @@ class Service:
     def add_loop(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """A background coroutine started after the consumers; readiness fails if it ever returns."""
         self._loops.append((name, loop))
+
+    def on_sighup(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Run `callback` (e.g. a config reload) whenever the process gets SIGHUP."""
+        self._on_sighup.append(callback)
 
     def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run `cleanup` when the service stops, after consumers and loops have ended."""
@@ -162,6 +167,16 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        pending: set[asyncio.Task[object]] = set()
+
+        def hangup() -> None:
+            for callback in self._on_sighup:
+                task = asyncio.ensure_future(callback())
+                pending.add(task)  # keep a reference until it is done
+                task.add_done_callback(pending.discard)
+
+        if self._on_sighup:
+            loop.add_signal_handler(signal.SIGHUP, hangup)
         async with self.serving(host, int(port)) as bound:
             log.info("listening", extra={"address": f"{host}:{bound}"})
             starting = asyncio.create_task(start())

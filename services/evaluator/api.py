@@ -1,15 +1,25 @@
-"""The evaluator's HTTP API, in Prometheus HTTP API shapes: /api/v1/alerts and /api/v1/rules."""
+"""The evaluator's HTTP API, in Prometheus HTTP API shapes: /api/v1/alerts, /api/v1/rules, /api/v1/query over
+the in-memory window, and POST /-/reload (admin token when configured)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from aiohttp import web
+from pydantic import SecretStr
 
 from services.evaluator.evaluation import Evaluator
+from services.evaluator.promql.engine import Engine, EvalError
+from services.evaluator.promql.nodes import PromQLError, compile_expr
+from services.evaluator.promql.numeric import format_go_exponent, format_go_float
+from services.evaluator.promql.values import RangeSeries, Sample, Scalar, String
+from services.evaluator.reload import RuleReloader
 from services.evaluator.rules.alerting import AlertRecord, AlertState
 from services.evaluator.rules.recording import RecordingRule
 from shared.alerts import from_unix
 from shared.durations import format_duration
-from shared.webapp import json_response
+from shared.webapp import error_response, json_response, require_token
 
 
 def _alert_json(record: AlertRecord) -> dict[str, object]:
@@ -18,14 +28,21 @@ def _alert_json(record: AlertRecord) -> dict[str, object]:
         "annotations": record.annotations,
         "state": record.state.value,
         "activeAt": from_unix(record.active_at).isoformat().replace("+00:00", "Z"),
-        "value": f"{record.value:e}",
+        "value": format_go_exponent(record.value),
     }
     if record.keep_firing_since is not None:
         data["keepFiringSince"] = from_unix(record.keep_firing_since).isoformat().replace("+00:00", "Z")
     return data
 
 
-def add_routes(app: web.Application, evaluator: Evaluator) -> None:
+def add_routes(
+    app: web.Application,
+    evaluator: Evaluator,
+    clock_now: Callable[[], float],
+    lookback: float,
+    reloader: RuleReloader | None = None,
+    admin_token: SecretStr | None = None,
+) -> None:
     async def alerts(_request: web.Request) -> web.Response:
         active = [
             _alert_json(record)
@@ -89,5 +106,83 @@ def add_routes(app: web.Application, evaluator: Evaluator) -> None:
             )
         return json_response({"status": "success", "data": {"groups": groups}})
 
+    # Subqueries without a step use the evaluation interval here too, so a query agrees with a rule.
+    engine = Engine(
+        lookback_ms=round(lookback * 1000), subquery_step_ms=round(evaluator.ctx.subquery_step * 1000)
+    )
+
+    async def query(request: web.Request) -> web.Response:
+        params = dict(request.query)
+        if request.method == "POST":
+            params.update({k: str(v) for k, v in (await request.post()).items()})
+        text = params.get("query", "")
+        if not text:
+            return error_response(400, "bad_data", "missing query parameter 'query'")
+        try:
+            ts = parse_time(params["time"]) if params.get("time") else clock_now()
+        except ValueError as exc:
+            return error_response(400, "bad_data", f"invalid parameter 'time': {exc}")
+        try:
+            node = compile_expr(text)
+        except PromQLError as exc:
+            return error_response(400, "bad_data", str(exc))
+        try:
+            value = engine.instant(node, evaluator.store, round(ts * 1000))
+        except EvalError as exc:
+            return error_response(422, "execution", str(exc))
+        return json_response({"status": "success", "data": query_result(value, ts)})
+
+    async def reload(_request: web.Request) -> web.Response:
+        if reloader is None:
+            return error_response(503, "unavailable", "reload is not available")
+        outcome = await reloader.reload("api")
+        if not outcome.ok:
+            return error_response(
+                400, "bad_data", "rules not reloaded; the previous rules keep running", errors=outcome.errors
+            )
+        return json_response({"status": "success", "data": outcome.counts})
+
     app.router.add_get("/api/v1/alerts", alerts)
     app.router.add_get("/api/v1/rules", rules)
+    app.router.add_get("/api/v1/query", query)
+    app.router.add_post("/api/v1/query", query)
+    app.router.add_post("/-/reload", require_token(admin_token, "admin")(reload))
+
+
+def parse_time(text: str) -> float:
+    """A Prometheus API time: Unix seconds (fractions allowed) or RFC 3339."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def query_result(value: object, ts: float) -> dict[str, object]:
+    """The `data` of a Prometheus instant-query response (values as Go's FormatFloat 'f', -1 prints them)."""
+    if isinstance(value, Scalar):
+        return {"resultType": "scalar", "result": [ts, format_go_float(value.value)]}
+    if isinstance(value, String):
+        return {"resultType": "string", "result": [ts, value.value]}
+    series = value if isinstance(value, list) else []
+    if series and isinstance(series[0], RangeSeries):
+        return {
+            "resultType": "matrix",
+            "result": [
+                {
+                    "metric": s.labels,
+                    "values": [
+                        [t / 1000, format_go_float(v)] for t, v in zip(s.timestamps, s.values, strict=True)
+                    ],
+                }
+                for s in series
+            ],
+        }
+    return {
+        "resultType": "vector",
+        "result": [
+            {"metric": s.labels, "value": [ts, format_go_float(s.value)]}
+            for s in series
+            if isinstance(s, Sample)
+        ],
+    }

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from services.evaluator.api import add_routes
 from services.evaluator.evaluation import EvaluationMetrics, Evaluator
 from services.evaluator.ingest import IngestMetrics, Ingestor
-from services.evaluator.promql.nodes import lookbehind_ms
+from services.evaluator.reload import ReloadMetrics, RuleReloader
 from services.evaluator.replay import replay_tail
 from services.evaluator.rules.files import load_rule_files
-from services.evaluator.rules.group import EvalContext, RuleGroup
+from services.evaluator.rules.group import EvalContext, history_needed
 from services.evaluator.series import SeriesStore
 from services.evaluator.state import StateStore
 from shared.clock import Clock, SystemClock
@@ -27,6 +27,7 @@ class EvaluatorApp:
     service: Service
     evaluator: Evaluator
     ingestor: Ingestor
+    reloader: RuleReloader
 
     async def start(self) -> None:
         await self.service.start(before_consumers=self._recover)
@@ -46,22 +47,6 @@ class EvaluatorApp:
             if newest:
                 self.ingestor.targets[stream] = entry_order(newest[0][0])
         log.info("recovered", extra={"alerts_restored": restored, "entries_replayed": replayed})
-
-
-def history_needed(groups: list[RuleGroup], lookback: float) -> float:
-    """Seconds of samples the rules read at most (largest range or subquery plus offsets and lookback, plus
-    the group's query_offset): what the store keeps and the replay rebuilds."""
-    needed = lookback
-    for group in groups:
-        for rule in group.rules:
-            exprs = [rule.expr]
-            keep_while = getattr(rule, "keep_firing_while", None)
-            if keep_while is not None:
-                exprs.append(keep_while)
-            for expr in exprs:
-                reach = lookbehind_ms(expr.node, round(lookback * 1000)) / 1000
-                needed = max(needed, reach + group.query_offset)
-    return needed
 
 
 def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
@@ -97,9 +82,12 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
     service.consume(keys.metrics, EVALUATOR_GROUP, ingestor.handler(keys.metrics, "metrics"))
     service.consume(keys.logs, EVALUATOR_GROUP, ingestor.handler(keys.logs, "logs"))
     service.add_loop("evaluation", evaluator.run)
-    add_routes(service.web, evaluator)
+    reloader = RuleReloader(config, evaluator, clock, ReloadMetrics(service.registry))
+    service.add_loop("rule-file-watch", reloader.watch)
+    service.on_sighup(lambda: reloader.reload("sighup"))
+    add_routes(service.web, evaluator, clock.now, config.evaluator.lookback, reloader, config.admin_token)
     log.info("rules loaded", extra={"groups": len(groups), "rules": sum(len(g.rules) for g in groups)})
-    return EvaluatorApp(service, evaluator, ingestor)
+    return EvaluatorApp(service, evaluator, ingestor, reloader)
 
 
 async def run(config: Config) -> None:

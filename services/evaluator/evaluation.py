@@ -4,6 +4,7 @@ then its state and the alerts it produced are written to Redis together."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
 from services.evaluator.rules.alerting import AlertState
-from services.evaluator.rules.group import EvalContext, RuleGroup
+from services.evaluator.rules.group import EvalContext, RuleGroup, copy_state
 from services.evaluator.series import SeriesStore
 from services.evaluator.state import StateStore
 from shared.clock import Clock
@@ -78,6 +79,9 @@ class Evaluator:
     catch_up_timeout: float = 300.0
     last_evaluation: dict[str, float] = field(default_factory=dict, init=False)  # group key -> ts
     _last_trim: float = field(default=0.0, init=False)
+    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _crashed: asyncio.Future[None] | None = field(default=None, init=False)
+    _running: bool = field(default=False, init=False)
 
     async def restore(self) -> int:
         """Load every group's persisted alert state (pending `for` timers, firing alerts, re-send times)."""
@@ -87,13 +91,55 @@ class Evaluator:
         return restored
 
     async def run(self) -> None:
-        """Run every group's loop until cancelled."""
-        if not self.groups:
-            await asyncio.Event().wait()  # nothing to evaluate; stay up for the API and ingest
+        """Run every group's loop until cancelled (groups may be replaced meanwhile by `replace_groups`);
+        raises if a group loop crashes, so readiness reports it."""
         await self.wait_for_backlog()
-        async with asyncio.TaskGroup() as tasks:
-            for group in self.groups:
-                tasks.create_task(self._run_group(group), name=f"group:{group.name}")
+        self._crashed = asyncio.get_running_loop().create_future()
+        self._running = True
+        for group in self.groups:
+            self._start(group)
+        try:
+            await self._crashed
+        finally:
+            self._running = False
+            await self._stop_all()
+
+    def _start(self, group: RuleGroup) -> None:
+        task = asyncio.create_task(self._run_group(group), name=f"group:{group.name}")
+        task.add_done_callback(self._on_group_done)
+        self._tasks[group.key] = task
+
+    def _on_group_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._crashed is None or self._crashed.done():
+            return
+        if task.exception() is not None:
+            self._crashed.set_exception(task.exception())  # type: ignore[arg-type]
+
+    async def _stop_all(self) -> None:
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def replace_groups(self, groups: list[RuleGroup]) -> dict[str, int]:
+        """Switch to a new, fully valid rule set: rules that are still there keep their state, groups that
+        are gone stop, new ones start on their next aligned tick. Returns counts for the log."""
+        old = {group.key: group for group in self.groups}
+        kept = sum(copy_state(group, old[group.key]) for group in groups if group.key in old)
+        for group in groups:
+            if group.key not in old:
+                # A group added by the reload may have state from an earlier run of the same file.
+                group.restore(await self.state.load(group.key))
+        if self._running:
+            await self._stop_all()
+        self.groups = groups
+        if self._running:
+            for group in groups:
+                self._start(group)
+        self._update_gauges()
+        return {"groups": len(groups), "rules": sum(len(g.rules) for g in groups), "rules_kept_state": kept}
 
     async def wait_for_backlog(self) -> bool:
         """Hold the first evaluation until ingest has caught up with what the streams held at start (after an

@@ -137,7 +137,7 @@ def test_recording_rules_reject_alerting_fields(tmp_path: Path):
 
 
 def test_the_store_keeps_the_history_the_rules_read(tmp_path: Path):
-    from services.evaluator.app import history_needed
+    from services.evaluator.rules.group import history_needed
 
     group = group_from(
         tmp_path,

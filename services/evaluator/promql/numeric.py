@@ -76,3 +76,19 @@ def format_go_float(value: float) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") and value == 0 and math.copysign(1, value) > 0 else text
+
+
+def format_go_exponent(value: float) -> str:
+    """strconv.FormatFloat(v, 'e', -1, 64), as Prometheus' API prints alert values: `5e-02`, `1.5e+06`."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0e+00"
+    _, digit_tuple, exp = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    exponent = int(exp) + len(digits) - 1
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"

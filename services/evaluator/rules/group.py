@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.evaluator.promql.nodes import lookbehind_ms
 from services.evaluator.promql.values import STALE_NAN
 from services.evaluator.rules.alerting import AlertingRule, AlertRecord
 from services.evaluator.rules.recording import RecordingRule, RuleError
@@ -151,3 +152,49 @@ class RuleGroup:
                 rule.active[fp] = AlertRecord.from_json(data)
                 restored += 1
         return restored
+
+
+def rule_identity(rule: Rule) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """How a reload recognises a rule: kind, name and labels (as Prometheus' nameAndLabels)."""
+    if isinstance(rule, AlertingRule):
+        return ("alert", rule.name, tuple(sorted((k, t.source) for k, t in rule.labels.items())))
+    return ("record", rule.name, tuple(sorted(rule.labels.items())))
+
+
+def copy_state(new: RuleGroup, old: RuleGroup) -> int:
+    """Carry the state of `old`'s rules over to the rules of `new` with the same identity (Prometheus'
+    Group.CopyState): active alerts and their timers, health, and the series each rule wrote last (so a
+    series that vanishes after the reload still gets its stale marker). Returns the rules matched."""
+    by_identity: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[int]] = {}
+    for index, rule in enumerate(old.rules):
+        by_identity.setdefault(rule_identity(rule), []).append(index)
+    matched = 0
+    for index, rule in enumerate(new.rules):
+        candidates = by_identity.get(rule_identity(rule))
+        if not candidates:
+            continue
+        old_index = candidates.pop(0)  # duplicates pair up in order
+        old_rule = old.rules[old_index]
+        if isinstance(rule, AlertingRule) and isinstance(old_rule, AlertingRule):
+            rule.active = old_rule.active
+        rule.health, rule.last_error = old_rule.health, old_rule.last_error
+        if old_index in old._previous:
+            new._previous[index] = old._previous[old_index]
+        matched += 1
+    return matched
+
+
+def history_needed(groups: list[RuleGroup], lookback: float) -> float:
+    """Seconds of samples the rules read at most (largest range or subquery plus offsets and lookback, plus
+    the group's query_offset): what the store keeps and the replay rebuilds."""
+    needed = lookback
+    for group in groups:
+        for rule in group.rules:
+            exprs = [rule.expr]
+            keep_while = getattr(rule, "keep_firing_while", None)
+            if keep_while is not None:
+                exprs.append(keep_while)
+            for expr in exprs:
+                reach = lookbehind_ms(expr.node, round(lookback * 1000)) / 1000
+                needed = max(needed, reach + group.query_offset)
+    return needed

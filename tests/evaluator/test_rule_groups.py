@@ -156,3 +156,26 @@ groups:
     # B's keep_firing_while reads 2h + the 5m lookback back, plus the group's 30s query_offset.
     assert history_needed([group], lookback=300) == 7200 + 300 + 30
     assert history_needed([], lookback=300) == 300
+
+
+def test_a_template_failing_at_expansion_marks_the_text_not_the_rule(tmp_path: Path):
+    group = group_from(
+        tmp_path,
+        """
+groups:
+  - name: g
+    rules:
+      - alert: Slow
+        expr: latency_seconds > 1
+        annotations:
+          summary: "{{ humanize $labels.path }}"
+""",
+    )
+    store = SeriesStore(float("inf"))
+    store.add("latency_seconds", {"path": "/checkout"}, 0.0, 2)
+    group.evaluate(store, 0.0, CTX)
+    (rule,) = group.rules
+    (alert,) = rule.active.values()
+    # As Prometheus: the alert fires and the annotation says what went wrong.
+    assert rule.health == "ok" and alert.state == AlertState.FIRING
+    assert alert.annotations["summary"].startswith("<error expanding template: ")

@@ -233,14 +233,11 @@ def go_expand(template: str, match: re.Match[str]) -> str:
         name = m.group(1) if m.group(1) is not None else m.group(2)
         try:
             value = match.group(int(name)) if name.isdigit() else match.group(name)
-        except (IndexError, error_types):
-            return ""
+        except (IndexError, KeyError, re.error):
+            return ""  # an unknown or unmatched group expands to nothing, as in Go
         return value or ""
 
     return _GO_EXPAND.sub(replace, template)
-
-
-error_types = (re.error, IndexError, KeyError)
 
 
 def _with_label(sample: Sample, name: str, value: str) -> Sample:

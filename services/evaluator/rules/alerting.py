@@ -16,11 +16,20 @@ from urllib.parse import quote
 
 from services.evaluator.promql import Expression
 from services.evaluator.promql.parse import Sample
-from services.evaluator.rules.templates import Template
+from services.evaluator.rules.templates import Template, TemplateError
 from services.evaluator.series import METRIC_NAME
 from shared.alerts import Alert, fingerprint, from_unix
 
 RESOLVED_RETENTION = 15 * 60.0  # Prometheus keeps resolved alerts, and re-sends them, for 15 minutes.
+
+
+def _expand(template: Template, labels: dict[str, str], value: float, external: dict[str, str]) -> str:
+    """A template's text, or Prometheus' `<error expanding template: …>` in its place: one bad expansion
+    must not fail the whole rule (nor hide the alert)."""
+    try:
+        return template.render(labels, value, external)
+    except TemplateError as exc:
+        return f"<error expanding template: {exc}>"
 
 
 def generator_url(external_url: str, expr: str) -> str:
@@ -86,7 +95,7 @@ class AlertingRule:
         (templated) labels over them, `alertname`; a label templated to "" is removed, as in Prometheus."""
         labels = {k: v for k, v in sample_labels.items() if k != METRIC_NAME}
         for key, template in self.labels.items():
-            labels[key] = template.render(sample_labels, value, external)
+            labels[key] = _expand(template, sample_labels, value, external)
         labels["alertname"] = self.name
         for key in [k for k, v in labels.items() if v == ""]:
             del labels[key]
@@ -112,7 +121,7 @@ class AlertingRule:
             labels = self.alert_labels(sample_labels, value, external_labels)
             # Annotations see the series' own labels (as label templates do), not the alert's final ones.
             annotations = {
-                key: template.render(sample_labels, value, external_labels)
+                key: _expand(template, sample_labels, value, external_labels)
                 for key, template in self.annotations.items()
             }
             fp = fingerprint(labels)

@@ -94,6 +94,9 @@ class CollectorConfig(Section):
 class EvaluatorConfig(Section):
     listen: ListenAddress = "0.0.0.0:9401"
     external_url: str = "http://localhost:9401"
+    lease_ttl: Duration = Field(
+        default=10.0, description="evaluator lease: a standby takes over this long after the active one dies"
+    )
     lookback: Duration = 300.0
     resend_delay: Duration = 60.0
     catch_up_timeout: Duration = Field(

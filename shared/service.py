@@ -52,6 +52,10 @@ class Service:
         self._on_sighup: list[Callable[[], Awaitable[object]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        # Shown by /readyz until the service has started (e.g. a standby waiting for a lease).
+        self.waiting_for = "starting"
+        self._stop_requested = asyncio.Event()
+        self.exit_code = 0
         self._up = Gauge(
             "tripwire_up", "1 once the service has started its consumers and loops.", registry=self.registry
         )
@@ -163,7 +167,7 @@ class Service:
     async def run(self, listen: str, start: Callable[[], Awaitable[None]]) -> None:
         """Serve and run until SIGTERM or SIGINT, then stop everything cleanly."""
         host, _, port = listen.rpartition(":")
-        stop = asyncio.Event()
+        stop = self._stop_requested
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -190,12 +194,19 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             await self.stop()
+        if self.exit_code:
+            raise SystemExit(self.exit_code)
+
+    def request_stop(self, exit_code: int = 0) -> None:
+        """Stop as on SIGTERM, then exit with `exit_code` (non-zero: the supervisor should restart us)."""
+        self.exit_code = self.exit_code or exit_code
+        self._stop_requested.set()
 
     # Health ----------------------------------------------------------------------------------------------
     async def problems(self) -> list[str]:
         """Why the service is not ready (empty when it is)."""
         if not self._started:
-            return ["starting"]
+            return [self.waiting_for]
         problems: list[str] = []
         try:
             async with asyncio.timeout(1.0):

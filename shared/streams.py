@@ -52,6 +52,16 @@ class Keys:
         produced are written in one MULTI."""
         return f"{self._tagged('alerts')}:rule-state:{group_key}"
 
+    @property
+    def evaluator_lease(self) -> str:
+        """Which evaluator replica is active (`<id>:<token>`, with a TTL); tagged like the state it fences."""
+        return f"{self._tagged('alerts')}:evaluator-lease"
+
+    @property
+    def evaluator_lease_token(self) -> str:
+        """A counter that gives every lease acquisition a larger fencing token."""
+        return f"{self._tagged('alerts')}:evaluator-lease-token"
+
     def notification_log(self, receiver: str) -> str:
         """What the notifier last sent per group, for one receiver and integration. Kept in the alerts
         stream's slot so a later change can record and ack in one transaction; today they are two writes,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from services.evaluator.api import add_routes
 from services.evaluator.evaluation import EvaluationMetrics, Evaluator
 from services.evaluator.ingest import IngestMetrics, Ingestor
+from services.evaluator.lease import Lease, LeaseLost
 from services.evaluator.reload import ReloadMetrics, RuleReloader
 from services.evaluator.replay import replay_tail
 from services.evaluator.rules.files import load_rule_files
@@ -21,6 +22,8 @@ from shared.streams import EVALUATOR_GROUP, Keys, entry_order
 
 log = logging.getLogger(__name__)
 
+EXIT_LEASE_LOST = 75  # EX_TEMPFAIL: try again (as a standby)
+
 
 @dataclass
 class EvaluatorApp:
@@ -28,9 +31,33 @@ class EvaluatorApp:
     evaluator: Evaluator
     ingestor: Ingestor
     reloader: RuleReloader
+    lease: Lease | None = None
 
     async def start(self) -> None:
+        """Wait to be the active replica (when a lease is configured), then recover and run."""
+        if self.lease is not None:
+            self.service.waiting_for = "standby: another evaluator holds the lease"
+            await self.lease.acquire()
+            self.evaluator.state.fence = self.lease.value
         await self.service.start(before_consumers=self._recover)
+
+    async def evaluate(self) -> None:
+        """The evaluation loop; losing the lease stops the process (its supervisor restarts it, a standby)."""
+        try:
+            await self.evaluator.run()
+        except LeaseLost as exc:
+            self._lost(exc)
+
+    async def keep_lease(self) -> None:
+        assert self.lease is not None
+        try:
+            await self.lease.keep()
+        except LeaseLost as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: LeaseLost) -> None:
+        log.error("no longer the active evaluator; stopping", extra={"reason": str(exc)})
+        self.service.request_stop(EXIT_LEASE_LOST)
 
     async def _recover(self) -> None:
         """Before consuming: restore alert state, then rebuild the series windows from the stream tails."""
@@ -81,13 +108,26 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
     )
     service.consume(keys.metrics, EVALUATOR_GROUP, ingestor.handler(keys.metrics, "metrics"))
     service.consume(keys.logs, EVALUATOR_GROUP, ingestor.handler(keys.logs, "logs"))
-    service.add_loop("evaluation", evaluator.run)
+    lease = None
+    if config.evaluator.lease_ttl > 0:
+        lease = Lease(
+            service.redis,
+            keys,
+            config.evaluator.lease_ttl,
+            config.streams.consumer_name,
+            registry=service.registry,
+        )
+        service.on_stop(lease.release)
     reloader = RuleReloader(config, evaluator, clock, ReloadMetrics(service.registry))
     service.add_loop("rule-file-watch", reloader.watch)
     service.on_sighup(lambda: reloader.reload("sighup"))
     add_routes(service.web, evaluator, clock.now, config.evaluator.lookback, reloader, config.admin_token)
     log.info("rules loaded", extra={"groups": len(groups), "rules": sum(len(g.rules) for g in groups)})
-    return EvaluatorApp(service, evaluator, ingestor, reloader)
+    app = EvaluatorApp(service, evaluator, ingestor, reloader, lease)
+    service.add_loop("evaluation", app.evaluate)
+    if lease is not None:
+        service.add_loop("lease", app.keep_lease)
+    return app
 
 
 async def run(config: Config) -> None:

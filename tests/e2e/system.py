@@ -56,10 +56,16 @@ class System:
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
-    def start(self, service: str) -> None:
-        log = (self.dir / f"{service}.log").open("ab")
+    def start(self, service: str, replica: str | None = None) -> None:
+        """Start `service`; `replica` names a second instance (its own consumer name and port)."""
+        name = replica or service
+        log = (self.dir / f"{name}.log").open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
-        self.processes[service] = subprocess.Popen(
+        if replica is not None:
+            self.ports.setdefault(replica, free_port())
+            env["TRIPWIRE_STREAMS_CONSUMER_NAME"] = replica
+            env[f"TRIPWIRE_{service.upper()}_LISTEN"] = f"127.0.0.1:{self.ports[replica]}"
+        self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", service, "-c", str(self.dir / "tripwire.yml")],
             cwd=REPO,
             stdout=log,
@@ -91,7 +97,7 @@ class System:
     def logs(self) -> str:
         return "\n".join(
             f"----- {name} -----\n{(self.dir / f'{name}.log').read_text(errors='replace')[-6000:]}"
-            for name in SERVICES
+            for name in sorted({*SERVICES, *self.processes})
             if (self.dir / f"{name}.log").exists()
         )
 

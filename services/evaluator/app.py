@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from services.evaluator.api import add_routes
 from services.evaluator.evaluation import EvaluationMetrics, Evaluator
+from services.evaluator.housekeeping import Housekeeper, HousekeepingMetrics
 from services.evaluator.ingest import IngestMetrics, Ingestor
 from services.evaluator.lease import Lease, LeaseLost
 from services.evaluator.reload import ReloadMetrics, RuleReloader
@@ -127,6 +128,14 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
     service.add_loop("evaluation", app.evaluate)
     if lease is not None:
         service.add_loop("lease", app.keep_lease)
+    housekeeper = Housekeeper(
+        service.redis,
+        [keys.metrics, keys.logs],
+        EVALUATOR_GROUP,
+        lambda: store.retention,
+        HousekeepingMetrics(service.registry),
+    )
+    service.add_loop("stream-housekeeping", housekeeper.run)
     return app
 
 

@@ -99,6 +99,12 @@ class EvaluatorConfig(Section):
     )
     lookback: Duration = 300.0
     resend_delay: Duration = 60.0
+    for_outage_tolerance: Duration = Field(
+        default=3600.0, description="after a longer outage, pending/firing state is not restored"
+    )
+    for_grace_period: Duration = Field(
+        default=600.0, description="a restored pending alert with a long `for` fires no sooner than this"
+    )
     catch_up_timeout: Duration = Field(
         default=300.0, description="longest wait at start for the stream backlog before evaluating anyway"
     )

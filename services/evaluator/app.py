@@ -102,6 +102,8 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
             external_labels=config.global_.external_labels,
             external_url=config.evaluator.external_url,
             subquery_step=config.global_.evaluation_interval,
+            outage_tolerance=config.evaluator.for_outage_tolerance,
+            grace_period=config.evaluator.for_grace_period,
         ),
         metrics=EvaluationMetrics(service.registry),
         caught_up=ingestor.caught_up,

@@ -86,8 +86,11 @@ class Evaluator:
     async def restore(self) -> int:
         """Load every group's persisted alert state (pending `for` timers, firing alerts, re-send times)."""
         restored = 0
+        now = self.clock.now()
         for group in self.groups:
-            restored += group.restore(await self.state.load(group.key))
+            restored += group.restore(
+                await self.state.load(group.key), now, self.ctx.outage_tolerance, self.ctx.grace_period
+            )
         return restored
 
     async def run(self) -> None:
@@ -131,7 +134,12 @@ class Evaluator:
         for group in groups:
             if group.key not in old:
                 # A group added by the reload may have state from an earlier run of the same file.
-                group.restore(await self.state.load(group.key))
+                group.restore(
+                    await self.state.load(group.key),
+                    self.clock.now(),
+                    self.ctx.outage_tolerance,
+                    self.ctx.grace_period,
+                )
         if self._running:
             await self._stop_all()
         self.groups = groups
@@ -182,7 +190,7 @@ class Evaluator:
         group.commit(outcome, self.ctx)
         try:
             await self.state.save(
-                group.key, group.snapshot(), [a.to_wire() for a in outcome.alerts], f"{group.key}@{ts}"
+                group.key, group.snapshot(ts), [a.to_wire() for a in outcome.alerts], f"{group.key}@{ts}"
             )
         except RedisError as exc:
             # Not published: undo the "sent" marks so the next tick sends these alerts again.

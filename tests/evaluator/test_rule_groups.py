@@ -179,3 +179,39 @@ groups:
     # As Prometheus: the alert fires and the annotation says what went wrong.
     assert rule.health == "ok" and alert.state == AlertState.FIRING
     assert alert.annotations["summary"].startswith("<error expanding template: ")
+
+
+def _pending_group(tmp_path: Path, hold: str) -> tuple[RuleGroup, dict]:
+    group = group_from(
+        tmp_path,
+        f"groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        for: {hold}\n",
+    )
+    store = SeriesStore(float("inf"))
+    store.add("up", {}, 0.0, 0)
+    group.evaluate(store, 0.0, CTX)  # pending since 0
+    return group, group.snapshot(ts=60.0)  # the evaluator died right after its tick at 60
+
+
+@pytest.mark.parametrize(
+    ("hold", "restart_at", "expected_active_at"),
+    [
+        ("5m", 120.0, 0.0),  # a `for` shorter than the grace period keeps counting from its start
+        ("30m", 120.0, 60.0),  # long `for`: the 60 s outage does not count (0 + 60)
+        ("10m", 400.0, 400.0),  # 540 s left < the 10m grace: fires no sooner than 10m after the restart
+    ],
+)
+def test_restore_follows_prometheus_outage_rules(
+    tmp_path: Path, hold: str, restart_at: float, expected_active_at
+):
+    old, state = _pending_group(tmp_path, hold)
+    fresh = group_from(tmp_path, Path(old.file).read_text())
+    assert fresh.restore(dict(state), now=restart_at) == 1
+    (rule,) = fresh.rules
+    (record,) = rule.active.values()
+    assert record.active_at == expected_active_at
+
+
+def test_nothing_is_restored_after_an_outage_longer_than_the_tolerance(tmp_path: Path):
+    old, state = _pending_group(tmp_path, "5m")
+    fresh = group_from(tmp_path, Path(old.file).read_text())
+    assert fresh.restore(dict(state), now=60.0 + 3601) == 0

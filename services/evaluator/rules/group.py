@@ -7,12 +7,15 @@ from typing import Any
 
 from services.evaluator.promql.nodes import lookbehind_ms
 from services.evaluator.promql.values import STALE_NAN
-from services.evaluator.rules.alerting import AlertingRule, AlertRecord
+from services.evaluator.rules.alerting import AlertingRule, AlertRecord, AlertState
 from services.evaluator.rules.recording import RecordingRule, RuleError
 from services.evaluator.series import METRIC_NAME, SeriesStore
 from shared.alerts import Alert
 
 Rule = AlertingRule | RecordingRule
+SAVED_AT = "\x1fsaved_at"  # the snapshot's own timestamp, beside the per-alert entries
+DEFAULT_OUTAGE_TOLERANCE = 3600.0  # Prometheus' --rules.alert.for-outage-tolerance
+DEFAULT_GRACE_PERIOD = 600.0  # Prometheus' --rules.alert.for-grace-period
 SeriesKey = tuple[tuple[str, str], ...]
 
 
@@ -34,6 +37,8 @@ class EvalContext:
     external_url: str = "http://localhost:9401"
     # Step of subqueries written without one (`[5m:]`): the global evaluation interval, as Prometheus.
     subquery_step: float = 60.0
+    outage_tolerance: float = DEFAULT_OUTAGE_TOLERANCE
+    grace_period: float = DEFAULT_GRACE_PERIOD
 
 
 @dataclass
@@ -133,25 +138,59 @@ class RuleGroup:
         for rule, record in outcome.sends:
             rule.mark_sent([record], outcome.ts, ctx.resend_delay, self.interval)
 
-    def snapshot(self) -> dict[str, dict[str, object]]:
-        """All alert state of the group as plain data, keyed by rule name and fingerprint."""
-        return {
+    def snapshot(self, ts: float | None = None) -> dict[str, dict[str, object]]:
+        """All alert state of the group as plain data, keyed by rule name and fingerprint, with the time it
+        was taken (so a restart knows how long the evaluator was down)."""
+        state: dict[str, dict[str, object]] = {
             f"{rule.name}\x1f{fp}": record.to_json()
             for rule in self.alerting_rules
             for fp, record in rule.active.items()
         }
+        if ts is not None:
+            state[SAVED_AT] = {"ts": ts}
+        return state
 
-    def restore(self, state: dict[str, dict[str, object]]) -> int:
-        """Load state saved by `snapshot` (entries of rules no longer in the group are ignored)."""
+    def restore(
+        self,
+        state: dict[str, dict[str, object]],
+        now: float | None = None,
+        outage_tolerance: float = DEFAULT_OUTAGE_TOLERANCE,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+    ) -> int:
+        """Load state saved by `snapshot` (entries of rules no longer in the group are ignored), with
+        Prometheus' restore rules (rules/manager.go RestoreForState) when `now` is given: after an outage
+        longer than `outage_tolerance` nothing is restored; for rules whose `for` is at least
+        `grace_period`, a pending alert's `for` does not count the outage, and never fires sooner than
+        `grace_period` after the restart. Shorter `for`s keep counting from where they started."""
+        saved = state.pop(SAVED_AT, None)
+        down_at = float(saved["ts"]) if saved else None  # type: ignore[arg-type]
+        if now is not None and down_at is not None and now - down_at > outage_tolerance:
+            return 0
         by_name = {rule.name: rule for rule in self.alerting_rules}
         restored = 0
         for key, data in state.items():
             rule_name, _, fp = key.partition("\x1f")
             rule = by_name.get(rule_name)
-            if rule is not None:
-                rule.active[fp] = AlertRecord.from_json(data)
-                restored += 1
+            if rule is None:
+                continue
+            record = AlertRecord.from_json(data)
+            if now is not None and down_at is not None and rule.hold >= grace_period:
+                _adjust_for_outage(record, rule.hold, down_at, now, grace_period)
+            rule.active[fp] = record
+            restored += 1
         return restored
+
+
+def _adjust_for_outage(record: AlertRecord, hold: float, down_at: float, now: float, grace: float) -> None:
+    if record.state != AlertState.PENDING:
+        return  # firing (or resolved) alerts carry on as they were
+    remaining = hold - (down_at - record.active_at)
+    if remaining <= 0:
+        return
+    if remaining < grace:
+        record.active_at = now + grace - hold  # fires `grace` after the restart at the earliest
+    else:
+        record.active_at += now - down_at  # the outage does not count towards `for`
 
 
 def rule_identity(rule: Rule) -> tuple[str, str, tuple[tuple[str, str], ...]]:

@@ -36,6 +36,7 @@ from redis.exceptions import ResponseError
 from shared.clock import Clock
 from shared.config import StreamsConfig
 from shared.streams import Keys
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +267,7 @@ class GroupConsumer:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     def problems(self) -> list[str]:

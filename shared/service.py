@@ -21,6 +21,7 @@ from shared.clock import Clock
 from shared.config import Config
 from shared.connection import BROKER_LOGGER, redis_broker, redis_client
 from shared.consumers import ConsumerMetrics, EntryHandler, GroupConsumer
+from shared.tasks import cancel_and_wait
 from shared.webapp import json_response
 
 log = logging.getLogger(__name__)
@@ -136,11 +137,7 @@ class Service:
         # FastStream closes its connections under a read still in flight and logs that as an error with a
         # traceback; during our own shutdown it is expected, so it is logged at DEBUG instead.
         logging.getLogger(BROKER_LOGGER).addFilter(_quiet_fetch_errors)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         for consumer in self.consumers:
             await consumer.stop()
@@ -190,9 +187,7 @@ class Service:
                 stopped.cancel()
                 raise starting.exception()  # type: ignore[misc]
             await stopped
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
+            await cancel_and_wait([starting])
             await self.stop()
         if self.exit_code:
             raise SystemExit(self.exit_code)

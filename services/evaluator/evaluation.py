@@ -4,7 +4,6 @@ then its state and the alerts it produced are written to Redis together."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -19,6 +18,7 @@ from services.evaluator.rules.group import EvalContext, RuleGroup, copy_state
 from services.evaluator.series import SeriesStore
 from services.evaluator.state import StateStore
 from shared.clock import Clock
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,7 @@ class Evaluator:
 
     async def _stop_all(self) -> None:
         tasks, self._tasks = list(self._tasks.values()), {}
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     async def replace_groups(self, groups: list[RuleGroup]) -> dict[str, int]:
         """Switch to a new, fully valid rule set: rules that are still there keep their state, groups that

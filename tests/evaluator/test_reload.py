@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from services.evaluator.app import EvaluatorApp, build
 from services.evaluator.rules.alerting import AlertState
 from shared.clock import FakeClock
 from shared.streams import Keys, append_batch
+from shared.tasks import cancel_and_wait
 from tests.polling import eventually
 
 T0 = 1_800_000_000.0
@@ -119,8 +121,6 @@ async def test_reload_needs_the_admin_token(app):
 async def test_a_changed_rule_file_is_picked_up(app, monkeypatch):
     evaluator_app, _, rules = app
     monkeypatch.setattr(reload_module, "WATCH_INTERVAL", 0.05)
-    import asyncio
-
     watcher = asyncio.create_task(evaluator_app.reloader.watch())
     try:
         rules.write_text(MORE_RULES + "\n")
@@ -128,7 +128,7 @@ async def test_a_changed_rule_file_is_picked_up(app, monkeypatch):
             lambda: _async(len(evaluator_app.evaluator.groups[0].rules) == 2), what="the changed file applied"
         )
     finally:
-        watcher.cancel()
+        assert await cancel_and_wait([watcher])
 
 
 async def test_query_api_answers_in_prometheus_shape(app, redis, keys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from shared.tasks import cancel_and_wait
 
@@ -42,10 +43,8 @@ async def test_gives_up_and_reports_a_task_that_never_ends(caplog):
 
     async def ignores_cancels() -> None:
         while not released.is_set():
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                pass
 
     task = asyncio.create_task(ignores_cancels(), name="ignores-cancels")
     await asyncio.sleep(0)

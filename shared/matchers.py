@@ -17,26 +17,28 @@ class MatcherError(ValueError):
     pass
 
 
-def go_quote(value: str) -> str:
-    """A string quoted as Go's %q does for printable text."""
-    out = ['"']
-    for ch in value:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
+def go_quote(text: str, ascii_only: bool = False, quote: str = '"') -> str:
+    """Go's strconv.Quote (QuoteToASCII with ascii_only; QuoteRune's style with quote="'")."""
+    out = [quote]
+    for ch in text:
+        code = ord(ch)
+        if ch in (quote, "\\"):
+            out.append("\\" + ch)
+        elif ch.isprintable() and (not ascii_only or code < 0x80):
             out.append(ch)
-    out.append('"')
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append(quote)
     return "".join(out)
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
 
 
 _INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")

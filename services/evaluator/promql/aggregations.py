@@ -36,13 +36,13 @@ def evaluate_aggregate(ev: _Evaluator, node: Aggregate, ts: int) -> Vector:
         else:
             raise EvalError(f"{op}: parameter must be a scalar or string")
     if op == "limit_ratio" and math.isnan(float(param)):  # type: ignore[arg-type]
-        raise EvalError(f"Ratio value is NaN for {op}")  # even over an empty vector, as Prometheus
+        raise EvalError("Ratio value is NaN")  # even over an empty vector, as Prometheus
     if op == "count_values":
         return _count_values(vector, node, str(param))
     if op in ("topk", "bottomk", "limitk"):
         k_float = float(param)  # type: ignore[arg-type]
         if math.isnan(k_float):
-            raise EvalError(f"Parameter value is NaN for {op}")
+            raise EvalError("Parameter value is NaN")
         if k_float >= 2**63:
             k = 2**63 - 1
         elif k_float <= -(2**63):
@@ -71,7 +71,7 @@ def evaluate_aggregate(ev: _Evaluator, node: Aggregate, ts: int) -> Vector:
         elif op == "limit_ratio":
             ratio = float(param)  # type: ignore[arg-type]
             if math.isnan(ratio):
-                raise EvalError(f"Ratio value is NaN for {op}")
+                raise EvalError("Ratio value is NaN")
             out.extend(_limit_ratio(members, max(-1.0, min(1.0, ratio))))
         else:
             # Grouping `by (__name__)` groups by names still pending removal, which are then removed.

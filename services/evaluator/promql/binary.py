@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 from services.evaluator.promql.nodes import ARITHMETIC, COMPARISONS, SET_OPERATORS, Binary
-from services.evaluator.promql.values import METRIC_NAME, Labels, Sample, Scalar, Value, Vector
+from services.evaluator.promql.values import METRIC_NAME, Labels, Sample, Scalar, Value, Vector, format_labels
 
 if TYPE_CHECKING:
     from services.evaluator.promql.engine import _Evaluator
@@ -149,10 +149,12 @@ def _vector_vector(node: Binary, lhs: Vector, rhs: Vector) -> Vector:
         sig = _signature(sample.labels, on, names)
         if sig in right:
             side = "left" if card == "one-to-many" else "right"
-            group = "{" + ", ".join(f'{k}="{v}"' for k, v in sig) + "}"
+            # Prometheus' exact text (no space after the ';'), naming the first series then its duplicate.
             raise EvalError(
-                f"found duplicate series for the match group {group} on the {side} hand-side of the "
-                "operation; many-to-many matching not allowed: matching labels must be unique on one side"
+                f"found duplicate series for the match group {format_labels(dict(sig))} on the {side} "
+                f"hand-side of the operation: [{format_labels(right[sig].labels)}, "
+                f"{format_labels(sample.labels)}];many-to-many matching not allowed: matching labels must "
+                "be unique on one side"
             )
         right[sig] = sample
     matched: dict[tuple[tuple[str, str], ...], set[tuple[tuple[str, str], ...]] | None] = {}

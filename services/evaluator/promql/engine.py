@@ -139,8 +139,10 @@ class Engine:
             )
         query = _Query(storage, start_ms, end_ms, self.lookback_ms, self.subquery_step_ms)
         evaluator = _Evaluator(query)
-        out = _steps(evaluator, node, start_ms, end_ms, step_ms)
-        return finish_matrix(out)
+        out = finish_matrix(_steps(evaluator, node, start_ms, end_ms, step_ms))
+        # Prometheus sorts a range query's series by label set (labels.Compare: pairs in name order).
+        out.sort(key=lambda series: labels_key(series.labels))
+        return out
 
 
 def _steps(evaluator: _Evaluator, node: Node, start_ms: int, end_ms: int, step_ms: int) -> Matrix:

@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote_plus
 
-from shared.matchers import go_regex
+from shared.matchers import go_quote, go_regex
 
 
 class FunctionError(Exception):
@@ -178,30 +178,6 @@ def _pad(text: str, spec: _Spec, zero: bool | None = None) -> str:
         return text + " " * fill
     use_zero = spec.zero if zero is None else zero
     return ("0" if use_zero else " ") * fill + text
-
-
-def go_quote(text: str, ascii_only: bool = False, quote: str = '"') -> str:
-    """strconv.Quote (QuoteToASCII with ascii_only; QuoteRune's style with quote="'")."""
-    out = [quote]
-    for ch in text:
-        code = ord(ch)
-        if ch in (quote, "\\"):
-            out.append("\\" + ch)
-        elif ch.isprintable() and (not ascii_only or code < 0x80):
-            out.append(ch)
-        elif ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append(quote)
-    return "".join(out)
-
-
-_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
 
 
 def _can_backquote(text: str) -> bool:

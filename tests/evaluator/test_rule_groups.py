@@ -215,3 +215,41 @@ def test_nothing_is_restored_after_an_outage_longer_than_the_tolerance(tmp_path:
     old, state = _pending_group(tmp_path, "5m")
     fresh = group_from(tmp_path, Path(old.file).read_text())
     assert fresh.restore(dict(state), now=60.0 + 3601) == 0
+
+
+def test_selection_cache_forgets_only_what_a_write_could_change():
+    from services.evaluator.promql.parse import compile_expr
+    from services.evaluator.rules.group import SelectionCache
+
+    def matchers(expr: str):
+        return compile_expr(expr).node.matchers
+
+    cache = SelectionCache()
+    for expr in ('up{job="a"}', "ALERTS", '{job="a"}', '{__name__=~"up|x"}'):
+        cache[matchers(expr)] = [expr]
+    cache.invalidate({"ALERTS"})
+    # `up` cannot include an ALERTS series; the nameless and regex-named selections could.
+    assert list(cache.values()) == [['up{job="a"}']]
+    cache.invalidate({"up"})
+    assert not cache
+
+
+def test_alert_templates_see_the_external_url(tmp_path: Path):
+    group = group_from(
+        tmp_path,
+        """
+groups:
+  - name: g
+    rules:
+      - alert: Down
+        expr: up == 0
+        labels: {dashboard: "{{ $externalURL }}/d"}
+        annotations: {link: "{{ $externalURL }}/alerts?{{ $labels.job }}"}
+""",
+    )
+    store = SeriesStore(float("inf"))
+    store.add("up", {"job": "api"}, 0.0, 0.0)
+    ctx = EvalContext(lookback=300, resend_delay=60, external_url="https://tw.example.com")
+    (alert,) = group.evaluate(store, 15.0, ctx).alerts
+    assert alert.labels["dashboard"] == "https://tw.example.com/d"
+    assert alert.annotations["link"] == "https://tw.example.com/alerts?api"

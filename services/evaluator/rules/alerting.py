@@ -23,11 +23,13 @@ from shared.alerts import Alert, fingerprint, from_unix
 RESOLVED_RETENTION = 15 * 60.0  # Prometheus keeps resolved alerts, and re-sends them, for 15 minutes.
 
 
-def _expand(template: Template, labels: dict[str, str], value: float, external: dict[str, str]) -> str:
+def _expand(
+    template: Template, labels: dict[str, str], value: float, external: dict[str, str], external_url: str = ""
+) -> str:
     """A template's text, or Prometheus' `<error expanding template: …>` in its place: one bad expansion
     must not fail the whole rule (nor hide the alert)."""
     try:
-        return template.render(labels, value, external)
+        return template.render(labels, value, external, external_url)
     except TemplateError as exc:
         return f"<error expanding template: {exc}>"
 
@@ -89,13 +91,13 @@ class AlertingRule:
     last_error: str = ""
 
     def alert_labels(
-        self, sample_labels: dict[str, str], value: float, external: dict[str, str]
+        self, sample_labels: dict[str, str], value: float, external: dict[str, str], external_url: str = ""
     ) -> dict[str, str]:
         """The labels of the alert a result sample produces: the series' labels without `__name__`, the rule's
         (templated) labels over them, `alertname`; a label templated to "" is removed, as in Prometheus."""
         labels = {k: v for k, v in sample_labels.items() if k != METRIC_NAME}
         for key, template in self.labels.items():
-            labels[key] = _expand(template, sample_labels, value, external)
+            labels[key] = _expand(template, sample_labels, value, external, external_url)
         labels["alertname"] = self.name
         for key in [k for k, v in labels.items() if v == ""]:
             del labels[key]
@@ -107,21 +109,22 @@ class AlertingRule:
         vector: list[Sample],
         external_labels: dict[str, str],
         recovering: list[Sample] | None = None,
+        external_url: str = "",
     ) -> None:
         """Advance every alert of this rule to time `ts`, given the expression's result at `ts`.
         `recovering` is the result of `keep_firing_while` (a tripwire extension): a firing alert whose series
         has left `expr` but is still in it keeps firing, so an alert that fires above 2% resolves only below
         1.5%, say, instead of flapping around one threshold."""
         holding = {
-            fingerprint(self.alert_labels(labels, value, external_labels))
+            fingerprint(self.alert_labels(labels, value, external_labels, external_url))
             for labels, value in recovering or ()
         }
         found: dict[str, tuple[dict[str, str], dict[str, str], float]] = {}
         for sample_labels, value in vector:
-            labels = self.alert_labels(sample_labels, value, external_labels)
+            labels = self.alert_labels(sample_labels, value, external_labels, external_url)
             # Annotations see the series' own labels (as label templates do), not the alert's final ones.
             annotations = {
-                key: _expand(template, sample_labels, value, external_labels)
+                key: _expand(template, sample_labels, value, external_labels, external_url)
                 for key, template in self.annotations.items()
             }
             fp = fingerprint(labels)

@@ -19,12 +19,26 @@ DEFAULT_GRACE_PERIOD = 600.0  # Prometheus' --rules.alert.for-grace-period
 SeriesKey = tuple[tuple[str, str], ...]
 
 
-def _invalidate(selections: dict[Any, Any], names: set[str]) -> None:
-    """Forget cached selections that could include series of `names` (new series may have appeared)."""
-    for matchers in list(selections):
-        by_name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
-        if by_name is None or by_name in names:
-            del selections[matchers]
+class SelectionCache(dict[Any, Any]):
+    """Series selections shared by a group's rules during one tick, indexed by the metric name they ask
+    for, so that a rule's writes forget only the selections they could change. (Scanning every cached
+    selection after every rule made a group quadratic: 2,000 rules took 1.2 s a tick.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_name: dict[str | None, set[Any]] = {}
+
+    def __setitem__(self, matchers: Any, series: Any) -> None:
+        super().__setitem__(matchers, series)
+        name = next((m.value for m in matchers if m.name == METRIC_NAME and m.op == "="), None)
+        self._by_name.setdefault(name, set()).add(matchers)
+
+    def invalidate(self, names: set[str]) -> None:
+        """Forget selections that could include series of `names` (new series may have appeared): those
+        for these names, and those without a fixed name (`{job="x"}`, `{__name__=~"..."}`)."""
+        for name in (*names, None):
+            for matchers in self._by_name.pop(name, ()):
+                self.pop(matchers, None)
 
 
 @dataclass
@@ -78,7 +92,7 @@ class RuleGroup:
         sends: list[tuple[AlertingRule, AlertRecord]] = []
         alerts: list[Alert] = []
         eval_ts = ts - self.query_offset
-        selections: dict[Any, Any] = {}  # shared by the rules, invalidated by what they write
+        selections = SelectionCache()  # shared by the rules, invalidated by what they write
         for index, rule in enumerate(self.rules):
             try:
                 vector = rule.expr.evaluate(store, eval_ts, ctx.lookback, selections, ctx.subquery_step)
@@ -90,7 +104,7 @@ class RuleGroup:
                         recovering = rule.keep_firing_while.evaluate(
                             store, eval_ts, ctx.lookback, selections, ctx.subquery_step
                         )
-                    rule.eval(ts, vector, ctx.external_labels, recovering)
+                    rule.eval(ts, vector, ctx.external_labels, recovering, ctx.external_url)
                     active = rule.active_count()
                     if self.limit and active > self.limit:
                         # As Prometheus: over the limit, the rule's alerts are dropped and the rule errors.
@@ -103,7 +117,7 @@ class RuleGroup:
                 continue
             written = self._write(store, index, output, eval_ts)
             if written:
-                _invalidate(selections, written)
+                selections.invalidate(written)
             if isinstance(rule, RecordingRule):
                 continue
             for record in rule.due(ts, ctx.resend_delay):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,8 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shared.durations import Duration
+from shared.events import LABEL_NAME_RE, METRIC_NAME_RE
+from shared.matchers import go_regex
 from shared.yamlfile import ConfigError, ConfigErrors, Document, describe_error, load_yaml
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,58 @@ class EvaluatorConfig(Section):
     catch_up_timeout: Duration = Field(
         default=300.0, description="longest wait at start for the stream backlog before evaluating anyway"
     )
+    # Limits that keep one noisy producer from exhausting the evaluator's memory (0 = no limit). What
+    # is refused is counted in tripwire_evaluator_samples_dropped{reason=...} and logged.
+    max_series: int = Field(default=1_000_000, ge=0, description="series in total; new ones are dropped")
+    max_series_per_metric: int = Field(
+        default=100_000, ge=0, description="series per metric name; new ones beyond are dropped"
+    )
+    max_samples_per_series: int = Field(
+        default=50_000, ge=0, description="samples one series may hold in the window; newer ones are dropped"
+    )
+
+
+class LogMetricConfig(Section):
+    """A counter derived from log events: each event that matches adds 1 to `name{labels}`."""
+
+    name: str
+    match: dict[str, str] = Field(
+        default_factory=dict, description="equality on service, level, message or a label of the event"
+    )
+    message_regex: str | None = Field(default=None, description="RE2 syntax, searched for in the message")
+    labels: list[str] = Field(
+        default_factory=list,
+        description="event fields, event labels or named regex groups that become the counter's labels",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not METRIC_NAME_RE.fullmatch(value):
+            raise ValueError(f"invalid metric name {value!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")
+        if value == "log_events_total":
+            raise ValueError("log_events_total is the built-in count of every log event; choose another name")
+        return value
+
+    @field_validator("message_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(go_regex(value))
+            except re.error as exc:
+                raise ValueError(f"invalid message_regex {value!r}: {exc}") from None
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not LABEL_NAME_RE.fullmatch(name) or name.startswith("__"):
+                raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*, not __*")
+        if len(set(value)) != len(value):
+            raise ValueError("labels are listed more than once")
+        return value
 
 
 class NotifierConfig(Section):
@@ -132,7 +187,7 @@ class Config(Section):
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     rule_files: list[str] = Field(default_factory=list)
     scrape_configs: list[dict[str, Any]] = Field(default_factory=list)
-    log_metrics: list[dict[str, Any]] = Field(default_factory=list)
+    log_metrics: list[LogMetricConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
@@ -146,6 +201,14 @@ class Config(Section):
 
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     source: str = Field(default="<defaults>", exclude=True)
+
+    @field_validator("log_metrics")
+    @classmethod
+    def _unique_log_metrics(cls, value: list[LogMetricConfig]) -> list[LogMetricConfig]:
+        names = [m.name for m in value]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"log_metrics define {', '.join(dupes)} more than once")
+        return value
 
     def redis_password(self) -> str | None:
         """The Redis password from TRIPWIRE_REDIS_PASSWORD or redis.password_file, if any."""

@@ -10,11 +10,12 @@ from services.evaluator.evaluation import EvaluationMetrics, Evaluator
 from services.evaluator.housekeeping import Housekeeper, HousekeepingMetrics
 from services.evaluator.ingest import IngestMetrics, Ingestor
 from services.evaluator.lease import Lease, LeaseLost
+from services.evaluator.log_metrics import LogMetrics
 from services.evaluator.reload import ReloadMetrics, RuleReloader
 from services.evaluator.replay import replay_tail
 from services.evaluator.rules.files import load_rule_files
 from services.evaluator.rules.group import EvalContext, history_needed
-from services.evaluator.series import SeriesStore
+from services.evaluator.series import SeriesLimits, SeriesStore
 from services.evaluator.state import StateStore
 from shared.clock import Clock, SystemClock
 from shared.config import Config, rule_file_paths
@@ -87,10 +88,18 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
         log.warning(
             "no rule groups loaded; check rule_files in the config", extra={"rule_files": config.rule_files}
         )
-    if config.log_metrics:
-        log.warning("log_metrics are not implemented yet; %d definition(s) ignored", len(config.log_metrics))
-    store = SeriesStore(retention=history_needed(groups, config.evaluator.lookback))
-    ingestor = Ingestor(store=store, now=clock.now, metrics=IngestMetrics(service.registry))
+    limits = SeriesLimits(
+        max_series=config.evaluator.max_series,
+        max_series_per_metric=config.evaluator.max_series_per_metric,
+        max_samples_per_series=config.evaluator.max_samples_per_series,
+    )
+    store = SeriesStore(retention=history_needed(groups, config.evaluator.lookback), limits=limits)
+    ingestor = Ingestor(
+        store=store,
+        now=clock.now,
+        metrics=IngestMetrics(service.registry),
+        log_metrics=LogMetrics(config.log_metrics),
+    )
     evaluator = Evaluator(
         groups=groups,
         store=store,

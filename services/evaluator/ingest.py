@@ -17,10 +17,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import TypeAdapter, ValidationError
 
-from services.evaluator.series import SeriesStore
+from services.evaluator.log_metrics import LogMetrics
+from services.evaluator.series import METRIC_SERIES_LIMIT, SERIES_LIMIT, SERIES_SAMPLES_LIMIT, SeriesStore
 from shared.codec import PoisonEntry, decode_entry
 from shared.consumers import Acker, EntriesFailed, Entry
-from shared.events import LogEvent, MetricSample
+from shared.events import LogEvent, MetricSample, fast_sample
 from shared.streams import entry_order
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ LOG_EVENTS_METRIC = "log_events_total"
 MAX_FUTURE_SKEW = 600.0
 PRUNE_MARGIN_MS = 60_000
 PRUNE_EVERY_MS = 10_000  # samples more than 10 minutes ahead of the evaluator's clock are refused
+
+LIMIT_REASONS = {SERIES_LIMIT, METRIC_SERIES_LIMIT, SERIES_SAMPLES_LIMIT}
+LIMIT_LOG_EVERY = 60.0
+# (metric name, labels, value, is an increment, timestamp or None for "now")
+ParsedSample = tuple[str, dict[str, str], float, bool, float | None]
 
 _SAMPLES = TypeAdapter(list[MetricSample])
 _LOGS = TypeAdapter(list[LogEvent])
@@ -68,7 +74,9 @@ class Ingestor:
     progress: dict[str, tuple[int, int]] = field(default_factory=dict)
     # Newest entry per stream when the evaluator started: evaluation waits until ingest has reached it.
     targets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    log_metrics: LogMetrics = field(default_factory=lambda: LogMetrics([]))
     _pruned_at: dict[str, int] = field(default_factory=dict)
+    _limit_logged: dict[str, float] = field(default_factory=dict)
 
     def caught_up(self) -> bool:
         """Whether every entry that was in the streams at start has been handled (applied, skipped or
@@ -108,36 +116,58 @@ class Ingestor:
             self.progress[stream] = order
 
     def apply_items(self, stream: str, kind: str, items: list[Any]) -> list[tuple[int, str]]:
-        adapter = _SAMPLES if kind == "metrics" else _LOGS
-        try:
-            good: list[Any] = adapter.validate_python(items)
-            bad: list[tuple[int, str]] = []
-        except ValidationError:
-            good, bad = _validate_one_by_one(adapter, items)
+        """Apply each valid item of a batch; returns the invalid ones as (index, reason)."""
         now = self.now()
         oldest, newest = now - self.store.retention, now + MAX_FUTURE_SKEW
+        dropped: dict[str, int] = {}
+        if kind == "metrics":
+            samples, bad = _metric_samples(items)
+        else:
+            samples, bad = self._log_samples(items)
         applied = 0
-        for item in good:
-            ts = item.timestamp if item.timestamp is not None else now
+        ingest = self.store.ingest
+        for name, labels, value, increment, stamped in samples:
+            ts = now if stamped is None else stamped
             if ts <= oldest:
-                self.metrics.dropped.labels(stream, "too_old").inc()
+                dropped["too_old"] = dropped.get("too_old", 0) + 1
                 continue
-            if ts > newest:
-                self.metrics.dropped.labels(stream, "too_far_in_future").inc()
+            elif ts > newest:
+                dropped["too_far_in_future"] = dropped.get("too_far_in_future", 0) + 1
                 continue
-            if kind == "metrics":
-                if item.kind == "increment":
-                    self.store.increment(item.name, item.labels, ts, item.value)
-                else:
-                    self.store.add(item.name, item.labels, ts, item.value)
+            refused = ingest(name, labels, ts, value, increment)
+            if refused is None:
+                applied += 1
             else:
-                labels = {**item.labels, "service": item.service, "level": item.level}
-                self.store.increment(LOG_EVENTS_METRIC, labels, ts, 1.0)
-            applied += 1
+                dropped[refused] = dropped.get(refused, 0) + 1
         self.metrics.samples.labels(stream).inc(applied)
         if bad:
-            self.metrics.dropped.labels(stream, "invalid").inc(len(bad))
+            dropped["invalid"] = len(bad)
+        for reason, count in dropped.items():
+            self.metrics.dropped.labels(stream, reason).inc(count)
+            if reason in LIMIT_REASONS:
+                self._warn_limit(stream, reason, count)
         return bad
+
+    def _log_samples(self, items: list[Any]) -> tuple[list[ParsedSample], list[tuple[int, str]]]:
+        """Each valid log event as increments of log_events_total and of the log metrics it matches."""
+        events, bad = _validated(_LOGS, items)
+        samples: list[ParsedSample] = []
+        for event in events:
+            labels = {**event.labels, "service": event.service, "level": event.level}
+            samples.append((LOG_EVENTS_METRIC, labels, 1.0, True, event.timestamp))
+            for name, derived in self.log_metrics.counts(event):
+                samples.append((name, derived, 1.0, True, event.timestamp))
+        return samples, bad
+
+    def _warn_limit(self, stream: str, reason: str, count: int) -> None:
+        """Log a limit hit at most once a minute per reason (it is counted every time)."""
+        now = self.now()
+        if now - self._limit_logged.get(reason, float("-inf")) >= LIMIT_LOG_EVERY:
+            self._limit_logged[reason] = now
+            log.warning(
+                "samples dropped by an evaluator limit",
+                extra={"stream": stream, "reason": reason, "count": count, "limits": str(self.store.limits)},
+            )
 
     def handler(self, stream: str, kind: str) -> Callable[[list[Entry], Acker], Any]:
         """The consumer-group handler for one stream: apply, dead-letter what is bad, ack."""
@@ -173,9 +203,30 @@ class Ingestor:
         return handle
 
 
-def _validate_one_by_one(
-    adapter: TypeAdapter[list[Any]], items: list[Any]
-) -> tuple[list[Any], list[tuple[int, str]]]:
+def _metric_samples(items: list[Any]) -> tuple[list[ParsedSample], list[tuple[int, str]]]:
+    """The valid samples of a batch, and (index, reason) for each invalid one. The common shape goes through
+    `fast_sample`; anything else through pydantic, which also gives the precise reason."""
+    samples: list[ParsedSample] = []
+    bad: list[tuple[int, str]] = []
+    for i, item in enumerate(items):
+        parsed = fast_sample(item)
+        if parsed is None:
+            valid, errors = _validated(_SAMPLES, [item])
+            if errors:
+                bad.append((i, errors[0][1]))
+                continue
+            (sample,) = valid
+            parsed = (sample.name, sample.labels, sample.value, sample.kind == "increment", sample.timestamp)
+        samples.append(parsed)
+    return samples, bad
+
+
+def _validated(adapter: TypeAdapter[list[Any]], items: list[Any]) -> tuple[list[Any], list[tuple[int, str]]]:
+    """Validate the whole list at once; if any item is bad, each on its own to tell which and why."""
+    try:
+        return adapter.validate_python(items), []
+    except ValidationError:
+        pass
     good, bad = [], []
     for i, item in enumerate(items):
         try:

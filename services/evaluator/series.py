@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from shared.matchers import Matcher
 
@@ -83,13 +84,32 @@ class Series:
             del self.values[:i]
 
 
+@dataclass(frozen=True)
+class SeriesLimits:
+    """Caps on what ingest may add (0 = no cap); rule output is never capped."""
+
+    max_series: int = 0
+    max_series_per_metric: int = 0
+    max_samples_per_series: int = 0
+
+
+# Why ingest refused a sample: the `reason` label of tripwire_evaluator_samples_dropped.
+SERIES_LIMIT = "series_limit"
+METRIC_SERIES_LIMIT = "metric_series_limit"
+SERIES_SAMPLES_LIMIT = "series_samples_limit"
+
+
 class SeriesStore:
     """All series, indexed by metric name for selector lookups."""
 
-    def __init__(self, retention: float) -> None:
+    def __init__(self, retention: float, limits: SeriesLimits | None = None) -> None:
         self.retention = retention
+        self.limits = limits or SeriesLimits()
         self._series: dict[LabelKey, Series] = {}
         self._by_name: dict[str, dict[LabelKey, Series]] = {}
+        # Ingest's lookup by (name, labels in arrival order): producers send labels in a stable order, so
+        # this skips building and sorting the canonical key for nearly every sample. Cleared on trim.
+        self._arrival: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
 
     def __len__(self) -> int:
         return len(self._series)
@@ -116,6 +136,35 @@ class SeriesStore:
     def increment(self, name: str, labels: dict[str, str], ts: float, delta: float) -> None:
         self._get(name, labels).increment(ts, delta)
 
+    def ingest(
+        self, name: str, labels: dict[str, str], ts: float, value: float, increment: bool
+    ) -> str | None:
+        """Apply one ingested sample (a value, or a counter increment) within the limits. Returns why it was
+        dropped (SERIES_LIMIT, METRIC_SERIES_LIMIT, SERIES_SAMPLES_LIMIT), or None once applied."""
+        arrival = (name, tuple(labels.items()))
+        series = self._arrival.get(arrival)
+        if series is None:
+            full = {**labels, METRIC_NAME: name}
+            series = self._series.get(label_key(full))
+            if series is None:
+                limits = self.limits
+                if limits.max_series and len(self._series) >= limits.max_series:
+                    return SERIES_LIMIT
+                if limits.max_series_per_metric and len(self._by_name.get(name, ())) >= (
+                    limits.max_series_per_metric
+                ):
+                    return METRIC_SERIES_LIMIT
+                series = self.series_for(full)
+            self._arrival[arrival] = series
+        cap = self.limits.max_samples_per_series
+        if cap and len(series.timestamps) >= cap and ts != series.timestamps[-1]:
+            return SERIES_SAMPLES_LIMIT
+        if increment:
+            series.increment(ts, value)
+        else:
+            series.add(ts, value)
+        return None
+
     def select(self, matchers: Iterable[Matcher]) -> Iterator[Series]:
         """Series matching every matcher (an equality on `__name__` uses the name index)."""
         matchers = list(matchers)
@@ -130,6 +179,8 @@ class SeriesStore:
         dropped."""
         horizon = now - self.retention
         stale = [key for key, s in self._series.items() if not s.timestamps or s.timestamps[-1] <= horizon]
+        if stale:
+            self._arrival.clear()
         for key in stale:
             series = self._series.pop(key)
             name = series.labels.get(METRIC_NAME, "")

@@ -97,3 +97,28 @@ def test_rule_file_globs_resolve_relative_to_the_config(tmp_path: Path):
         (tmp_path / "rules" / name).write_text("groups: []\n")
     path = write(tmp_path, "rule_files: ['rules/*.yml', 'rules/a.yml']\n")
     assert [p.name for p in rule_file_paths(load_config(path, environ={}))] == ["a.yml", "b.yml"]
+
+
+def test_log_metrics_are_checked_with_their_line(tmp_path: Path):
+    path = write(
+        tmp_path,
+        "log_metrics:\n"
+        "  - name: budget_exceeded_total\n"
+        "    message_regex: 'Budget exceeded (?P<tenant'\n"
+        "  - name: 0bad\n"
+        "    labels: [__x]\n"
+        "  - name: log_events_total\n",
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path, environ={})
+    messages = "\n".join(str(e) for e in caught.value.errors)
+    assert f"{path}:3:" in messages and "invalid message_regex" in messages
+    assert f"{path}:4:" in messages and "invalid metric name '0bad'" in messages
+    assert f"{path}:5:" in messages and "invalid label name '__x'" in messages
+    assert "log_events_total is the built-in count" in messages
+
+
+def test_a_log_metric_defined_twice_is_an_error(tmp_path: Path):
+    path = write(tmp_path, "log_metrics:\n  - name: a_total\n  - name: a_total\n")
+    with pytest.raises(ConfigErrors, match="define a_total more than once"):
+        load_config(path, environ={})

@@ -63,7 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--url", default=os.environ.get("TRIPWIRE_COLLECTOR_URL", "http://127.0.0.1:9400"))
         p.add_argument("--token", default=None, help="bearer token (default: $TRIPWIRE_INGEST_TOKEN)")
     _rules_parser(sub)
+    _routes_parser(sub)
     return parser
+
+
+def _routes_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`tripwire routes test|show`: amtool's `config routes test|show`, its output and exit codes."""
+    routes = sub.add_parser("routes", help="show or test an Alertmanager routing tree (as amtool does)")
+    routes_sub = routes.add_subparsers(dest="routes_command", required=True, metavar="WHAT")
+    for name, help_text in (
+        ("show", "print the routing tree"),
+        ("test", "print the receivers a label set is routed to; or check a file of cases (--cases)"),
+    ):
+        command = routes_sub.add_parser(name, help=help_text)
+        command.add_argument(
+            "-c", "--config.file", dest="routing_file", type=Path, metavar="FILE", help="alertmanager.yml"
+        )
+    test = routes_sub.choices["test"]
+    test.add_argument("labels", nargs="*", metavar="LABEL=VALUE")
+    test.add_argument(
+        "--verify.receivers",
+        dest="verify",
+        metavar="A,B",
+        help="expected receivers, comma-separated; exit 1 if they differ",
+    )
+    test.add_argument("--tree", action="store_true", help="also print the routes the alert walks through")
+    test.add_argument(
+        "--cases", type=Path, metavar="FILE.yml", help="a YAML list of {labels, receivers[, config]} to check"
+    )
 
 
 def _rules_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,6 +167,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(asyncio.run(send(args)))
     elif args.command == "rules":
         raise SystemExit(run_rules(args))
+    elif args.command == "routes":
+        raise SystemExit(run_routes(args))
+
+
+def run_routes(args: argparse.Namespace) -> int:
+    """`tripwire routes test|show`; returns the exit code (1 on any error or mismatch, as amtool)."""
+    from services.notifier import route_testing
+
+    try:
+        if args.routes_command == "test" and args.cases is not None:
+            out, code = route_testing.run_cases(args.cases, args.routing_file)
+            print(out, end="")
+            return code
+        if args.routing_file is None:
+            print("tripwire: error: -c/--config.file FILE is required", file=sys.stderr)
+            return 1
+        tree = route_testing.load_tree(args.routing_file)
+        if args.routes_command == "show":
+            print(route_testing.show(tree), end="")
+            return 0
+        labels = route_testing.parse_labels(args.labels)
+        verify = args.verify.split(",") if args.verify is not None else None
+        out, code = route_testing.test(tree, labels, verify, args.tree)
+        print(out, end="")
+        return code
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"tripwire: {error}", file=sys.stderr)
+    except (ConfigError, route_testing.LabelsError) as exc:
+        print(f"tripwire: error: {exc}", file=sys.stderr)
+    return 1
 
 
 def run_rules(args: argparse.Namespace) -> int:

@@ -77,6 +77,14 @@ def build_receivers(
     routing: RoutingConfig, session: aiohttp.ClientSession, clock: Clock
 ) -> dict[str, Receiver]:
     """Integrations per receiver; a routed receiver using an integration we cannot deliver to is an error."""
+    if missing := routing.not_applied():
+        raise ConfigError(
+            f"the notifier does not apply {', '.join(missing)} yet; remove them (they load for "
+            "`tripwire routes test`, but would be ignored here)",
+            routing.file,
+        )
+    if routing.templates:
+        log.warning("templates are not used by webhook and console receivers", extra={"file": routing.file})
     tree = Route.build(routing.route)
     used = routes_in_use(tree)
     receivers: dict[str, Receiver] = {}

@@ -1,17 +1,19 @@
 """The routing file: Alertmanager's configuration format (alertmanager.yml).
 
-Loaded today: `global` (accepted; `resolve_timeout` used), `route` (receiver, matchers, match, match_re,
-continue, group_by, group_wait, group_interval, repeat_interval, routes), and `receivers` with
-`webhook_configs` and tripwire's own `console_configs`. Other Alertmanager sections and integrations are
-refused with a message that names them, so a config never half-applies.
+The whole of a valid Alertmanager file loads, so `tripwire routes test` works on any of them: `global`
+(`resolve_timeout` used), `route` (every key), `inhibit_rules` (matchers checked), `time_intervals`,
+`mute_time_intervals`, `templates`, and `receivers` of any integration. The notifier delivers through
+`webhook_configs` and tripwire's own `console_configs`; it refuses to start, naming what is missing, when a
+routed receiver uses another integration or when the file has inhibitions or time intervals it does not
+apply yet (see `RoutingConfig.not_applied`), so a config never half-applies.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from services.notifier.matchers import Matcher, MatcherError, parse_matcher
 from shared.durations import Duration
@@ -81,11 +83,26 @@ class ReceiverConfig(BaseModel):
         return sorted(k for k in (self.model_extra or {}) if k not in _UNSUPPORTED_INTEGRATIONS)
 
 
+def _go_yaml_string(value: Any) -> Any:
+    """A scalar as Go's YAML decoder gives it to a string field: `test: 2` is "2", `on: true` is "true"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+LabelValue = Annotated[str, BeforeValidator(_go_yaml_string)]
+LegacyMatch = dict[str, LabelValue]
+
+
 class RouteConfig(Strict):
     receiver: str | None = None
     matchers: list[str] = Field(default_factory=list)
-    match: dict[str, str] = Field(default_factory=dict)
-    match_re: dict[str, str] = Field(default_factory=dict)
+    match: LegacyMatch = Field(default_factory=dict)
+    match_re: LegacyMatch = Field(default_factory=dict)
+    mute_time_intervals: list[str] = Field(default_factory=list)
+    active_time_intervals: list[str] = Field(default_factory=list)
     continue_: bool = Field(default=False, alias="continue")
     group_by: list[str] | None = None
     group_wait: Duration | None = None
@@ -99,17 +116,41 @@ class GlobalConfig(BaseModel):
     resolve_timeout: Duration = 300.0
 
 
+class InhibitRuleConfig(Strict):
+    source_matchers: list[str] = Field(default_factory=list)
+    target_matchers: list[str] = Field(default_factory=list)
+    source_match: LegacyMatch = Field(default_factory=dict)
+    source_match_re: LegacyMatch = Field(default_factory=dict)
+    target_match: LegacyMatch = Field(default_factory=dict)
+    target_match_re: LegacyMatch = Field(default_factory=dict)
+    equal: list[str] = Field(default_factory=list)
+
+
 class RoutingConfig(Strict):
     global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
     route: RouteConfig
     receivers: list[ReceiverConfig]
-    inhibit_rules: list[dict[str, Any]] = Field(default_factory=list)
+    inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
     time_intervals: list[dict[str, Any]] = Field(default_factory=list)
     mute_time_intervals: list[dict[str, Any]] = Field(default_factory=list)
     templates: list[str] = Field(default_factory=list)
 
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     file: str = Field(default="", exclude=True)
+
+    def not_applied(self) -> list[str]:
+        """Sections that load (so routing and `tripwire routes test` work) but the notifier does not apply
+        yet: it refuses to start on them rather than deliver what Alertmanager would have muted."""
+        found = [s for s in ("inhibit_rules", "time_intervals", "mute_time_intervals") if getattr(self, s)]
+
+        def walk(route: RouteConfig) -> bool:
+            return bool(route.mute_time_intervals or route.active_time_intervals) or any(
+                walk(child) for child in route.routes
+            )
+
+        if walk(self.route):
+            found.append("route mute_time_intervals/active_time_intervals")
+        return found
 
     def receiver(self, name: str) -> ReceiverConfig:
         return next(r for r in self.receivers if r.name == name)
@@ -169,29 +210,43 @@ def _check(config: RoutingConfig, doc: Document) -> list[ConfigError]:
                 )
             elif hook.url_file is not None and not hook.url_file.is_absolute():
                 hook.url_file = config.base_dir / hook.url_file
-    for section in ("inhibit_rules", "time_intervals", "mute_time_intervals", "templates"):
-        if getattr(config, section):
-            errors.append(
-                doc.error(
-                    (section,),
-                    f"{section} are not supported yet; remove them or wait for the "
-                    "notifier's routing release",
-                )
-            )
+    for i, rule in enumerate(config.inhibit_rules):
+        for key in ("source_matchers", "target_matchers"):
+            for j, text in enumerate(getattr(rule, key)):
+                try:
+                    parse_matcher(text)
+                except MatcherError as exc:
+                    errors.append(doc.error(("inhibit_rules", i, key, j), str(exc)))
+        for key in ("source_match", "source_match_re", "target_match", "target_match_re"):
+            for name, value in getattr(rule, key).items():
+                try:
+                    Matcher.create(name, "=~" if key.endswith("_re") else "=", value)
+                except MatcherError as exc:
+                    errors.append(doc.error(("inhibit_rules", i, key, name), str(exc)))
+    intervals = {
+        str(entry.get("name"))
+        for section in (config.time_intervals, config.mute_time_intervals)
+        for entry in section
+        if isinstance(entry, dict)
+    }
     if config.route.receiver is None:
         errors.append(doc.error(("route",), "root route must specify a default receiver"))
     if config.route.matchers or config.route.match or config.route.match_re:
         errors.append(doc.error(("route",), "root route must not have any matchers"))
-    errors.extend(_check_route(config.route, ("route",), names, doc))
+    errors.extend(_check_route(config.route, ("route",), names, intervals, doc))
     return errors
 
 
 def _check_route(
-    route: RouteConfig, loc: tuple[Any, ...], receivers: set[str], doc: Document
+    route: RouteConfig, loc: tuple[Any, ...], receivers: set[str], intervals: set[str], doc: Document
 ) -> list[ConfigError]:
     errors: list[ConfigError] = []
     if route.receiver is not None and route.receiver not in receivers:
         errors.append(doc.error((*loc, "receiver"), f'undefined receiver "{route.receiver}" used in route'))
+    for key in ("mute_time_intervals", "active_time_intervals"):
+        for i, name in enumerate(getattr(route, key)):
+            if name not in intervals:
+                errors.append(doc.error((*loc, key, i), f'undefined time interval "{name}" used in route'))
     for i, text in enumerate(route.matchers):
         try:
             parse_matcher(text)
@@ -206,5 +261,5 @@ def _check_route(
     if route.group_by and "..." in route.group_by and len(route.group_by) > 1:
         errors.append(doc.error((*loc, "group_by"), "cannot have wildcard group_by (`...`) and other labels"))
     for i, child in enumerate(route.routes):
-        errors.extend(_check_route(child, (*loc, "routes", i), receivers, doc))
+        errors.extend(_check_route(child, (*loc, "routes", i), receivers, intervals, doc))
     return errors

@@ -232,3 +232,21 @@ async def test_console_prints_one_line_per_notification():
     )
     two = Notification("oncall", "k", {}, [alert("A"), alert("B", status="resolved")], "http://x")
     assert format_line(two) == "FIRING[1] A service=checkout: error ratio 0.05 (+1 resolved) -> oncall"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"inhibit_rules": [{"source_matchers": ["a=1"], "target_matchers": ["b=1"]}]}, "inhibit_rules"),
+        ({"receivers": [{"name": "r", "slack_configs": [{"channel": "#x"}]}]}, "slack_configs"),
+    ],
+)
+async def test_the_notifier_refuses_what_it_would_not_apply(extra: dict, named: str):
+    from shared.yamlfile import ConfigError
+
+    routing = RoutingConfig.model_validate(
+        {"route": {"receiver": "r"}, "receivers": [{"name": "r", "console_configs": [{}]}], **extra}
+    )
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ConfigError, match=named):
+            build_receivers(routing, session, SystemClock())

@@ -94,7 +94,7 @@ def test_bad_routing_files_get_positions(tmp_path: Path):
     path = tmp_path / "am.yml"
     path.write_text(
         "route:\n  receiver: nope\n  routes:\n    - matchers: ['a=~\"(\"']\n      receiver: r\n"
-        "receivers:\n  - name: r\n  - name: r\ninhibit_rules:\n  - equal: [a]\n"
+        "receivers:\n  - name: r\n  - name: r\ninhibit_rules:\n  - source_matchers: ['a=~\"[\"']\n"
     )
     with pytest.raises(ConfigErrors) as caught:
         load_routing(path)
@@ -102,4 +102,4 @@ def test_bad_routing_files_get_positions(tmp_path: Path):
     assert f'{path}:2:3: undefined receiver "nope" used in route' in messages
     assert f"{path}:4:18: invalid regular expression" in messages
     assert f'{path}:8:5: notification config name "r" is not unique' in messages
-    assert f"{path}:9:1: inhibit_rules are not supported yet" in messages
+    assert f"{path}:10:23: invalid regular expression" in messages

@@ -22,7 +22,9 @@ def go_quote(text: str, ascii_only: bool = False, quote: str = '"') -> str:
     out = [quote]
     for ch in text:
         code = ord(ch)
-        if ch in (quote, "\\"):
+        if 0xDC80 <= code <= 0xDCFF:  # an invalid UTF-8 byte, kept by Python's surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch in (quote, "\\"):
             out.append("\\" + ch)
         elif ch.isprintable() and (not ascii_only or code < 0x80):
             out.append(ch)
@@ -43,10 +45,101 @@ _GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", 
 
 _INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
 
+# RE2's Perl and POSIX classes are ASCII-only (Python's \d \w \s and \b are Unicode-aware): code point ranges.
+_Ranges = tuple[tuple[int, int], ...]
+_DIGIT: _Ranges = ((0x30, 0x39),)
+_WORD: _Ranges = ((0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A))
+_PERL_CLASSES: dict[str, _Ranges] = {"d": _DIGIT, "w": _WORD, "s": ((0x09, 0x0A), (0x0C, 0x0D), (0x20, 0x20))}
+_POSIX_CLASSES: dict[str, _Ranges] = {
+    "alnum": ((0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A)),
+    "alpha": ((0x41, 0x5A), (0x61, 0x7A)),
+    "ascii": ((0x00, 0x7F),),
+    "blank": ((0x09, 0x09), (0x20, 0x20)),
+    "cntrl": ((0x00, 0x1F), (0x7F, 0x7F)),
+    "digit": _DIGIT,
+    "graph": ((0x21, 0x7E),),
+    "lower": ((0x61, 0x7A),),
+    "print": ((0x20, 0x7E),),
+    "punct": ((0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E)),
+    "space": ((0x09, 0x0D), (0x20, 0x20)),
+    "upper": ((0x41, 0x5A),),
+    "word": _WORD,
+    "xdigit": ((0x30, 0x39), (0x41, 0x46), (0x61, 0x66)),
+}
+_POSIX = re.compile(r"\[:(\^?)([a-z]+):\]")
+_MAX_RUNE = 0x10FFFF
+
+
+def _class_body(ranges: _Ranges, negated: bool) -> str:
+    """`ranges` (or their complement) as the inside of a Python character class."""
+    if negated:
+        out, low = [], 0
+        for lo, hi in ranges:
+            if lo > low:
+                out.append((low, lo - 1))
+            low = hi + 1
+        out.append((low, _MAX_RUNE))
+        ranges = tuple(out)
+    return "".join(
+        _class_char(lo) if lo == hi else f"{_class_char(lo)}-{_class_char(hi)}" for lo, hi in ranges
+    )
+
+
+def _class_char(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\U{code:08x}"
+
+
+def _escape(pattern: str, i: int, in_class: bool) -> tuple[str, int]:
+    """The Python form of the escape at `pattern[i]` (a backslash), and the index after it."""
+    ch = pattern[i + 1 : i + 2]
+    if not ch:
+        return pattern[i:], i + 1  # a trailing backslash: left for re.compile to refuse
+    if ch.lower() in _PERL_CLASSES:
+        body = _class_body(_PERL_CLASSES[ch.lower()], negated=ch.isupper())
+        return (body if in_class else f"[{body}]"), i + 2
+    if not in_class and ch in "bB":
+        return f"(?a:\\{ch})", i + 2  # RE2's word boundary is ASCII too
+    if not in_class and ch == "z":
+        return "\\Z", i + 2  # RE2's end of text; Python spells it \Z (RE2 has no \Z)
+    return pattern[i : i + 2], i + 2
+
+
+def _char_class(pattern: str, i: int) -> tuple[str, int]:
+    r"""The Python form of the character class starting at `pattern[i]` (a `[`), and the index after it.
+    Translates RE2's `[:alpha:]`-style POSIX classes and its ASCII \d \w \s inside."""
+    n = len(pattern)
+    out = ["["]
+    j = i + 1
+    if j < n and pattern[j] == "^":
+        out.append("^")
+        j += 1
+    first = True
+    while j < n and (pattern[j] != "]" or first):
+        first = False
+        if pattern[j] == "\\":
+            text, j = _escape(pattern, j, in_class=True)
+            out.append(text)
+            continue
+        posix = _POSIX.match(pattern, j) if pattern[j] == "[" else None
+        if posix and posix.group(2) in _POSIX_CLASSES:
+            out.append(_class_body(_POSIX_CLASSES[posix.group(2)], negated=bool(posix.group(1))))
+            j = posix.end()
+            continue
+        if pattern[j] == "[":
+            out.append("\\[")  # a literal `[` in RE2; Python would warn of a nested set
+        else:
+            out.append(pattern[j])
+        j += 1
+    if j >= n:
+        return pattern[i:], n  # unterminated: left for re.compile to refuse
+    out.append("]")
+    return "".join(out), j + 1
+
 
 def go_regex(pattern: str) -> str:
-    """An RE2 pattern in Python's syntax. RE2 allows flag groups like `(?i)` anywhere, applying to the rest
-    of the enclosing group; Python only at the start. So `a((?i)b)c` becomes `a((?i:b))c`."""
+    r"""An RE2 pattern in Python's syntax. RE2 allows flag groups like `(?i)` anywhere, applying to the rest
+    of the enclosing group; Python only at the start. So `a((?i)b)c` becomes `a((?i:b))c`. RE2's \d \w \s
+    and \b are ASCII-only and it has POSIX classes (`[[:alpha:]]`): both become explicit ASCII classes."""
     out: list[str] = []
     i, n = 0, len(pattern)
     closers: list[int] = []  # per open group: how many scoped flag groups to close with it
@@ -54,19 +147,12 @@ def go_regex(pattern: str) -> str:
     while i < n:
         ch = pattern[i]
         if ch == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
+            text, i = _escape(pattern, i, in_class=False)
+            out.append(text)
             continue
-        if ch == "[":  # a character class: copy verbatim up to its end
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            out.append(pattern[i : j + 1])
-            i = j + 1
+        if ch == "[":
+            text, i = _char_class(pattern, i)
+            out.append(text)
             continue
         flags = _INLINE_FLAGS.match(pattern, i)
         if flags:

@@ -446,7 +446,8 @@ def _expected_failure(case: Case, error: Exception) -> Outcome:
 def _engine() -> Any:
     from services.evaluator.promql.engine import Engine
 
-    return Engine(lookback_ms=LOOKBACK_MS, subquery_step_ms=SUBQUERY_STEP_MS)
+    # test.go's engine runs with EnableDelayedNameRemoval: true, which the scripts are written for.
+    return Engine(lookback_ms=LOOKBACK_MS, subquery_step_ms=SUBQUERY_STEP_MS, delayed_name_removal=True)
 
 
 def _evaluate(call: Any, *args: Any) -> tuple[Any, Exception | None]:

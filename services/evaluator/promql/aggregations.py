@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from services.evaluator.promql.nodes import Aggregate
 from services.evaluator.promql.numeric import format_go_float, kahan_add, quantile
 from services.evaluator.promql.values import METRIC_NAME, Labels, Sample, Scalar, String, Vector
+from shared.matchers import go_quote
 
 if TYPE_CHECKING:
     from services.evaluator.promql.engine import _Evaluator
@@ -170,9 +171,10 @@ def _limit_ratio(members: list[Sample], ratio: float) -> list[Sample]:
 
 def _count_values(vector: Vector, node: Aggregate, label: str) -> Vector:
     from services.evaluator.promql.engine import EvalError
+    from services.evaluator.promql.functions import valid_label_name
 
-    if not label or not (label[0].isalpha() or label[0] == "_") or not label.replace("_", "a").isalnum():
-        raise EvalError(f"invalid label name {label!r}")
+    if not valid_label_name(label):  # Prometheus 3.x: any non-empty UTF-8 name
+        raise EvalError(f"invalid label name {go_quote(label)}")
     counts: dict[tuple[tuple[str, str], ...], tuple[Labels, int]] = {}
     for sample in vector:
         labels = _group_labels(sample.labels, node)

@@ -6,8 +6,10 @@ Semantics followed exactly (promql/engine.go in Prometheus 3.x):
 - a range selector takes the samples in `(t - range, t]` (left-open), stale markers left out;
 - `offset` and `@` move the reference time (`@ start()` / `@ end()` are the query's bounds);
 - subqueries evaluate their expression at the multiples of their step inside `(t - range, t]`;
-- `__name__` removal is delayed to the end of the evaluation (Prometheus' delayed name removal), so
-  functions like `label_replace` still see it; a result with two identical label sets is an error.
+- `__name__` is dropped where a function or operator drops it, and two series left alike there are an
+  error, as the Prometheus server and promtool do by default. `Engine(delayed_name_removal=True)` instead
+  delays the removal to the end of the query, as the feature flag promql-delayed-name-removal does (and
+  promqltest, whose scripts are written for it): `label_replace` and `by (__name__)` then still see it.
 
 Timestamps are integer milliseconds inside the engine. The storage is anything with `select(matchers)`
 yielding series with `labels`, `timestamps` (float seconds, ascending) and `values` — `SeriesStore` does.
@@ -79,6 +81,7 @@ class _Query:
     end_ms: int
     lookback_ms: int
     subquery_step_ms: int
+    delayed_name_removal: bool = False
     # Selections by matchers; may be shared by the rules of one group tick (see `SelectionCache`).
     selected: dict[tuple[Matcher, ...], list[StoredSeries]] = field(default_factory=dict)
 
@@ -105,10 +108,21 @@ class Engine:
     """Evaluates compiled expressions. Stateless between calls; one engine serves every rule."""
 
     def __init__(
-        self, lookback_ms: int = DEFAULT_LOOKBACK_MS, subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS
+        self,
+        lookback_ms: int = DEFAULT_LOOKBACK_MS,
+        subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS,
+        *,
+        delayed_name_removal: bool = False,
     ) -> None:
         self.lookback_ms = lookback_ms
         self.subquery_step_ms = subquery_step_ms
+        # Off by default, as in Prometheus 3.x (a feature flag); promqltest turns it on.
+        self.delayed_name_removal = delayed_name_removal
+
+    def _query(self, storage: Storage, start_ms: int, end_ms: int) -> _Query:
+        return _Query(
+            storage, start_ms, end_ms, self.lookback_ms, self.subquery_step_ms, self.delayed_name_removal
+        )
 
     def instant(
         self,
@@ -120,7 +134,7 @@ class Engine:
         """The value of `expr` at `ts_ms`: a vector, scalar, string, or a matrix (for a range selector).
         `cache` lets several evaluations over the same unchanged storage share their series selections."""
         node = compile_expr(expr) if isinstance(expr, str) else expr
-        query = _Query(storage, ts_ms, ts_ms, self.lookback_ms, self.subquery_step_ms)
+        query = self._query(storage, ts_ms, ts_ms)
         if cache is not None:
             query.selected = cache
         value = _Evaluator(query).eval(node, ts_ms)
@@ -137,7 +151,7 @@ class Engine:
             raise PromQLError(
                 f"range query needs an instant vector or scalar expression, got {type_of(node)}"
             )
-        query = _Query(storage, start_ms, end_ms, self.lookback_ms, self.subquery_step_ms)
+        query = self._query(storage, start_ms, end_ms)
         evaluator = _Evaluator(query)
         out = finish_matrix(_steps(evaluator, node, start_ms, end_ms, step_ms))
         # Prometheus sorts a range query's series by label set (labels.Compare: pairs in name order).
@@ -239,12 +253,32 @@ class MillisView(Sequence[int]):
         return repr(list(self))
 
 
+def drop_names_now(vector: Vector) -> Vector:
+    """Without delayed name removal: drop `__name__` where the operation marked it, then refuse two series
+    left alike (Prometheus checks ContainsSameLabelset after each function and operator)."""
+    if not any(s.drop_name for s in vector):
+        return vector
+    return finish_vector(vector)
+
+
 class _Evaluator:
     def __init__(self, query: _Query) -> None:
         self.q = query
 
     # Dispatch -------------------------------------------------------------------------------------------
     def eval(self, node: Node, ts: int) -> Value:
+        value = self._eval(node, ts)
+        if (
+            not self.q.delayed_name_removal
+            and isinstance(node, Call | Unary | Binary | Aggregate)
+            and isinstance(value, list)
+            and value
+            and isinstance(value[0], Sample)
+        ):
+            return drop_names_now(value)  # type: ignore[arg-type]
+        return value
+
+    def _eval(self, node: Node, ts: int) -> Value:
         match node:
             case NumberLiteral():
                 return Scalar(node.value)

@@ -6,12 +6,11 @@ only select or relabel (last_over_time, sort, label_replace, label_join) keep it
 
 from __future__ import annotations
 
-import calendar
+import dataclasses
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from services.evaluator.promql.aggregations import mean
@@ -19,23 +18,51 @@ from services.evaluator.promql.nodes import (
     Call,
     MatrixSelector,
     Node,
+    PromQLError,
     StringLiteral,
     ValueType,
     VectorSelector,
 )
-from services.evaluator.promql.numeric import kahan_add, linear_regression, quantile
-from services.evaluator.promql.values import METRIC_NAME, Matrix, RangeSeries, Sample, Scalar, String, Vector
+from services.evaluator.promql.numeric import go_parse_float, kahan_add, linear_regression, quantile
+from services.evaluator.promql.values import (
+    METRIC_NAME,
+    Matrix,
+    RangeSeries,
+    Sample,
+    Scalar,
+    String,
+    Vector,
+    labels_key,
+)
+from shared.matchers import go_regex
 
 if TYPE_CHECKING:
     from services.evaluator.promql.engine import _Evaluator
-
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
 class Function:
     returns: ValueType
     impl: Callable[[_Evaluator, Call, int], Vector | Scalar]
+    # Run once when the expression is compiled: validates literal arguments (raising PromQLError) and may
+    # return the call with precomputed data (label_replace's compiled regex).
+    check: Callable[[Call], Call] | None = None
+
+
+def shown(name: str) -> str:
+    """`name` for an error message: bytes that are not valid UTF-8 as `\\xff`, as Go's %s shows them."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def valid_label_name(name: str) -> bool:
+    """Prometheus 3.x's label name rule (model.UTF8Validation): any non-empty valid UTF-8 string."""
+    if not name:
+        return False
+    try:
+        name.encode("utf-8")  # a lone surrogate (an undecodable byte kept by surrogateescape) is not UTF-8
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _error(message: str) -> Exception:
@@ -45,12 +72,14 @@ def _error(message: str) -> Exception:
 
 
 # Float helpers with Go's semantics (NaN/Inf instead of Python's exceptions) -----------------------------
-def _safe(fn: Callable[[float], float]) -> Callable[[float], float]:
+def _safe(fn: Callable[[float], float], odd: bool = False) -> Callable[[float], float]:
+    """`fn` returning Go's ±Inf/NaN where Python raises; `odd`: an overflow takes the argument's sign."""
+
     def wrapped(x: float) -> float:
         try:
             return fn(x)
         except OverflowError:
-            return math.inf
+            return math.copysign(math.inf, x) if odd else math.inf
         except ValueError:
             return math.nan
 
@@ -96,8 +125,18 @@ def _go_min(a: float, b: float) -> float:
     return a if a < b else b
 
 
-def _round_half_up(x: float) -> float:
-    return math.floor(x + 0.5) if not (math.isinf(x) or math.isnan(x)) else x
+def _go_floor(x: float) -> float:
+    """Go's math.Floor: ±Inf and NaN are returned as they are (Python's floor raises on them)."""
+    return float(math.floor(x)) if math.isfinite(x) else x
+
+
+def _go_div(a: float, b: float) -> float:
+    """Go's float division: x/0 is ±Inf (NaN for 0/0 or NaN/0) instead of ZeroDivisionError."""
+    if b == 0:
+        if a == 0 or math.isnan(a):
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
 
 
 MATH: dict[str, Callable[[float], float]] = {
@@ -119,7 +158,7 @@ MATH: dict[str, Callable[[float], float]] = {
     "cos": _safe(math.cos),
     "cosh": _safe(math.cosh),
     "sin": _safe(math.sin),
-    "sinh": _safe(math.sinh),
+    "sinh": _safe(math.sinh, odd=True),
     "tan": _safe(math.tan),
     "tanh": _safe(math.tanh),
     "deg": lambda x: x * 180 / math.pi,
@@ -139,13 +178,10 @@ def _math(name: str) -> Function:
 # Instant-vector functions -------------------------------------------------------------------------------
 def _round(ev: _Evaluator, node: Call, ts: int) -> Vector:
     to_nearest = ev.scalar(node.args[1], ts) if len(node.args) > 1 else 1.0
-    inverse = 1.0 / to_nearest if to_nearest != 0 else math.inf
+    # As funcRound, all in floats: math.Floor(v*inverse+0.5)/inverse, Inf and NaN passing through.
+    inverse = _go_div(1.0, to_nearest)
     return [
-        Sample(
-            s.labels,
-            math.floor(s.value * inverse + 0.5) / inverse if math.isfinite(s.value) else s.value,
-            True,
-        )
+        Sample(s.labels, _go_div(_go_floor(s.value * inverse + 0.5), inverse), True)
         for s in ev.vector(node.args[0], ts)
     ]
 
@@ -251,38 +287,76 @@ def _with_label(sample: Sample, name: str, value: str) -> Sample:
     return Sample(labels, sample.value, sample.drop_name and name != METRIC_NAME)
 
 
-def _label_replace(ev: _Evaluator, node: Call, ts: int) -> Vector:
-    vector = ev.vector(node.args[0], ts)
-    dst, replacement, src, pattern = (_string_arg(ev, a, ts) for a in node.args[1:5])
+def _literal(node: Node) -> str | None:
+    return node.value if isinstance(node, StringLiteral) else None
+
+
+def _replace_regex(pattern: str) -> re.Pattern[str]:
+    """label_replace's regex as Prometheus compiles it: RE2 syntax, `^(?s:...)$` (fully anchored)."""
     try:
-        regex = re.compile(f"(?s:{pattern})")
-    except re.error as exc:
-        raise _error(f"invalid regular expression in label_replace(): {pattern}: {exc}") from None
-    if not LABEL_NAME.match(dst):
-        raise _error(f"invalid destination label name in label_replace(): {dst}")
+        return re.compile(f"(?s:{go_regex(pattern)})")
+    except re.error:
+        raise PromQLError(f"invalid regular expression in label_replace(): {pattern}") from None
+
+
+def _check_label_replace(call: Call) -> Call:
+    """At compile time, as Prometheus checks at evaluation: the regex, then the destination name."""
+    if len(call.args) != 5:
+        return call
+    dst, pattern = _literal(call.args[1]), _literal(call.args[4])
+    if pattern is None:
+        return call
+    regex = _replace_regex(pattern)
+    if dst is not None and not valid_label_name(dst):
+        raise PromQLError(f"invalid destination label name in label_replace(): {shown(dst)}")
+    return dataclasses.replace(call, regex=regex)
+
+
+def _check_label_join(call: Call) -> Call:
+    for arg in call.args[3:]:
+        src = _literal(arg)
+        if src is not None and not valid_label_name(src):
+            raise PromQLError(f"invalid source label name in label_join(): {shown(src)}")
+    dst = _literal(call.args[1]) if len(call.args) > 1 else None
+    if dst is not None and not valid_label_name(dst):
+        raise PromQLError(f"invalid destination label name in label_join(): {shown(dst)}")
+    return call
+
+
+def _unique(vector: Vector) -> Vector:
+    """label_replace and label_join refuse to make two series alike (Matrix.ContainsSameLabelset)."""
+    if len({labels_key(s.labels) for s in vector}) != len(vector):
+        raise _error("vector cannot contain metrics with the same labelset")
+    return vector
+
+
+def _label_replace(ev: _Evaluator, node: Call, ts: int) -> Vector:
+    dst, replacement, src, pattern = (_string_arg(ev, a, ts) for a in node.args[1:5])
+    regex = node.regex or _replace_regex(pattern)  # compiled with the expression
+    if not valid_label_name(dst):
+        raise _error(f"invalid destination label name in label_replace(): {shown(dst)}")
     out: Vector = []
-    for sample in vector:
+    for sample in ev.vector(node.args[0], ts):
         match = regex.fullmatch(sample.labels.get(src, ""))
         if match is None:
             out.append(sample)
             continue
         out.append(_with_label(sample, dst, go_expand(replacement, match)))
-    return out
+    return _unique(out)
 
 
 def _label_join(ev: _Evaluator, node: Call, ts: int) -> Vector:
-    vector = ev.vector(node.args[0], ts)
     dst, separator = _string_arg(ev, node.args[1], ts), _string_arg(ev, node.args[2], ts)
     sources = [_string_arg(ev, a, ts) for a in node.args[3:]]
-    if not LABEL_NAME.match(dst):
-        raise _error(f"invalid destination label name in label_join(): {dst}")
     for source in sources:
-        if not LABEL_NAME.match(source):
-            raise _error(f"invalid source label name in label_join(): {source}")
+        if not valid_label_name(source):
+            raise _error(f"invalid source label name in label_join(): {shown(source)}")
+    if not valid_label_name(dst):
+        raise _error(f"invalid destination label name in label_join(): {shown(dst)}")
     out: Vector = []
-    for sample in vector:
+    for sample in ev.vector(node.args[0], ts):
         out.append(_with_label(sample, dst, separator.join(sample.labels.get(s, "") for s in sources)))
-    return out
+    return _unique(out)
 
 
 def _absent_labels(arg: Node) -> dict[str, str]:
@@ -290,16 +364,19 @@ def _absent_labels(arg: Node) -> dict[str, str]:
         arg = arg.selector
     if not isinstance(arg, VectorSelector):
         return {}
+    # createLabelsForAbsentFunction: only `=` matchers give a label, a name matched twice gives none, and
+    # setting an empty value (foo{a=""}) removes the label, as Prometheus' labels.Builder does.
     labels: dict[str, str] = {}
     seen: set[str] = set()
     for m in arg.matchers:
         if m.name == METRIC_NAME:
             continue
-        if m.op == "=" and m.name not in seen:
+        if m.op == "=" and m.name not in seen and m.value:
             labels[m.name] = m.value
-            seen.add(m.name)
         else:
             labels.pop(m.name, None)
+        if m.op == "=":
+            seen.add(m.name)
     return labels
 
 
@@ -315,16 +392,60 @@ def _absent_over_time(ev: _Evaluator, node: Call, ts: int) -> Vector:
     return [Sample(_absent_labels(node.args[0]), 1.0)]
 
 
-def _date(fn: Callable[[datetime], float]) -> Function:
+@dataclass(frozen=True, slots=True)
+class CivilTime:
+    """A UTC time split as Go's time.Time reports it (Weekday: Sunday is 0; YearDay from 1)."""
+
+    year: int
+    month: int
+    day: int
+    hour: int
+    minute: int
+    weekday: int
+    yearday: int
+    days_in_month: int
+
+
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def civil_time(seconds: int) -> CivilTime:
+    """The proleptic Gregorian UTC date and time of Unix time `seconds`, in integer arithmetic (Howard
+    Hinnant's civil_from_days), so any int64 time works, unlike datetime's years 1 to 9999."""
+    days, rem = divmod(seconds, 86400)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)  # day of the year starting on March 1st
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    leap = _is_leap(year)
+    yearday = doy - 305 if doy >= 306 else doy + 60 + leap  # March 1st is day 60, or 61 in a leap year
+    length = 29 if month == 2 and leap else _DAYS_IN_MONTH[month - 1]
+    return CivilTime(year, month, day, rem // 3600, rem % 3600 // 60, (days + 4) % 7, yearday, length)
+
+
+def _date(fn: Callable[[CivilTime], int]) -> Function:
     def impl(ev: _Evaluator, node: Call, ts: int) -> Vector:
         if not node.args:
-            return [Sample({}, fn(datetime.fromtimestamp(ts / 1000, UTC)))]
+            # time.Unix(enh.Ts/1000, 0): Go's integer division truncates toward zero.
+            seconds = ts // 1000 if ts >= 0 else -(-ts // 1000)
+            return [Sample({}, float(fn(civil_time(seconds))))]
         out = []
         for s in ev.vector(node.args[0], ts):
-            if not math.isfinite(s.value):
+            # time.Unix(int64(v), 0): truncated toward zero. Go's int64() of NaN, ±Inf or a value beyond
+            # the int64 range is platform-defined (amd64 and arm64 differ), so those give NaN here.
+            if not math.isfinite(s.value) or not -(2**63) <= s.value < 2**63:
                 out.append(Sample(s.labels, math.nan, True))
                 continue
-            out.append(Sample(s.labels, fn(datetime.fromtimestamp(s.value, UTC)), True))
+            out.append(Sample(s.labels, float(fn(civil_time(int(s.value)))), True))
         return out
 
     return Function("vector", impl)
@@ -334,28 +455,17 @@ def _histogram_quantile(ev: _Evaluator, node: Call, ts: int) -> Vector:
     q = ev.scalar(node.args[0], ts)
     groups: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[tuple[float, float]]]] = {}
     for sample in ev.vector(node.args[1], ts):
-        le = sample.labels.get("le")
-        if le is None:
-            continue
         try:
-            bound = _parse_go_float(le)
+            # strconv.ParseFloat of the `le` label (empty when missing); a bucket it refuses is ignored.
+            bound = go_parse_float(sample.labels.get("le", ""))
         except ValueError:
             continue
-        labels = {k: v for k, v in sample.labels.items() if k not in ("le", METRIC_NAME)}
-        key = tuple(sorted(labels.items()))
+        # Grouped by every label but `le`, `__name__` included (a name still pending removal counts, as in
+        # Prometheus); the name is then dropped from the result like any function's.
+        labels = {k: v for k, v in sample.labels.items() if k != "le"}
+        key = labels_key(labels)
         groups.setdefault(key, (labels, []))[1].append((bound, sample.value))
     return [Sample(labels, bucket_quantile(q, buckets), True) for labels, buckets in groups.values()]
-
-
-def _parse_go_float(text: str) -> float:
-    lowered = text.strip().lower()
-    if lowered in ("+inf", "inf", "+infinity", "infinity"):
-        return math.inf
-    if lowered in ("-inf", "-infinity"):
-        return -math.inf
-    if lowered == "nan":
-        return math.nan
-    return float(text)
 
 
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -404,7 +514,7 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         bucket_start = merged[b - 1][0]
         count -= merged[b - 1][1]
         rank -= merged[b - 1][1]
-    return bucket_start + (bucket_end - bucket_start) * (rank / count)
+    return bucket_start + (bucket_end - bucket_start) * _go_div(rank, count)
 
 
 def _almost_equal(a: float, b: float, epsilon: float) -> bool:
@@ -582,10 +692,6 @@ def _quantile_over_time(ev: _Evaluator, node: Call, ts: int) -> Vector:
     return [Sample(s.labels, quantile(q, list(s.values)), True) for s in matrix if s.values]
 
 
-def _days_in_month(d: datetime) -> float:
-    return float(calendar.monthrange(d.year, d.month)[1])
-
-
 FUNCTIONS: dict[str, Function] = {
     **{name: _math(name) for name in MATH},
     "round": Function("vector", _round),
@@ -599,19 +705,19 @@ FUNCTIONS: dict[str, Function] = {
     "scalar": Function("scalar", _scalar),
     "sort": Function("vector", _sort),
     "sort_desc": Function("vector", _sort_desc),
-    "label_replace": Function("vector", _label_replace),
-    "label_join": Function("vector", _label_join),
+    "label_replace": Function("vector", _label_replace, check=_check_label_replace),
+    "label_join": Function("vector", _label_join, check=_check_label_join),
     "absent": Function("vector", _absent),
     "absent_over_time": Function("vector", _absent_over_time),
     "histogram_quantile": Function("vector", _histogram_quantile),
-    "day_of_month": _date(lambda d: float(d.day)),
-    "day_of_week": _date(lambda d: float((d.weekday() + 1) % 7)),
-    "day_of_year": _date(lambda d: float(d.timetuple().tm_yday)),
-    "days_in_month": _date(_days_in_month),
-    "hour": _date(lambda d: float(d.hour)),
-    "minute": _date(lambda d: float(d.minute)),
-    "month": _date(lambda d: float(d.month)),
-    "year": _date(lambda d: float(d.year)),
+    "day_of_month": _date(lambda d: d.day),
+    "day_of_week": _date(lambda d: d.weekday),
+    "day_of_year": _date(lambda d: d.yearday),
+    "days_in_month": _date(lambda d: d.days_in_month),
+    "hour": _date(lambda d: d.hour),
+    "minute": _date(lambda d: d.minute),
+    "month": _date(lambda d: d.month),
+    "year": _date(lambda d: d.year),
     "rate": _extrapolated(is_counter=True, is_rate=True),
     "increase": _extrapolated(is_counter=True, is_rate=False),
     "delta": _extrapolated(is_counter=False, is_rate=False),

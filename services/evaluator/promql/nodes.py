@@ -8,8 +8,11 @@ anything tripwire does not evaluate is refused here, at load time, with the reas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 import promql_parser
@@ -91,6 +94,8 @@ class Aggregate:
 class Call:
     name: str
     args: tuple[Node, ...]
+    # label_replace's regex, compiled once with the expression (Go's RE2 syntax, fully anchored).
+    regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
 
 Node = (
@@ -116,7 +121,7 @@ _CARD = {
     "VectorMatchCardinality.OneToMany": "one-to-many",
     "VectorMatchCardinality.ManyToMany": "many-to-many",
 }
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64_MAX = 2**63 - 1
 
 
 def _ms(delta: timedelta | None) -> int:
@@ -131,7 +136,30 @@ def _at(modifier: object | None) -> At:
         return "start"
     if kind.endswith("End"):
         return "end"
-    return (modifier.at - _EPOCH) // timedelta(milliseconds=1)  # type: ignore[attr-defined]
+    # The parser's own rendering, `@ 1.500` (seconds, ms precision): its `at` getter converts to a datetime,
+    # which fails beyond the year 9999, while Prometheus allows any time whose milliseconds fit an int64.
+    text = str(modifier).removeprefix("@").strip()
+    try:
+        seconds = Decimal(text)
+    except InvalidOperation:
+        raise PromQLError(f"timestamp out of bounds for @ modifier: {text}") from None
+    if seconds == 0:
+        # A time before 1970 renders as 0, and the parser cannot represent it (its getter panics): refuse it
+        # rather than evaluate at the wrong time. (Prometheus accepts negative `@` times.)
+        try:
+            modifier.at  # type: ignore[attr-defined]  # noqa: B018
+        except BaseException as exc:  # pyo3's PanicException derives from BaseException
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            found = re.search(r"SystemTimeError\(([^)]*)\)", str(exc))
+            before = f" (-{found.group(1)})" if found else ""
+            raise PromQLError(
+                f"timestamp out of bounds for @ modifier{before}: times before 1970 are not supported"
+            ) from None
+    ms = int((seconds * 1000).to_integral_value())
+    if ms > _INT64_MAX:
+        raise PromQLError(f"timestamp out of bounds for @ modifier: {text}")
+    return ms
 
 
 def type_of(node: Node) -> ValueType:
@@ -158,12 +186,52 @@ def type_of(node: Node) -> ValueType:
 
 
 def compile_expr(text: str) -> Node:
-    """Parse `text` into an expression tree; raises PromQLError saying what is wrong or unsupported."""
+    """Parse `text` into an expression tree; raises PromQLError saying what is wrong or unsupported.
+
+    The parser is Rust code behind pyo3: besides its own ValueError, reading its nodes can raise
+    OverflowError/ValueError (values beyond Python's datetime or timedelta) or even a PanicException, which
+    derives from BaseException. All of these are the expression's fault, so all become a PromQLError."""
     try:
         tree = promql_parser.parse(text)
-    except (ValueError, TypeError) as exc:
+        token = _GO_STRINGS.set(_go_strings(text))
+        try:
+            return _convert(tree)
+        finally:
+            _GO_STRINGS.reset(token)
+    except PromQLError:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # see above: pyo3 panics are BaseExceptions
         raise PromQLError(f"could not parse expression: {exc}") from None
-    return _convert(tree)
+
+
+# String literals as Go decodes them, by the parser's decoding, for the expression being converted.
+_GO_STRINGS: ContextVar[dict[str, str]] = ContextVar("go_strings", default={})  # noqa: B039  # never mutated
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|`[^`]*`|#[^\n]*')
+
+
+def _go_strings(text: str) -> dict[str, str]:
+    """The string literals of `text` that the parser decodes differently from Go: it reads `\\xNN` and
+    octal escapes as code points, Go as bytes (so "\\xc3\\xa9" is "é", and "\\xff" is not valid UTF-8,
+    which label names must be). Maps the parser's value to Go's (invalid bytes as surrogate escapes)."""
+    if "\\" not in text:
+        return {}
+    from services.evaluator.promql.notation import NotationError, unquote_bytes
+
+    fixes: dict[str, str] = {}
+    for match in _STRING_OR_COMMENT.finditer(text):
+        raw = match.group()
+        if raw[0] in "#`" or "\\" not in raw:
+            continue
+        try:
+            parsed = promql_parser.parse(raw)
+            go_value = unquote_bytes(raw)
+        except (ValueError, NotationError):
+            continue
+        if isinstance(parsed, promql_parser.StringLiteral) and parsed.val != go_value:
+            fixes[parsed.val] = go_value
+    return fixes
 
 
 def _selector(node: promql_parser.VectorSelector) -> VectorSelector:
@@ -190,7 +258,8 @@ def _convert(node: object) -> Node:
         case P.NumberLiteral():
             return NumberLiteral(float(node.val))
         case P.StringLiteral():
-            return StringLiteral(node.val)
+            value = node.val
+            return StringLiteral(_GO_STRINGS.get().get(value, value))
         case P.VectorSelector():
             return _selector(node)
         case P.MatrixSelector():
@@ -223,7 +292,9 @@ def _convert(node: object) -> Node:
             name = node.func.name
             if name not in FUNCTIONS:
                 raise PromQLError(f"function {name}() is not supported by tripwire")
-            return Call(name, tuple(_convert(a) for a in node.args))
+            call = Call(name, tuple(_convert(a) for a in node.args))
+            check = FUNCTIONS[name].check
+            return check(call) if check is not None else call
     raise PromQLError(f"unsupported expression {node}")
 
 

@@ -154,9 +154,19 @@ def unquote(text: str) -> str:
     return value
 
 
-def _quoted(text: str, i: int) -> tuple[str, int]:
+def unquote_bytes(text: str) -> str:
+    """A whole Go string literal unquoted as Go's strconv.Unquote does, byte escapes (`\\xff`, `\\377`)
+    included even where they do not form valid UTF-8: such bytes are kept as surrogate escapes."""
+    value, end = _quoted(text, 0, errors="surrogateescape")
+    if end != len(text):
+        raise _error(end, f"unexpected {text[end:]!r} after the closing quote")
+    return value
+
+
+def _quoted(text: str, i: int, errors: str = "strict") -> tuple[str, int]:
     """A Go-quoted string at `i` (`"..."`, `'...'` with escapes, or raw `` `...` ``); returns it and the index
-    after its closing quote. Escapes as Go's strconv.Unquote (byte escapes must form valid UTF-8)."""
+    after its closing quote. Escapes as Go's strconv.Unquote (byte escapes must form valid UTF-8, unless
+    `errors` says how to keep invalid bytes)."""
     quote, start = text[i], i
     i += 1
     if quote == "`":
@@ -177,7 +187,7 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
             out += ch.encode()
             i += 1
     try:
-        return out.decode(), i + 1
+        return out.decode("utf-8", errors), i + 1
     except UnicodeDecodeError:
         raise _error(start, "label value is not valid UTF-8") from None
 

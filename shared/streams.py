@@ -68,6 +68,11 @@ class Keys:
         recorded first, so a crash between them re-reads the entry and dedup finds it already sent."""
         return f"{self._tagged('alerts')}:nflog:{receiver}"
 
+    @property
+    def silences(self) -> str:
+        """Every silence (id -> JSON), shared by the notifier replicas."""
+        return f"{self._tagged('alerts')}:silences"
+
 
 def entry_order(entry_id: bytes | str) -> tuple[int, int]:
     """A stream entry id (`<ms>-<seq>`) as a pair that sorts as Redis orders entries."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
+from services.notifier.api import add_routes as add_api_routes
 from services.notifier.config import RoutingConfig, load_routing
 from services.notifier.dispatcher import Dispatcher, DispatchMetrics, Receiver
 from services.notifier.nflog import NotifierState
@@ -15,6 +16,7 @@ from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.receivers.console import ConsoleIntegration
 from services.notifier.receivers.webhook import WebhookIntegration
 from services.notifier.routing import Route
+from services.notifier.silences import SilenceStore
 from shared.alerts import Alert
 from shared.clock import Clock, SystemClock
 from shared.codec import PoisonEntry, decode_entry
@@ -118,6 +120,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     session = aiohttp.ClientSession()
     service.on_stop(session.close)
     receivers = build_receivers(routing, session, clock)
+    silences = SilenceStore(service.redis, keys)
     dispatcher = Dispatcher(
         tree=Route.build(routing.route),
         receivers=receivers,
@@ -126,7 +129,9 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         external_url=config.notifier.external_url,
         resolve_timeout=routing.global_.resolve_timeout,
         metrics=DispatchMetrics(service.registry),
+        silences=silences,
     )
+    add_api_routes(service.web, silences, clock, config.admin_token)
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)
     return app

@@ -3,8 +3,9 @@
 route (which receivers) -> group (aggregation group by `group_by`) -> per integration: dedup against the
 notification log -> deliver (with the integration's retries) -> record in the notification log.
 
-Grouping timers (group_wait, group_interval) and inhibition/silences come with the notifier-core work; today a
-group is flushed as soon as one of its alerts arrives, and dedup keeps a re-sent alert from notifying twice.
+Silenced alerts are left out before dedup. Grouping timers (group_wait, group_interval) and inhibition come
+with the rest of the notifier-core work; today a group is flushed as soon as one of its alerts arrives, and
+dedup keeps a re-sent alert from notifying twice.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from services.notifier.nflog import LogEntry, NotifierState
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.routing import Route
+from services.notifier.silences import Silence, SilenceStore, muted_by
 from shared.alerts import ZERO_TIME, Alert, from_unix
 from shared.clock import Clock
 
@@ -36,6 +38,11 @@ class DispatchMetrics:
             "tripwire_notifications",
             "Notification attempts by receiver, integration and outcome.",
             ["receiver", "integration", "outcome"],
+            registry=registry,
+        )
+        self.silenced = Counter(
+            "tripwire_notifier_alerts_silenced",
+            "Alerts left out of a notification because a silence muted them.",
             registry=registry,
         )
         self.alerts_received = Counter(
@@ -83,6 +90,7 @@ class Dispatcher:
         external_url: str,
         resolve_timeout: float,
         metrics: DispatchMetrics,
+        silences: SilenceStore | None = None,
     ) -> None:
         self.tree = tree
         self.receivers = receivers
@@ -91,6 +99,7 @@ class Dispatcher:
         self.external_url = external_url
         self.resolve_timeout = resolve_timeout
         self.metrics = metrics
+        self.silences = silences
 
     async def dispatch(self, source: str, alerts: list[Alert]) -> None:
         """Route and deliver alerts that arrived in stream entry `source`. Raises DeliveryError when a
@@ -104,9 +113,10 @@ class Dispatcher:
                 key = (route.receiver, route.group_key(alert.labels))
                 groups.setdefault(key, (route, []))[1].append((source, alert))
         retry_later: list[str] = []
+        active = await self.silences.all(now) if self.silences is not None else []
         for (receiver, group_key), (route, members) in groups.items():
             try:
-                await self._flush(route, receiver, group_key, members)
+                await self._flush(route, receiver, group_key, members, active)
             except DeliveryError as exc:
                 retry_later.append(str(exc))
         if retry_later:
@@ -120,7 +130,12 @@ class Dispatcher:
         return _resolved_if_ended(alert, now)
 
     async def _flush(
-        self, route: Route, receiver_name: str, group_key: str, new: list[tuple[str, Alert]]
+        self,
+        route: Route,
+        receiver_name: str,
+        group_key: str,
+        new: list[tuple[str, Alert]],
+        silences: list[Silence] | None = None,
     ) -> None:
         now = self.clock.now()
         members = await self.state.upsert(receiver_name, group_key, new, now)
@@ -128,8 +143,14 @@ class Dispatcher:
         alerts = sorted(
             (_resolved_if_ended(a, now) for a in members.values()), key=lambda a: (a.starts_at, a.fingerprint)
         )
+        # Silence stage: muted alerts stay in the group but are left out of what is sent and recorded, so
+        # once the silence ends they count as new and are notified (as Alertmanager's MuteStage).
+        muted = [a for a in alerts if silences and muted_by(silences, a.labels, now)]
+        if muted:
+            self.metrics.silenced.inc(len(muted))
+            alerts = [a for a in alerts if a not in muted]
         if not alerts:
-            return  # only stale news about alerts already resolved and forgotten
+            return  # only stale news about alerts already resolved and forgotten, or all silenced
         firing = {a.fingerprint for a in alerts if not a.is_resolved()}
         resolved = {a.fingerprint for a in alerts if a.is_resolved()}
         group_labels = route.group_labels(alerts[0].labels)

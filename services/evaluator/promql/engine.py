@@ -49,6 +49,7 @@ from services.evaluator.promql.values import (
     Vector,
     is_stale,
     labels_key,
+    without_name,
 )
 from shared.matchers import Matcher
 
@@ -185,6 +186,11 @@ def _steps(evaluator: _Evaluator, node: Node, start_ms: int, end_ms: int, step_m
 
 def finish_vector(vector: Vector) -> Vector:
     """Apply delayed `__name__` removal and refuse duplicate label sets, as at the end of a query."""
+    names = {s.labels.get(METRIC_NAME) for s in vector}
+    if len(names) <= 1 and all(s.drop_name for s in vector):
+        # Distinct series of one name stay distinct without it: skip building a key per sample (this runs
+        # after every function and operator, e.g. each rate() of a 1,000-rule tick).
+        return [Sample(without_name(s.labels), s.value) for s in vector]
     out: Vector = []
     seen: set[tuple[tuple[str, str], ...]] = set()
     for sample in vector:

@@ -43,6 +43,12 @@ def go_quote(text: str, ascii_only: bool = False, quote: str = '"') -> str:
 _GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
 
 
+def labels_string(labels: dict[str, str]) -> str:
+    """A label set as Prometheus' labels.String() and Alertmanager's LabelSet.String(): `{a="1", b="2"}`,
+    names sorted, values quoted as Go's strconv.Quote."""
+    return "{" + ", ".join(f"{k}={go_quote(labels[k])}" for k in sorted(labels)) + "}"
+
+
 _INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
 
 # RE2's Perl and POSIX classes are ASCII-only (Python's \d \w \s and \b are Unicode-aware): code point ranges.

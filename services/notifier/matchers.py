@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from shared.matchers import OPERATORS, Matcher, MatcherError, go_quote
+from shared.matchers import OPERATORS, Matcher, MatcherError, labels_string
 
 __all__ = ["Matcher", "MatcherError", "labels_string", "matchers_string", "parse_matcher", "sort_key"]
 
@@ -45,8 +45,3 @@ def sort_key(m: Matcher) -> tuple[str, str, int]:
 
 def matchers_string(matchers: list[Matcher]) -> str:
     return "{" + ",".join(str(m) for m in matchers) + "}"
-
-
-def labels_string(labels: dict[str, str]) -> str:
-    """A label set as Prometheus' LabelSet.String(): `{a="1", b="2"}` sorted by name."""
-    return "{" + ", ".join(f"{k}={go_quote(labels[k])}" for k in sorted(labels)) + "}"

@@ -7,18 +7,12 @@ import math
 from typing import TYPE_CHECKING
 
 from services.evaluator.promql.nodes import ARITHMETIC, COMPARISONS, SET_OPERATORS, Binary
-from services.evaluator.promql.values import METRIC_NAME, Labels, Sample, Scalar, Value, Vector, format_labels
+from services.evaluator.promql.numeric import go_div
+from services.evaluator.promql.values import METRIC_NAME, Labels, Sample, Scalar, Value, Vector
+from shared.matchers import labels_string
 
 if TYPE_CHECKING:
     from services.evaluator.promql.engine import _Evaluator
-
-
-def _div(a: float, b: float) -> float:
-    if b == 0:
-        if a == 0 or math.isnan(a):
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-    return a / b
 
 
 def _pow(a: float, b: float) -> float:
@@ -51,7 +45,7 @@ ARITH = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
-    "/": _div,
+    "/": go_div,
     "%": _mod,
     "^": _pow,
     "atan2": math.atan2,
@@ -151,9 +145,9 @@ def _vector_vector(node: Binary, lhs: Vector, rhs: Vector) -> Vector:
             side = "left" if card == "one-to-many" else "right"
             # Prometheus' exact text (no space after the ';'), naming the first series then its duplicate.
             raise EvalError(
-                f"found duplicate series for the match group {format_labels(dict(sig))} on the {side} "
-                f"hand-side of the operation: [{format_labels(right[sig].labels)}, "
-                f"{format_labels(sample.labels)}];many-to-many matching not allowed: matching labels must "
+                f"found duplicate series for the match group {labels_string(dict(sig))} on the {side} "
+                f"hand-side of the operation: [{labels_string(right[sig].labels)}, "
+                f"{labels_string(sample.labels)}];many-to-many matching not allowed: matching labels must "
                 "be unique on one side"
             )
         right[sig] = sample

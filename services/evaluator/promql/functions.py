@@ -23,7 +23,7 @@ from services.evaluator.promql.nodes import (
     ValueType,
     VectorSelector,
 )
-from services.evaluator.promql.numeric import go_parse_float, kahan_add, linear_regression, quantile
+from services.evaluator.promql.numeric import go_div, go_parse_float, kahan_add, linear_regression, quantile
 from services.evaluator.promql.values import (
     METRIC_NAME,
     Matrix,
@@ -130,15 +130,6 @@ def _go_floor(x: float) -> float:
     return float(math.floor(x)) if math.isfinite(x) else x
 
 
-def _go_div(a: float, b: float) -> float:
-    """Go's float division: x/0 is ±Inf (NaN for 0/0 or NaN/0) instead of ZeroDivisionError."""
-    if b == 0:
-        if a == 0 or math.isnan(a):
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-    return a / b
-
-
 MATH: dict[str, Callable[[float], float]] = {
     "abs": abs,
     "ceil": lambda x: float(math.ceil(x)) if math.isfinite(x) else x,
@@ -179,9 +170,9 @@ def _math(name: str) -> Function:
 def _round(ev: _Evaluator, node: Call, ts: int) -> Vector:
     to_nearest = ev.scalar(node.args[1], ts) if len(node.args) > 1 else 1.0
     # As funcRound, all in floats: math.Floor(v*inverse+0.5)/inverse, Inf and NaN passing through.
-    inverse = _go_div(1.0, to_nearest)
+    inverse = go_div(1.0, to_nearest)
     return [
-        Sample(s.labels, _go_div(_go_floor(s.value * inverse + 0.5), inverse), True)
+        Sample(s.labels, go_div(_go_floor(s.value * inverse + 0.5), inverse), True)
         for s in ev.vector(node.args[0], ts)
     ]
 
@@ -514,7 +505,7 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         bucket_start = merged[b - 1][0]
         count -= merged[b - 1][1]
         rank -= merged[b - 1][1]
-    return bucket_start + (bucket_end - bucket_start) * _go_div(rank, count)
+    return bucket_start + (bucket_end - bucket_start) * go_div(rank, count)
 
 
 def _almost_equal(a: float, b: float, epsilon: float) -> bool:

@@ -142,3 +142,12 @@ def _go_underscores_ok(text: str) -> bool:
         else:
             saw = "!"
     return saw != "_"
+
+
+def go_div(a: float, b: float) -> float:
+    """Go's float division: x/0 is ±Inf (NaN for 0/0 or NaN/0) instead of ZeroDivisionError."""
+    if b == 0:
+        if a == 0 or math.isnan(a):
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b

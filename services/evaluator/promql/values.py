@@ -11,8 +11,6 @@ import math
 import struct
 from dataclasses import dataclass, field
 
-from shared.matchers import go_quote
-
 Labels = dict[str, str]
 METRIC_NAME = "__name__"
 
@@ -28,11 +26,6 @@ def is_stale(value: float) -> bool:
 def labels_key(labels: Labels) -> tuple[tuple[str, str], ...]:
     """A hashable, canonical form of a label set."""
     return tuple(sorted(labels.items()))
-
-
-def format_labels(labels: Labels) -> str:
-    """A label set as Prometheus' labels.String() prints it: {a="1", b="2"}, names sorted."""
-    return "{" + ", ".join(f"{name}={go_quote(value)}" for name, value in sorted(labels.items())) + "}"
 
 
 def without_name(labels: Labels) -> Labels:

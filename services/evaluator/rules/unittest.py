@@ -41,7 +41,7 @@ from services.evaluator.rules.files import load_rule_files
 from services.evaluator.rules.group import EvalContext, RuleGroup
 from services.evaluator.series import SeriesStore
 from shared.durations import Duration
-from shared.matchers import go_quote
+from shared.matchers import go_quote, labels_string
 from shared.yamlfile import ConfigError, ConfigErrors, parse_yaml, read_text
 
 SUCCESS_EXIT = 0
@@ -269,8 +269,8 @@ def format_float_e(value: float) -> str:
 
 
 def format_labels(labels: LabelSet) -> str:
-    """labels.Labels.String(): `{__name__="up", job="x"}`."""
-    return "{" + ", ".join(f"{name}={go_quote(value)}" for name, value in labels) + "}"
+    """labels.Labels.String(): `{__name__="up", job="x"}` (Prometheus label sets are always sorted)."""
+    return labels_string(dict(labels))
 
 
 def _indent_lines(text: str, indent: str) -> str:

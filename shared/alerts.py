@@ -46,6 +46,12 @@ def from_unix(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+def rfc3339(moment: float | datetime) -> str:
+    """A time (Unix seconds or aware datetime) as the APIs write it: RFC 3339 in UTC with a `Z`."""
+    value = from_unix(moment) if isinstance(moment, int | float) else moment.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
 class Alert(BaseModel):
     """An alert as Alertmanager's API v2 posts it, with `fingerprint` and `status` filled in."""
 

@@ -17,7 +17,7 @@ from services.evaluator.promql.values import RangeSeries, Sample, Scalar, String
 from services.evaluator.reload import RuleReloader
 from services.evaluator.rules.alerting import AlertRecord, AlertState
 from services.evaluator.rules.recording import RecordingRule
-from shared.alerts import from_unix
+from shared.alerts import rfc3339
 from shared.durations import format_duration
 from shared.webapp import error_response, json_response, require_token
 
@@ -27,11 +27,11 @@ def _alert_json(record: AlertRecord) -> dict[str, object]:
         "labels": record.labels,
         "annotations": record.annotations,
         "state": record.state.value,
-        "activeAt": from_unix(record.active_at).isoformat().replace("+00:00", "Z"),
+        "activeAt": rfc3339(record.active_at),
         "value": format_go_exponent(record.value),
     }
     if record.keep_firing_since is not None:
-        data["keepFiringSince"] = from_unix(record.keep_firing_since).isoformat().replace("+00:00", "Z")
+        data["keepFiringSince"] = rfc3339(record.keep_firing_since)
     return data
 
 
@@ -44,18 +44,24 @@ def add_routes(
     admin_token: SecretStr | None = None,
 ) -> None:
     async def alerts(_request: web.Request) -> web.Response:
-        active = [
-            _alert_json(record)
-            for group in evaluator.groups
-            for rule in group.alerting_rules
-            for record in rule.active.values()
-            if record.state != AlertState.INACTIVE
-        ]
+        active = []
+        for group in evaluator.groups:
+            async with evaluator.visible(group):  # only states already persisted
+                active += [
+                    _alert_json(record)
+                    for rule in group.alerting_rules
+                    for record in rule.active.values()
+                    if record.state != AlertState.INACTIVE
+                ]
         return json_response({"status": "success", "data": {"alerts": active}})
 
     async def rules(_request: web.Request) -> web.Response:
         groups = []
         for group in evaluator.groups:
+            # Wait out a tick that is persisting this group; the reading below has no await, so no tick
+            # can change the group while it runs: only persisted states are shown.
+            async with evaluator.visible(group):
+                pass
             group_rules = []
             for rule in group.rules:
                 if isinstance(rule, RecordingRule):

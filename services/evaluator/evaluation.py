@@ -79,6 +79,7 @@ class Evaluator:
     catch_up_timeout: float = 300.0
     last_evaluation: dict[str, float] = field(default_factory=dict, init=False)  # group key -> ts
     _last_trim: float = field(default=0.0, init=False)
+    _visible: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _crashed: asyncio.Future[None] | None = field(default=None, init=False)
     _running: bool = field(default=False, init=False)
@@ -178,8 +179,17 @@ class Evaluator:
                 log.warning("evaluation fell behind", extra={"rule_group": group.name, "missed": missed})
                 next_ts += missed * interval
 
+    def visible(self, group: RuleGroup) -> asyncio.Lock:
+        """Held while a tick of `group` evaluates and persists: the API reads a group's alerts under it, so
+        what it reports (say, pending since T) is already in Redis and survives a crash."""
+        return self._visible.setdefault(group.key, asyncio.Lock())
+
     async def tick(self, group: RuleGroup, ts: float) -> None:
         """Evaluate `group` at `ts`, persist its state and publish its alerts in one transaction."""
+        async with self.visible(group):
+            await self._tick(group, ts)
+
+    async def _tick(self, group: RuleGroup, ts: float) -> None:
         started = time.perf_counter()
         outcome = group.evaluate(self.store, ts, self.ctx)
         previous = [(record, record.last_sent_at, record.valid_until) for _, record in outcome.sends]

@@ -151,3 +151,29 @@ async def test_query_api_answers_in_prometheus_shape(app, redis, keys):
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_the_api_shows_an_alert_state_only_once_it_is_persisted(app, redis, keys):
+    evaluator_app, client, _ = app
+    evaluator = evaluator_app.evaluator
+    samples = [{"name": "checkout_error_ratio", "value": 0.05, "timestamp": T0 - 15}]
+    await append_batch(redis, keys.metrics, "metrics", orjson.dumps(samples), "t", 1000)
+    await eventually(lambda: _has_series(evaluator_app), what="the sample applied")
+    saving, release = asyncio.Event(), asyncio.Event()
+    real_save = evaluator.state.save
+
+    async def slow_save(*args, **kwargs):
+        saving.set()
+        await release.wait()
+        await real_save(*args, **kwargs)
+
+    evaluator.state.save = slow_save
+    tick = asyncio.create_task(evaluator.tick(evaluator.groups[0], T0))
+    await saving.wait()  # evaluated in memory (pending), not yet in Redis
+    reading = asyncio.create_task(client.get("/api/v1/alerts"))
+    done, _ = await asyncio.wait({reading}, timeout=0.3)
+    assert not done, "the API answered with a state that a crash now would lose"
+    release.set()
+    await tick
+    alerts = (await (await reading).json())["data"]["alerts"]
+    assert [a["state"] for a in alerts] == ["pending"]

@@ -69,6 +69,11 @@ class Keys:
         return f"{self._tagged('alerts')}:nflog:{receiver}"
 
     @property
+    def current_alerts(self) -> str:
+        """The notifier's view of every alert it has received (fingerprint -> newest version), for its API."""
+        return f"{self._tagged('alerts')}:current"
+
+    @property
     def silences(self) -> str:
         """Every silence (id -> JSON), shared by the notifier replicas."""
         return f"{self._tagged('alerts')}:silences"

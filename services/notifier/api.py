@@ -1,81 +1,238 @@
 """The notifier's Alertmanager API v2 routes, in Alertmanager's shapes so `amtool` works against it.
 
-Today: silences (`GET/POST /api/v2/silences`, `GET/DELETE /api/v2/silence/{id}`). Writes need the admin token
-when one is configured. Errors are a JSON string body, as Alertmanager answers.
+Today: alerts (`POST /api/v2/alerts` puts them on the alerts stream, the path the evaluator's alerts take;
+`GET /api/v2/alerts` lists them with their receivers and silence status), `GET /api/v2/receivers`, and
+silences (`GET/POST /api/v2/silences`, `GET/DELETE /api/v2/silence/{id}`). Posting alerts needs the ingest
+token and changing silences the admin token, when configured. Errors are a JSON string body, as Alertmanager
+answers.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
-from pydantic import SecretStr, ValidationError
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated
 
-from services.notifier.matchers import MatcherError, parse_matcher
-from services.notifier.silences import PostableSilence, Silence, SilenceError, SilenceNotFound, SilenceStore
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from redis.exceptions import RedisError
+
+from services.notifier.alert_store import AlertStore
+from services.notifier.matchers import Matcher, MatcherError, parse_matcher
+from services.notifier.routing import Route
+from services.notifier.silences import (
+    PostableSilence,
+    Silence,
+    SilenceError,
+    SilenceNotFound,
+    SilenceStore,
+    muted_by,
+)
+from shared.alerts import ZERO_TIME, rfc3339
 from shared.clock import Clock
+from shared.matchers import go_regex
 from shared.webapp import json_response, require_token
 
 MAX_BODY = 1024 * 1024
+Publish = Callable[[list[dict[str, object]]], Awaitable[str]]
 
 
-def _filter_matches(silence: Silence, filters: list) -> bool:
-    """Alertmanager's silence filter: the filter matchers are applied to the silence's equality matchers
-    seen as a label set."""
+class PostableAlert(BaseModel):
+    """Alertmanager's PostableAlert. Tripwire also needs the `alertname` label (every alert it routes has
+    one; its group keys and notifications assume it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: dict[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")], str] = Field(min_length=1)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime | None = None
+    endsAt: datetime | None = None
+    generatorURL: str = ""
+
+    @field_validator("labels")
+    @classmethod
+    def _alertname(cls, labels: dict[str, str]) -> dict[str, str]:
+        if not labels.get("alertname"):
+            raise ValueError("an alert needs a non-empty 'alertname' label")
+        return labels
+
+
+_POSTABLE_ALERTS = TypeAdapter(list[PostableAlert])
+
+
+def _invalid(prefix: str, exc: ValidationError) -> web.Response:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return json_response(f"{prefix}: {where}: {first['msg']}", 400)
+
+
+def _too_large(request: web.Request) -> web.Response | None:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return json_response(f"request body exceeds {MAX_BODY} bytes", 413)
+    return None
+
+
+def _filters(request: web.Request) -> list[Matcher]:
+    return [parse_matcher(text) for text in request.query.getall("filter", [])]
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "true").lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value == "true"
+
+
+def _silence_filter_matches(silence: Silence, filters: list[Matcher]) -> bool:
+    """Alertmanager's silence filter: the filter matchers apply to the silence's equality matchers seen as a
+    label set."""
     labels = {m.name: m.value for m in silence.matchers if m.isEqual and not m.isRegex}
     return all(f.matches(labels) for f in filters)
 
 
-def add_routes(app: web.Application, silences: SilenceStore, clock: Clock, admin: SecretStr | None) -> None:
-    """Register the v2 silence routes on `app`."""
+class V2Api:
+    """The handlers; `register` adds them to an aiohttp app."""
 
-    async def list_silences(request: web.Request) -> web.Response:
+    def __init__(
+        self,
+        silences: SilenceStore,
+        alerts: AlertStore,
+        tree: Route,
+        receivers: list[str],
+        publish: Publish,
+        clock: Clock,
+    ) -> None:
+        self.silences = silences
+        self.alerts = alerts
+        self.tree = tree
+        self.receivers = receivers
+        self.publish = publish
+        self.clock = clock
+
+    def register(self, app: web.Application, admin: SecretStr | None, ingest: SecretStr | None) -> None:
+        admin_only, ingest_only = require_token(admin, "admin"), require_token(ingest, "ingest")
+        app.router.add_get("/api/v2/alerts", self.list_alerts)
+        app.router.add_post("/api/v2/alerts", ingest_only(self.post_alerts))
+        app.router.add_get("/api/v2/receivers", self.list_receivers)
+        app.router.add_get("/api/v2/silences", self.list_silences)
+        app.router.add_post("/api/v2/silences", admin_only(self.post_silence))
+        app.router.add_get("/api/v2/silence/{id}", self.get_silence)
+        app.router.add_delete("/api/v2/silence/{id}", admin_only(self.delete_silence))
+
+    # Alerts ----------------------------------------------------------------------------------------------
+    async def list_alerts(self, request: web.Request) -> web.Response:
+        """GettableAlerts: the alerts not yet resolved, filtered as Alertmanager's query parameters say."""
         try:
-            filters = [parse_matcher(text) for text in request.query.getall("filter", [])]
+            filters = _filters(request)
+            show_active, show_silenced = _flag(request, "active"), _flag(request, "silenced")
+            _flag(request, "inhibited")  # accepted; nothing is inhibited yet
+            receiver = re.compile(go_regex(request.query.get("receiver", ".*")))
+        except (MatcherError, ValueError, re.error) as exc:
+            return json_response(str(exc), 400)
+        now = self.clock.now()
+        silences = await self.silences.all(now)
+        out = []
+        for alert, updated in await self.alerts.active(now):
+            routed = [route.receiver for route in self.tree.match(alert.labels)]
+            if not all(f.matches(alert.labels) for f in filters):
+                continue
+            if not any(receiver.fullmatch(name) for name in routed):
+                continue
+            silenced_by = muted_by(silences, alert.labels, now)
+            if not (show_silenced if silenced_by else show_active):
+                continue
+            wire = alert.to_wire()
+            del wire["status"]
+            out.append(
+                {
+                    **wire,
+                    "updatedAt": rfc3339(updated),
+                    "receivers": [{"name": name} for name in routed],
+                    "status": {
+                        "state": "suppressed" if silenced_by else "active",
+                        "silencedBy": silenced_by,
+                        "inhibitedBy": [],
+                        "mutedBy": [],
+                    },
+                }
+            )
+        return json_response(out)
+
+    async def post_alerts(self, request: web.Request) -> web.Response:
+        """Put the posted alerts on the alerts stream as one batch; 200 once they are in Redis."""
+        if (refused := _too_large(request)) is not None:
+            return refused
+        try:
+            posted = _POSTABLE_ALERTS.validate_json(await request.read())
+        except ValidationError as exc:
+            return _invalid("invalid alerts", exc)
+        now = self.clock.now()
+        items: list[dict[str, object]] = []
+        for i, alert in enumerate(posted):
+            starts = alert.startsAt.timestamp() if alert.startsAt else now
+            ends = alert.endsAt.timestamp() if alert.endsAt else None
+            if ends is not None and ends < starts:
+                return json_response(f"invalid alerts: {i}: start time must be before end time", 400)
+            items.append(
+                {
+                    "labels": alert.labels,
+                    "annotations": alert.annotations,
+                    "startsAt": rfc3339(starts),
+                    "endsAt": rfc3339(ends if ends is not None else ZERO_TIME),
+                    "generatorURL": alert.generatorURL,
+                    "status": "resolved" if ends is not None and ends <= now else "firing",
+                }
+            )
+        try:
+            await self.publish(items)
+        except RedisError:
+            return json_response("the alerts stream is unavailable; retry", 503, {"Retry-After": "1"})
+        return web.Response(status=200)
+
+    async def list_receivers(self, _request: web.Request) -> web.Response:
+        return json_response([{"name": name} for name in self.receivers])
+
+    # Silences --------------------------------------------------------------------------------------------
+    async def list_silences(self, request: web.Request) -> web.Response:
+        try:
+            filters = _filters(request)
         except MatcherError as exc:
             return json_response(f"bad matcher in filter: {exc}", 400)
-        now = clock.now()
-        found = [s for s in await silences.all(now) if _filter_matches(s, filters)]
+        now = self.clock.now()
+        found = [s for s in await self.silences.all(now) if _silence_filter_matches(s, filters)]
         # Alertmanager's order: active, then pending, then expired.
         order = {"active": 0, "pending": 1, "expired": 2}
-        found.sort(
-            key=lambda s: (order[s.state(now)], s.ends_at if s.state(now) != "pending" else s.starts_at)
-        )
+        found.sort(key=lambda s: (order[s.state(now)], s.ends_at))
         return json_response([s.to_api(now) for s in found])
 
-    async def post_silence(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return json_response(f"request body exceeds {MAX_BODY} bytes", 413)
+    async def post_silence(self, request: web.Request) -> web.Response:
+        if (refused := _too_large(request)) is not None:
+            return refused
         try:
             body = PostableSilence.model_validate_json(await request.read())
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            return json_response(f"silence invalid: {where}: {first['msg']}", 400)
+            return _invalid("silence invalid", exc)
         try:
-            silence_id = await silences.put(body, clock.now())
+            silence_id = await self.silences.put(body, self.clock.now())
         except SilenceNotFound:
             return json_response(f"silence {body.id} not found", 404)
         except SilenceError as exc:
             return json_response(f"silence invalid: {exc}", 400)
         return json_response({"silenceID": silence_id})
 
-    async def get_silence(request: web.Request) -> web.Response:
+    async def get_silence(self, request: web.Request) -> web.Response:
         try:
-            silence = await silences.get(request.match_info["id"], clock.now())
+            silence = await self.silences.get(request.match_info["id"], self.clock.now())
         except SilenceNotFound:
             return json_response("silence not found", 404)
-        return json_response(silence.to_api(clock.now()))
+        return json_response(silence.to_api(self.clock.now()))
 
-    async def delete_silence(request: web.Request) -> web.Response:
+    async def delete_silence(self, request: web.Request) -> web.Response:
         try:
-            await silences.expire(request.match_info["id"], clock.now())
+            await self.silences.expire(request.match_info["id"], self.clock.now())
         except SilenceNotFound:
             return json_response("silence not found", 404)
         except SilenceError as exc:
             return json_response(str(exc), 400)
         return web.Response(status=200)
-
-    guarded = require_token(admin, "admin")
-    app.router.add_get("/api/v2/silences", list_silences)
-    app.router.add_post("/api/v2/silences", guarded(post_silence))
-    app.router.add_get("/api/v2/silence/{id}", get_silence)
-    app.router.add_delete("/api/v2/silence/{id}", guarded(delete_silence))

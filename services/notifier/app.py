@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from services.notifier.api import add_routes as add_api_routes
+from services.notifier.alert_store import AlertStore
+from services.notifier.api import V2Api
 from services.notifier.config import RoutingConfig, load_routing
 from services.notifier.dispatcher import Dispatcher, DispatchMetrics, Receiver
 from services.notifier.nflog import NotifierState
@@ -23,7 +26,7 @@ from shared.codec import PoisonEntry, decode_entry
 from shared.config import Config
 from shared.consumers import Acker, EntriesFailed, Entry
 from shared.service import Service
-from shared.streams import NOTIFIER_GROUP, Keys
+from shared.streams import NOTIFIER_GROUP, Keys, append_batch
 from shared.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -130,8 +133,21 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         resolve_timeout=routing.global_.resolve_timeout,
         metrics=DispatchMetrics(service.registry),
         silences=silences,
+        alert_store=(alert_store := AlertStore(service.redis, keys)),
     )
-    add_api_routes(service.web, silences, clock, config.admin_token)
+
+    async def publish(items: list[dict[str, object]]) -> str:
+        return await append_batch(
+            service.redis,
+            keys.alerts,
+            "alerts",
+            orjson.dumps(items),
+            f"api-{uuid.uuid4().hex[:12]}",
+            config.streams.maxlen,
+        )
+
+    api = V2Api(silences, alert_store, dispatcher.tree, [r.name for r in routing.receivers], publish, clock)
+    api.register(service.web, config.admin_token, config.ingest_token)
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)
     return app

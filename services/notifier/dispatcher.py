@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
+from services.notifier.alert_store import AlertStore
 from services.notifier.nflog import LogEntry, NotifierState
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
@@ -91,6 +92,7 @@ class Dispatcher:
         resolve_timeout: float,
         metrics: DispatchMetrics,
         silences: SilenceStore | None = None,
+        alert_store: AlertStore | None = None,
     ) -> None:
         self.tree = tree
         self.receivers = receivers
@@ -100,14 +102,17 @@ class Dispatcher:
         self.resolve_timeout = resolve_timeout
         self.metrics = metrics
         self.silences = silences
+        self.alert_store = alert_store
 
     async def dispatch(self, source: str, alerts: list[Alert]) -> None:
         """Route and deliver alerts that arrived in stream entry `source`. Raises DeliveryError when a
         delivery failed in a way worth retrying later (the entry then stays pending)."""
         now = self.clock.now()
         groups: dict[tuple[str, str], tuple[Route, list[tuple[str, Alert]]]] = {}
-        for received in alerts:
-            alert = self._received(received, now)
+        alerts = [self._received(received, now) for received in alerts]
+        if self.alert_store is not None:
+            await self.alert_store.put(source, alerts, now)
+        for alert in alerts:
             self.metrics.alerts_received.labels(alert.status).inc()
             for route in self.tree.match(alert.labels):
                 key = (route.receiver, route.group_key(alert.labels))

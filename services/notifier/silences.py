@@ -16,7 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
-from shared.alerts import from_unix
+from shared.alerts import rfc3339
 from shared.matchers import Matcher, MatcherError
 from shared.streams import Keys
 
@@ -95,10 +95,10 @@ class Silence:
         return {
             "id": self.id,
             "status": {"state": self.state(now)},
-            "updatedAt": _iso(self.updated_at),
+            "updatedAt": rfc3339(self.updated_at),
             "matchers": [m.model_dump() for m in self.matchers],
-            "startsAt": _iso(self.starts_at),
-            "endsAt": _iso(self.ends_at),
+            "startsAt": rfc3339(self.starts_at),
+            "endsAt": rfc3339(self.ends_at),
             "createdBy": self.created_by,
             "comment": self.comment,
         }
@@ -121,10 +121,6 @@ class Silence:
         data = orjson.loads(raw)
         data["matchers"] = [MatcherModel.model_validate(m) for m in data["matchers"]]
         return cls(**data)
-
-
-def _iso(ts: float) -> str:
-    return from_unix(ts).isoformat().replace("+00:00", "Z")
 
 
 def validate(body: PostableSilence, now: float) -> tuple[list[MatcherModel], float, float]:

@@ -1,0 +1,123 @@
+"""POST/GET /api/v2/alerts and /api/v2/receivers on a running notifier (real Redis, its stream consumer
+running), and the real `amtool alert query` against it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from services.notifier.app import NotifierApp, build
+from shared.clock import SystemClock
+from tests.polling import eventually
+
+AMTOOL = shutil.which("amtool")
+ALERT = {"labels": {"alertname": "HighErrorRate", "service": "checkout"}, "annotations": {"summary": "5%"}}
+
+
+@pytest.fixture
+async def notifier(make_config) -> AsyncIterator[tuple[NotifierApp, TestClient]]:
+    config = make_config()
+    config.ingest_token = SecretStr("in")
+    config.admin_token = SecretStr("ad")
+    app = build(config, SystemClock())
+    await app.service.start()
+    client = TestClient(TestServer(app.service.web))
+    await client.start_server()
+    try:
+        yield app, client
+    finally:
+        await client.close()
+        await app.service.stop()
+
+
+INGEST, ADMIN = {"Authorization": "Bearer in"}, {"Authorization": "Bearer ad"}
+
+
+async def _listed(client: TestClient, **params: str) -> list[dict]:
+    response = await client.get("/api/v2/alerts", params=params)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_posted_alerts_flow_through_the_stream_and_are_listed(notifier):
+    _, client = notifier
+    assert (await client.post("/api/v2/alerts", json=[ALERT])).status == 401
+    assert (await client.post("/api/v2/alerts", json=[ALERT], headers=INGEST)).status == 200
+    (listed,) = await eventually(lambda: _listed(client), what="the posted alert to be dispatched")
+    assert listed["labels"] == ALERT["labels"] and listed["annotations"] == ALERT["annotations"]
+    assert listed["receivers"] == [{"name": "console"}]
+    assert listed["status"] == {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []}
+    assert listed["endsAt"] > listed["startsAt"]  # resolve_timeout applied, as Alertmanager
+    assert set(listed) >= {"fingerprint", "updatedAt", "generatorURL"}
+    assert await _listed(client, filter='service="payments"') == []
+    assert await (await client.get("/api/v2/receivers")).json() == [{"name": "console"}]
+
+
+async def test_a_silenced_alert_is_listed_as_suppressed(notifier):
+    _, client = notifier
+    await client.post("/api/v2/alerts", json=[ALERT], headers=INGEST)
+    await eventually(lambda: _listed(client), what="the posted alert to be dispatched")
+    silence = {
+        "matchers": [{"name": "service", "value": "checkout", "isRegex": False}],
+        "startsAt": "2020-01-01T00:00:00Z",
+        "endsAt": "2999-01-01T00:00:00Z",
+        "createdBy": "oncall",
+        "comment": "known",
+    }
+    sid = (await (await client.post("/api/v2/silences", json=silence, headers=ADMIN)).json())["silenceID"]
+    (listed,) = await _listed(client)
+    assert listed["status"]["state"] == "suppressed" and listed["status"]["silencedBy"] == [sid]
+    assert await _listed(client, silenced="false") == []
+    assert len(await _listed(client, active="false")) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ([{"labels": {}}], "at least 1 item"),
+        ([{"labels": {"service": "x"}}], "alertname"),
+        ([{"labels": {"alertname": "A", "0bad": "x"}}], "labels.0bad"),
+        ([{**ALERT, "startsAt": "2030-01-01T00:00:00Z", "endsAt": "2029-01-01T00:00:00Z"}], "before end"),
+        ({"labels": {"alertname": "A"}}, "valid array"),
+    ],
+)
+async def test_invalid_alerts_are_refused_with_the_reason(notifier, body: object, reason: str):
+    _, client = notifier
+    response = await client.post("/api/v2/alerts", json=body, headers=INGEST)
+    assert response.status == 400
+    assert reason in await response.json()
+
+
+@pytest.mark.skipif(
+    AMTOOL is None, reason="amtool not installed (Debian prometheus-alertmanager; .ci/run installs it)"
+)
+async def test_the_real_amtool_queries_alerts(make_config):
+    app = build(make_config(), SystemClock())
+    await app.service.start()
+    server = TestServer(app.service.web)
+    await server.start_server()
+    client = TestClient(server)
+    try:
+        await client.post("/api/v2/alerts", json=[ALERT])
+        await eventually(lambda: _listed(client), what="the posted alert to be dispatched")
+        process = await asyncio.create_subprocess_exec(
+            AMTOOL,  # type: ignore[arg-type]
+            f"--alertmanager.url=http://127.0.0.1:{server.port}",
+            "alert",
+            "query",
+            "service=checkout",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err.decode()
+        lines = out.decode().splitlines()
+        assert lines[0].split()[:2] == ["Alertname", "Starts"] and "HighErrorRate" in lines[1], out.decode()
+    finally:
+        await client.close()
+        await app.service.stop()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 from redis.exceptions import RedisError
 
 from services.notifier.alert_store import AlertStore
+from services.notifier.inhibition import Inhibitor
 from services.notifier.matchers import Matcher, MatcherError, parse_matcher
 from services.notifier.routing import Route
 from services.notifier.silences import (
@@ -98,6 +99,7 @@ class V2Api:
         self,
         silences: SilenceStore,
         alerts: AlertStore,
+        inhibitor: Inhibitor,
         tree: Route,
         receivers: list[str],
         publish: Publish,
@@ -105,6 +107,7 @@ class V2Api:
     ) -> None:
         self.silences = silences
         self.alerts = alerts
+        self.inhibitor = inhibitor
         self.tree = tree
         self.receivers = receivers
         self.publish = publish
@@ -125,22 +128,26 @@ class V2Api:
         """GettableAlerts: the alerts not yet resolved, filtered as Alertmanager's query parameters say."""
         try:
             filters = _filters(request)
-            show_active, show_silenced = _flag(request, "active"), _flag(request, "silenced")
-            _flag(request, "inhibited")  # accepted; nothing is inhibited yet
+            show = {name: _flag(request, name) for name in ("active", "silenced", "inhibited")}
             receiver = re.compile(go_regex(request.query.get("receiver", ".*")))
         except (MatcherError, ValueError, re.error) as exc:
             return json_response(str(exc), 400)
         now = self.clock.now()
         silences = await self.silences.all(now)
+        current = await self.alerts.active(now)
+        firing = [alert for alert, _ in current]
         out = []
-        for alert, updated in await self.alerts.active(now):
+        for alert, updated in current:
             routed = [route.receiver for route in self.tree.match(alert.labels)]
             if not all(f.matches(alert.labels) for f in filters):
                 continue
             if not any(receiver.fullmatch(name) for name in routed):
                 continue
             silenced_by = muted_by(silences, alert.labels, now)
-            if not (show_silenced if silenced_by else show_active):
+            inhibited_by = self.inhibitor.inhibited_by(alert.labels, firing)
+            if (silenced_by and not show["silenced"]) or (inhibited_by and not show["inhibited"]):
+                continue
+            if not silenced_by and not inhibited_by and not show["active"]:
                 continue
             wire = alert.to_wire()
             del wire["status"]
@@ -150,9 +157,9 @@ class V2Api:
                     "updatedAt": rfc3339(updated),
                     "receivers": [{"name": name} for name in routed],
                     "status": {
-                        "state": "suppressed" if silenced_by else "active",
+                        "state": "suppressed" if silenced_by or inhibited_by else "active",
                         "silencedBy": silenced_by,
-                        "inhibitedBy": [],
+                        "inhibitedBy": inhibited_by,
                         "mutedBy": [],
                     },
                 }

@@ -14,6 +14,7 @@ from services.notifier.alert_store import AlertStore
 from services.notifier.api import V2Api
 from services.notifier.config import RoutingConfig, load_routing
 from services.notifier.dispatcher import Dispatcher, DispatchMetrics, Receiver
+from services.notifier.inhibition import Inhibitor
 from services.notifier.nflog import NotifierState
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.receivers.console import ConsoleIntegration
@@ -134,6 +135,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         metrics=DispatchMetrics(service.registry),
         silences=silences,
         alert_store=(alert_store := AlertStore(service.redis, keys)),
+        inhibitor=(inhibitor := Inhibitor.from_config(routing)),
     )
 
     async def publish(items: list[dict[str, object]]) -> str:
@@ -146,7 +148,8 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
             config.streams.maxlen,
         )
 
-    api = V2Api(silences, alert_store, dispatcher.tree, [r.name for r in routing.receivers], publish, clock)
+    names = [r.name for r in routing.receivers]
+    api = V2Api(silences, alert_store, inhibitor, dispatcher.tree, names, publish, clock)
     api.register(service.web, config.admin_token, config.ingest_token)
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)

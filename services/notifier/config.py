@@ -4,8 +4,8 @@ The whole of a valid Alertmanager file loads, so `tripwire routes test` works on
 (`resolve_timeout` used), `route` (every key), `inhibit_rules` (matchers checked), `time_intervals`,
 `mute_time_intervals`, `templates`, and `receivers` of any integration. The notifier delivers through
 `webhook_configs` and tripwire's own `console_configs`; it refuses to start, naming what is missing, when a
-routed receiver uses another integration or when the file has inhibitions or time intervals it does not
-apply yet (see `RoutingConfig.not_applied`), so a config never half-applies.
+routed receiver uses another integration or when the file has time intervals, which it does not apply
+yet (see `RoutingConfig.not_applied`), so a config never half-applies.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class RoutingConfig(Strict):
     def not_applied(self) -> list[str]:
         """Sections that load (so routing and `tripwire routes test` work) but the notifier does not apply
         yet: it refuses to start on them rather than deliver what Alertmanager would have muted."""
-        found = [s for s in ("inhibit_rules", "time_intervals", "mute_time_intervals") if getattr(self, s)]
+        found = [s for s in ("time_intervals", "mute_time_intervals") if getattr(self, s)]
 
         def walk(route: RouteConfig) -> bool:
             return bool(route.mute_time_intervals or route.active_time_intervals) or any(

@@ -11,16 +11,18 @@ dedup keeps a re-sent alert from notifying twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
 from services.notifier.alert_store import AlertStore
+from services.notifier.inhibition import Inhibitor
 from services.notifier.nflog import LogEntry, NotifierState
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.routing import Route
-from services.notifier.silences import Silence, SilenceStore, muted_by
+from services.notifier.silences import SilenceStore, muted_by
 from shared.alerts import ZERO_TIME, Alert, from_unix
 from shared.clock import Clock
 
@@ -93,6 +95,7 @@ class Dispatcher:
         metrics: DispatchMetrics,
         silences: SilenceStore | None = None,
         alert_store: AlertStore | None = None,
+        inhibitor: Inhibitor | None = None,
     ) -> None:
         self.tree = tree
         self.receivers = receivers
@@ -103,6 +106,7 @@ class Dispatcher:
         self.metrics = metrics
         self.silences = silences
         self.alert_store = alert_store
+        self.inhibitor = inhibitor
 
     async def dispatch(self, source: str, alerts: list[Alert]) -> None:
         """Route and deliver alerts that arrived in stream entry `source`. Raises DeliveryError when a
@@ -118,14 +122,32 @@ class Dispatcher:
                 key = (route.receiver, route.group_key(alert.labels))
                 groups.setdefault(key, (route, []))[1].append((source, alert))
         retry_later: list[str] = []
-        active = await self.silences.all(now) if self.silences is not None else []
+        mute = await self._muter(now)
         for (receiver, group_key), (route, members) in groups.items():
             try:
-                await self._flush(route, receiver, group_key, members, active)
+                await self._flush(route, receiver, group_key, members, mute)
             except DeliveryError as exc:
                 retry_later.append(str(exc))
         if retry_later:
             raise DeliveryError("; ".join(retry_later), permanent=False)
+
+    async def _muter(self, now: float) -> Callable[[Alert], bool] | None:
+        """Whether an alert is muted now: silenced, or inhibited by a firing alert (the mute stage)."""
+        silences = await self.silences.all(now) if self.silences is not None else []
+        firing: list[Alert] = []
+        if self.inhibitor is not None and self.inhibitor.rules and self.alert_store is not None:
+            firing = [a for a, _ in await self.alert_store.active(now) if not a.is_resolved()]
+        if not silences and not firing:
+            return None
+
+        def muted(alert: Alert) -> bool:
+            if alert.is_resolved():
+                return False  # a resolution is never held back
+            if muted_by(silences, alert.labels, now):
+                return True
+            return bool(firing) and bool(self.inhibitor and self.inhibitor.inhibited_by(alert.labels, firing))
+
+        return muted
 
     def _received(self, alert: Alert, now: float) -> Alert:
         """As Alertmanager: an alert without an end gets one `resolve_timeout` away; one whose end has passed
@@ -140,7 +162,7 @@ class Dispatcher:
         receiver_name: str,
         group_key: str,
         new: list[tuple[str, Alert]],
-        silences: list[Silence] | None = None,
+        mute: Callable[[Alert], bool] | None = None,
     ) -> None:
         now = self.clock.now()
         members = await self.state.upsert(receiver_name, group_key, new, now)
@@ -150,7 +172,7 @@ class Dispatcher:
         )
         # Silence stage: muted alerts stay in the group but are left out of what is sent and recorded, so
         # once the silence ends they count as new and are notified (as Alertmanager's MuteStage).
-        muted = [a for a in alerts if silences and muted_by(silences, a.labels, now)]
+        muted = [a for a in alerts if mute is not None and mute(a)]
         if muted:
             self.metrics.silenced.inc(len(muted))
             alerts = [a for a in alerts if a not in muted]

@@ -237,7 +237,7 @@ async def test_console_prints_one_line_per_notification():
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        ({"inhibit_rules": [{"source_matchers": ["a=1"], "target_matchers": ["b=1"]}]}, "inhibit_rules"),
+        ({"time_intervals": [{"name": "night", "time_intervals": [{"times": []}]}]}, "time_intervals"),
         ({"receivers": [{"name": "r", "slack_configs": [{"channel": "#x"}]}]}, "slack_configs"),
     ],
 )

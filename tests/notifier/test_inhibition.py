@@ -1,0 +1,130 @@
+"""Inhibition: Alertmanager's rule semantics with plain calls, then muting in the dispatcher and the API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.notifier.alert_store import AlertStore
+from services.notifier.app import build
+from services.notifier.config import InhibitRuleConfig
+from services.notifier.inhibition import Inhibitor, InhibitRule
+from shared.alerts import Alert, from_unix
+from shared.clock import FakeClock, SystemClock
+from tests.notifier.test_dispatcher import T0, dispatcher_for
+from tests.polling import eventually
+
+
+def alert(**labels: str) -> Alert:
+    return Alert(labels={"alertname": "A", **labels}, startsAt=from_unix(T0), endsAt=from_unix(T0 + 240))
+
+
+RULE = InhibitRuleConfig(
+    source_matchers=["severity=critical"], target_matchers=["severity=warning"], equal=["cluster"]
+)
+
+
+def test_a_firing_source_inhibits_targets_with_equal_labels():
+    inhibitor = Inhibitor([InhibitRule(RULE)])
+    source = alert(severity="critical", cluster="eu")
+    assert inhibitor.inhibited_by({"alertname": "B", "severity": "warning", "cluster": "eu"}, [source]) == [
+        source.fingerprint
+    ]
+    # Another cluster, or a target that does not match: not inhibited.
+    assert inhibitor.inhibited_by({"alertname": "B", "severity": "warning", "cluster": "us"}, [source]) == []
+    assert inhibitor.inhibited_by({"alertname": "B", "severity": "info", "cluster": "eu"}, [source]) == []
+
+
+def test_a_label_missing_on_both_sides_counts_as_equal():
+    inhibitor = Inhibitor([InhibitRule(RULE)])
+    source = alert(severity="critical")
+    assert inhibitor.inhibited_by({"alertname": "B", "severity": "warning"}, [source]) == [source.fingerprint]
+    assert inhibitor.inhibited_by({"alertname": "B", "severity": "warning", "cluster": "eu"}, [source]) == []
+
+
+def test_alerts_matching_both_sides_do_not_inhibit_each_other():
+    both = InhibitRuleConfig(
+        source_match_re={"severity": "critical|warning"}, target_match={"severity": "warning"}
+    )
+    inhibitor = Inhibitor([InhibitRule(both)])
+    one, other = alert(severity="warning", x="1"), alert(severity="warning", x="2")
+    assert inhibitor.inhibited_by(one.labels, [one, other]) == []
+    # A source that matches only the source side still inhibits it.
+    critical = alert(severity="critical")
+    assert inhibitor.inhibited_by(one.labels, [one, other, critical]) == [critical.fingerprint]
+
+
+async def test_an_inhibited_alert_is_not_delivered_while_its_source_fires(redis, keys, webhook):
+    clock = FakeClock(T0 + 10)
+    async with aiohttp.ClientSession() as session:
+        d = dispatcher_for(redis, keys, webhook.url, session, clock)
+        d.alert_store = AlertStore(redis, keys)
+        d.inhibitor = Inhibitor([InhibitRule(RULE)])
+        source = Alert(
+            labels={"alertname": "Down", "severity": "critical"},
+            startsAt=from_unix(T0),
+            endsAt=from_unix(T0 + 240),
+        )
+        target = Alert(
+            labels={"alertname": "Slow", "severity": "warning"},
+            startsAt=from_unix(T0),
+            endsAt=from_unix(T0 + 240),
+        )
+        await d.dispatch("1-0", [source, target])
+        assert [b["commonLabels"]["alertname"] for b in webhook.delivered] == ["Down"]
+        # The source resolves: the target is no longer inhibited and is notified on its next re-send.
+        await d.dispatch(
+            "2-0", [source.model_copy(update={"status": "resolved", "ends_at": from_unix(T0 + 5)})]
+        )
+        await d.dispatch("3-0", [target])
+        assert [(b["commonLabels"]["alertname"], b["status"]) for b in webhook.delivered] == [
+            ("Down", "firing"),
+            ("Down", "resolved"),
+            ("Slow", "firing"),
+        ]
+
+
+@pytest.fixture
+async def notifier(make_config, tmp_path) -> AsyncIterator[TestClient]:
+    routing = tmp_path / "am.yml"
+    routing.write_text(
+        "route: {receiver: console}\n"
+        "receivers: [{name: console, console_configs: [{}]}]\n"
+        "inhibit_rules: [{source_matchers: [severity=critical], target_matchers: [severity=warning]}]\n"
+    )
+    app = build(make_config(alerting={"config_file": str(routing)}), SystemClock())
+    await app.service.start()
+    client = TestClient(TestServer(app.service.web))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await app.service.stop()
+
+
+async def test_the_api_lists_an_inhibited_alert_as_suppressed(notifier):
+    client = notifier
+    body = [
+        {"labels": {"alertname": "Down", "severity": "critical"}},
+        {"labels": {"alertname": "Slow", "severity": "warning"}},
+    ]
+    assert (await client.post("/api/v2/alerts", json=body)).status == 200
+
+    async def listed() -> list[dict]:
+        return await (await client.get("/api/v2/alerts")).json()
+
+    alerts = await eventually(lambda: _two(listed()), what="both alerts dispatched")
+    by_name = {a["labels"]["alertname"]: a["status"] for a in alerts}
+    assert by_name["Down"]["state"] == "active"
+    assert by_name["Slow"]["state"] == "suppressed" and len(by_name["Slow"]["inhibitedBy"]) == 1
+    hidden = await (await client.get("/api/v2/alerts", params={"inhibited": "false"})).json()
+    assert [a["labels"]["alertname"] for a in hidden] == ["Down"]
+
+
+async def _two(pending) -> list[dict] | None:
+    alerts = await pending
+    return alerts if len(alerts) == 2 else None

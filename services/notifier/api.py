@@ -9,6 +9,7 @@ answers.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -30,12 +31,13 @@ from services.notifier.silences import (
     SilenceStore,
     muted_by,
 )
-from shared.alerts import ZERO_TIME, rfc3339
+from shared.alerts import ZERO_TIME, Alert, rfc3339
 from shared.clock import Clock
 from shared.matchers import go_regex
 from shared.webapp import json_response, require_token
 
 MAX_BODY = 1024 * 1024
+VERSION = importlib.metadata.version("tripwire")
 Publish = Callable[[list[dict[str, object]]], Awaitable[str]]
 
 
@@ -104,6 +106,7 @@ class V2Api:
         receivers: list[str],
         publish: Publish,
         clock: Clock,
+        config_text: str = "",
     ) -> None:
         self.silences = silences
         self.alerts = alerts
@@ -112,36 +115,41 @@ class V2Api:
         self.receivers = receivers
         self.publish = publish
         self.clock = clock
+        self.config_text = config_text
+        self.started = clock.now()
 
     def register(self, app: web.Application, admin: SecretStr | None, ingest: SecretStr | None) -> None:
         admin_only, ingest_only = require_token(admin, "admin"), require_token(ingest, "ingest")
         app.router.add_get("/api/v2/alerts", self.list_alerts)
         app.router.add_post("/api/v2/alerts", ingest_only(self.post_alerts))
         app.router.add_get("/api/v2/receivers", self.list_receivers)
+        app.router.add_get("/api/v2/alerts/groups", self.list_groups)
+        app.router.add_get("/api/v2/status", self.status)
         app.router.add_get("/api/v2/silences", self.list_silences)
         app.router.add_post("/api/v2/silences", admin_only(self.post_silence))
         app.router.add_get("/api/v2/silence/{id}", self.get_silence)
         app.router.add_delete("/api/v2/silence/{id}", admin_only(self.delete_silence))
 
     # Alerts ----------------------------------------------------------------------------------------------
-    async def list_alerts(self, request: web.Request) -> web.Response:
-        """GettableAlerts: the alerts not yet resolved, filtered as Alertmanager's query parameters say."""
+    async def _listed(self, request: web.Request) -> list[tuple[Alert, list[Route], dict[str, object]]]:
+        """The unresolved alerts that pass the request's Alertmanager filters (filter, active, silenced,
+        inhibited, receiver), each with its routes and its GettableAlert. Raises ValueError on bad filters."""
         try:
             filters = _filters(request)
             show = {name: _flag(request, name) for name in ("active", "silenced", "inhibited")}
             receiver = re.compile(go_regex(request.query.get("receiver", ".*")))
-        except (MatcherError, ValueError, re.error) as exc:
-            return json_response(str(exc), 400)
+        except (MatcherError, re.error) as exc:
+            raise ValueError(str(exc)) from None
         now = self.clock.now()
         silences = await self.silences.all(now)
         current = await self.alerts.active(now)
         firing = [alert for alert, _ in current]
         out = []
         for alert, updated in current:
-            routed = [route.receiver for route in self.tree.match(alert.labels)]
+            routes = self.tree.match(alert.labels)
             if not all(f.matches(alert.labels) for f in filters):
                 continue
-            if not any(receiver.fullmatch(name) for name in routed):
+            if not any(receiver.fullmatch(route.receiver) for route in routes):
                 continue
             silenced_by = muted_by(silences, alert.labels, now)
             inhibited_by = self.inhibitor.inhibited_by(alert.labels, firing)
@@ -151,20 +159,66 @@ class V2Api:
                 continue
             wire = alert.to_wire()
             del wire["status"]
-            out.append(
-                {
-                    **wire,
-                    "updatedAt": rfc3339(updated),
-                    "receivers": [{"name": name} for name in routed],
-                    "status": {
-                        "state": "suppressed" if silenced_by or inhibited_by else "active",
-                        "silencedBy": silenced_by,
-                        "inhibitedBy": inhibited_by,
-                        "mutedBy": [],
+            gettable = {
+                **wire,
+                "updatedAt": rfc3339(updated),
+                "receivers": [{"name": route.receiver} for route in routes],
+                "status": {
+                    "state": "suppressed" if silenced_by or inhibited_by else "active",
+                    "silencedBy": silenced_by,
+                    "inhibitedBy": inhibited_by,
+                    "mutedBy": [],
+                },
+            }
+            out.append((alert, routes, gettable))
+        return out
+
+    async def list_alerts(self, request: web.Request) -> web.Response:
+        """GettableAlerts: the alerts not yet resolved, filtered as Alertmanager's query parameters say."""
+        try:
+            listed = await self._listed(request)
+        except ValueError as exc:
+            return json_response(str(exc), 400)
+        return json_response([gettable for _, _, gettable in listed])
+
+    async def list_groups(self, request: web.Request) -> web.Response:
+        """AlertGroups: the listed alerts by receiver and aggregation group, as Alertmanager groups them."""
+        try:
+            listed = await self._listed(request)
+        except ValueError as exc:
+            return json_response(str(exc), 400)
+        groups: dict[tuple[str, str], dict[str, object]] = {}
+        for alert, routes, gettable in listed:
+            for route in routes:
+                key = (route.receiver, route.group_key(alert.labels))
+                group = groups.setdefault(
+                    key,
+                    {
+                        "labels": route.group_labels(alert.labels),
+                        "receiver": {"name": route.receiver},
+                        "alerts": [],
                     },
-                }
-            )
-        return json_response(out)
+                )
+                group["alerts"].append(gettable)  # type: ignore[attr-defined]
+        return json_response(list(groups.values()))
+
+    async def status(self, _request: web.Request) -> web.Response:
+        """AlertmanagerStatus: the routing file with secrets masked, uptime, version; no cluster."""
+        return json_response(
+            {
+                "cluster": {"status": "disabled", "peers": []},
+                "config": {"original": self.config_text},
+                "uptime": rfc3339(self.started),
+                "versionInfo": {
+                    "version": VERSION,
+                    "revision": "",
+                    "branch": "",
+                    "buildUser": "",
+                    "buildDate": "",
+                    "goVersion": "none (tripwire, Python)",
+                },
+            }
+        )
 
     async def post_alerts(self, request: web.Request) -> web.Response:
         """Put the posted alerts on the alerts stream as one batch; 200 once they are in Redis."""

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.notifier.alert_store import AlertStore
 from services.notifier.api import V2Api
-from services.notifier.config import RoutingConfig, load_routing
+from services.notifier.config import RoutingConfig, load_routing, shown_config
 from services.notifier.dispatcher import Dispatcher, DispatchMetrics, Receiver
 from services.notifier.inhibition import Inhibitor
 from services.notifier.nflog import NotifierState
@@ -149,7 +149,9 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         )
 
     names = [r.name for r in routing.receivers]
-    api = V2Api(silences, alert_store, inhibitor, dispatcher.tree, names, publish, clock)
+    api = V2Api(
+        silences, alert_store, inhibitor, dispatcher.tree, names, publish, clock, shown_config(routing)
+    )
     api.register(service.web, config.admin_token, config.ingest_token)
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from services.notifier.matchers import Matcher, MatcherError, parse_matcher
@@ -263,3 +264,39 @@ def _check_route(
     for i, child in enumerate(route.routes):
         errors.extend(_check_route(child, (*loc, "routes", i), receivers, intervals, doc))
     return errors
+
+
+# Fields that carry secrets in Alertmanager's config (webhook URLs often hold a token in their path).
+_SECRET_FIELDS = {
+    "url",
+    "api_url",
+    "slack_api_url",
+    "webhook_url",
+    "routing_key",
+    "service_key",
+    "api_key",
+    "api_secret",
+    "token",
+    "bot_token",
+    "user_key",
+    "password",
+    "auth_password",
+    "smtp_auth_password",
+    "smtp_auth_secret",
+    "credentials",
+}
+
+
+def masked(data: Any) -> Any:
+    """`data` with every secret-carrying field replaced by `<secret>`, as Alertmanager shows its config."""
+    if isinstance(data, dict):
+        return {k: "<secret>" if k in _SECRET_FIELDS and v else masked(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [masked(item) for item in data]
+    return data
+
+
+def shown_config(config: RoutingConfig) -> str:
+    """The routing config as YAML for `GET /api/v2/status`, secrets masked."""
+    data = config.model_dump(mode="json", by_alias=True, exclude={"base_dir", "file"}, exclude_none=True)
+    return yaml.safe_dump(masked(data), sort_keys=False)

@@ -121,3 +121,43 @@ async def test_the_real_amtool_queries_alerts(make_config):
     finally:
         await client.close()
         await app.service.stop()
+
+
+async def test_alert_groups_and_status(make_config, tmp_path, webhook):
+    routing = tmp_path / "am.yml"
+    routing.write_text(
+        "route: {receiver: hook, group_by: [service]}\n"
+        f"receivers: [{{name: hook, webhook_configs: [{{url: '{webhook.url}'}}]}}]\n"
+    )
+    app = build(make_config(alerting={"config_file": str(routing)}), SystemClock())
+    await app.service.start()
+    client = TestClient(TestServer(app.service.web))
+    await client.start_server()
+    try:
+        body = [ALERT, {"labels": {"alertname": "Slow", "service": "checkout"}}]
+        assert (await client.post("/api/v2/alerts", json=body)).status == 200
+        await eventually(lambda: _count(_listed(client), 2), what="both alerts dispatched")
+        (group,) = await (await client.get("/api/v2/alerts/groups")).json()
+        assert group["labels"] == {"service": "checkout"} and group["receiver"] == {"name": "hook"}
+        assert sorted(a["labels"]["alertname"] for a in group["alerts"]) == ["HighErrorRate", "Slow"]
+        status = await (await client.get("/api/v2/status")).json()
+        assert status["cluster"]["status"] == "disabled" and status["versionInfo"]["version"]
+        assert webhook.url not in status["config"]["original"] and "<secret>" in status["config"]["original"]
+        if AMTOOL is not None:
+            process = await asyncio.create_subprocess_exec(
+                AMTOOL,
+                f"--alertmanager.url=http://127.0.0.1:{client.server.port}",
+                "config",
+                "show",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(process.communicate(), 30)
+            assert process.returncode == 0 and "receiver: hook" in out.decode(), err.decode()
+    finally:
+        await client.close()
+        await app.service.stop()
+
+
+async def _count(pending, n: int) -> bool:
+    return len(await pending) == n

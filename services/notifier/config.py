@@ -244,6 +244,9 @@ def _check_route(
     errors: list[ConfigError] = []
     if route.receiver is not None and route.receiver not in receivers:
         errors.append(doc.error((*loc, "receiver"), f'undefined receiver "{route.receiver}" used in route'))
+    for key in ("group_interval", "repeat_interval"):
+        if getattr(route, key) == 0:
+            errors.append(doc.error((*loc, key), f"{key} cannot be zero"))  # Alertmanager's check
     for key in ("mute_time_intervals", "active_time_intervals"):
         for i, name in enumerate(getattr(route, key)):
             if name not in intervals:

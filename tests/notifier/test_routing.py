@@ -103,3 +103,16 @@ def test_bad_routing_files_get_positions(tmp_path: Path):
     assert f"{path}:4:18: invalid regular expression" in messages
     assert f'{path}:8:5: notification config name "r" is not unique' in messages
     assert f"{path}:10:23: invalid regular expression" in messages
+
+
+def test_zero_group_or_repeat_interval_is_refused_as_alertmanager_does(tmp_path: Path):
+    path = tmp_path / "am.yml"
+    path.write_text(
+        "route:\n  receiver: r\n  routes:\n    - receiver: r\n      group_interval: 0s\n"
+        "      repeat_interval: 0s\nreceivers:\n  - name: r\n"
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_routing(path)
+    messages = "\n".join(str(e) for e in caught.value.errors)
+    assert f"{path}:5:7: group_interval cannot be zero" in messages
+    assert f"{path}:6:7: repeat_interval cannot be zero" in messages

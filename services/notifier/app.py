@@ -155,6 +155,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     api.register(service.web, config.admin_token, config.ingest_token)
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)
+    service.add_loop("group-flush", dispatcher.run)
     return app
 
 

@@ -1,32 +1,39 @@
 """From alerts to notifications, read top to bottom as Alertmanager's pipeline:
 
-route (which receivers) -> group (aggregation group by `group_by`) -> per integration: dedup against the
-notification log -> deliver (with the integration's retries) -> record in the notification log.
+route (which receivers) -> group (aggregation group by `group_by`, flushed on its timers: group_wait after it
+appears, then every group_interval) -> mute (silences, inhibition) -> per integration: dedup against the
+notification log (new alerts, resolutions, repeat_interval) -> deliver (with the integration's retries) ->
+record in the notification log.
 
-Silenced alerts are left out before dedup. Grouping timers (group_wait, group_interval) and inhibition come
-with the rest of the notifier-core work; today a group is flushed as soon as one of its alerts arrives, and
-dedup keeps a re-sent alert from notifying twice.
+Group contents, their timers and the notification log all live in Redis, so a restarted notifier, or another
+replica, carries on with the same schedule and never re-sends what was sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
+from redis.exceptions import RedisError
 
 from services.notifier.alert_store import AlertStore
 from services.notifier.inhibition import Inhibitor
-from services.notifier.nflog import LogEntry, NotifierState
+from services.notifier.nflog import GroupSchedule, LogEntry, NotifierState
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.routing import Route
 from services.notifier.silences import SilenceStore, muted_by
 from shared.alerts import ZERO_TIME, Alert, from_unix
 from shared.clock import Clock
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+CLAIM_LEASE = 120.0  # a claimed group is not flushed by another replica for this long (unless re-scheduled)
+POLL = 1.0  # how often the schedule is looked at when nothing wakes us (groups of other replicas)
 
 
 @dataclass
@@ -77,6 +84,10 @@ def needs_update(
     return entry.timestamp < now - repeat
 
 
+def _walk(route: Route) -> list[Route]:
+    return [route, *(r for child in route.routes for r in _walk(child))]
+
+
 def _resolved_if_ended(alert: Alert, now: float) -> Alert:
     if alert.status == "firing" and alert.ends_at.timestamp() <= now:
         return alert.model_copy(update={"status": "resolved"})
@@ -107,10 +118,14 @@ class Dispatcher:
         self.silences = silences
         self.alert_store = alert_store
         self.inhibitor = inhibitor
+        self.schedule = GroupSchedule(state.redis, state.keys)
+        self.routes = {route.key(): route for route in _walk(tree)}
+        self.wake = asyncio.Event()
 
     async def dispatch(self, source: str, alerts: list[Alert]) -> None:
-        """Route and deliver alerts that arrived in stream entry `source`. Raises DeliveryError when a
-        delivery failed in a way worth retrying later (the entry then stays pending)."""
+        """Take in the alerts of stream entry `source`: record them, add them to their aggregation groups and
+        schedule those groups. All of it is in Redis when this returns, so the entry can be acked; delivery
+        happens when a group is due (`flush_due`, run by `run`)."""
         now = self.clock.now()
         groups: dict[tuple[str, str], tuple[Route, list[tuple[str, Alert]]]] = {}
         alerts = [self._received(received, now) for received in alerts]
@@ -121,15 +136,62 @@ class Dispatcher:
             for route in self.tree.match(alert.labels):
                 key = (route.receiver, route.group_key(alert.labels))
                 groups.setdefault(key, (route, []))[1].append((source, alert))
-        retry_later: list[str] = []
-        mute = await self._muter(now)
         for (receiver, group_key), (route, members) in groups.items():
+            await self.state.upsert(receiver, group_key, members, now)
+            # As Alertmanager: a group flushes group_wait after it appears, or at once if it has not flushed
+            # yet and one of its alerts started longer ago than that (e.g. after a restart).
+            overdue = any(a.starts_at.timestamp() + route.group_wait <= now for _, a in members)
+            await self.schedule.add(receiver, group_key, route.key(), now + route.group_wait, overdue, now)
+        self.wake.set()
+
+    async def flush_due(self) -> int:
+        """Flush every group whose time has come; returns how many were flushed. A group whose delivery
+        failed is tried again a group_interval later; a group left empty is dropped."""
+        now = self.clock.now()
+        due = await self.schedule.claim_due(now, CLAIM_LEASE)
+        if not due:
+            return 0
+        mute = await self._muter(now)
+        for group in due:
+            route = self.routes.get(group.route)
+            if route is None or group.receiver not in self.receivers:
+                log.warning("dropping a group whose route is gone", extra={"group_key": group.group_key})
+                await self.schedule.drop(group)
+                continue
             try:
-                await self._flush(route, receiver, group_key, members, mute)
+                await self._flush(route, group.receiver, group.group_key, [], mute)
             except DeliveryError as exc:
-                retry_later.append(str(exc))
-        if retry_later:
-            raise DeliveryError("; ".join(retry_later), permanent=False)
+                log.warning(
+                    "group flush failed; trying again a group_interval later",
+                    extra={"group_key": group.group_key, "error": str(exc)},
+                )
+                await self.schedule.retry_at(group, now + route.group_interval)
+                continue
+            if await self.state.upsert(group.receiver, group.group_key, [], now):
+                await self.schedule.flushed_at(group, now + route.group_interval)
+            else:
+                await self.schedule.drop(group)
+        return len(due)
+
+    async def run(self) -> None:
+        """Flush groups as they come due, for ever: woken by new groups, else on the next due time (checked at
+        least every POLL seconds, for groups another replica scheduled)."""
+        while True:
+            self.wake.clear()
+            try:
+                await self.flush_due()
+                upcoming = await self.schedule.next_due()
+            except RedisError as exc:
+                log.warning("group flush pass failed; will retry", extra={"error": str(exc)})
+                upcoming = None
+            now = self.clock.now()
+            until = now + POLL if upcoming is None else min(upcoming, now + POLL)
+            sleeper = asyncio.create_task(self.clock.sleep_until(until))
+            woken = asyncio.create_task(self.wake.wait())
+            try:
+                await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait([sleeper, woken])
 
     async def _muter(self, now: float) -> Callable[[Alert], bool] | None:
         """Whether an alert is muted now: silenced, or inhibited by a firing alert (the mute stage)."""

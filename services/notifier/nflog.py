@@ -100,3 +100,84 @@ class NotifierState:
         }
         if tombstones:
             await self.redis.hset(key, mapping=tombstones)
+
+
+# Aggregation-group timers, kept in Redis so a restart or another replica resumes the same schedule.
+_SCHEDULE = """
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
+if ARGV[4] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then
+  redis.call('ZADD', KEYS[1], 'LT', ARGV[5], ARGV[1])
+end
+return 1
+"""
+# Claim the due groups: move each one's time forward by a lease, so no other replica flushes it meanwhile.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, gid in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], gid)
+  table.insert(out, gid)
+  table.insert(out, redis.call('HGET', KEYS[2], gid) or '')
+end
+return out
+"""
+
+
+@dataclass
+class ScheduledGroup:
+    id: str
+    receiver: str
+    group_key: str
+    route: str
+
+
+class GroupSchedule:
+    """When each aggregation group flushes next: first `group_wait` after it appears (at once if it has
+    not flushed and an alert of it started longer ago than that), then every `group_interval`."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        base = f"{keys.alerts}:group-schedule"
+        self.times, self.meta, self.flushed = base, f"{base}:meta", f"{base}:flushed"
+        self._schedule = redis.register_script(_SCHEDULE)
+        self._claim = redis.register_script(_CLAIM)
+
+    async def add(
+        self, receiver: str, group_key: str, route: str, first_flush: float, overdue: bool, now: float
+    ) -> None:
+        """Schedule a group's first flush unless it is scheduled already; `overdue` pulls an unflushed
+        group's flush to `now`."""
+        gid = _group_id(receiver, group_key)
+        meta = orjson.dumps({"receiver": receiver, "group_key": group_key, "route": route})
+        await self._schedule(
+            keys=[self.times, self.meta, self.flushed], args=[gid, meta, first_flush, int(overdue), now]
+        )
+
+    async def claim_due(self, now: float, lease: float, limit: int = 100) -> list[ScheduledGroup]:
+        raw = await self._claim(keys=[self.times, self.meta], args=[now, now + lease, limit])
+        out = []
+        for gid, meta in zip(raw[::2], raw[1::2], strict=True):
+            data = orjson.loads(meta) if meta else {"receiver": "", "group_key": "", "route": ""}
+            out.append(ScheduledGroup(gid.decode(), data["receiver"], data["group_key"], data["route"]))
+        return out
+
+    async def flushed_at(self, group: ScheduledGroup, next_flush: float) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.times, {group.id: next_flush}, xx=True)
+            pipe.sadd(self.flushed, group.id)
+            await pipe.execute()
+
+    async def retry_at(self, group: ScheduledGroup, when: float) -> None:
+        await self.redis.zadd(self.times, {group.id: when}, xx=True)
+
+    async def drop(self, group: ScheduledGroup) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.times, group.id)
+            pipe.hdel(self.meta, group.id)
+            pipe.srem(self.flushed, group.id)
+            await pipe.execute()
+
+    async def next_due(self) -> float | None:
+        first = await self.redis.zrange(self.times, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None

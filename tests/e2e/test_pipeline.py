@@ -42,7 +42,7 @@ groups:
 @pytest.fixture
 async def system(tmp_path: Path, redis_server, webhook: FakeWebhook) -> AsyncIterator[System]:
     routing = {
-        "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s"},
+        "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s"},
         "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook.url}]}],
     }
     sys_ = System(tmp_path, redis_server.url, f"e2e-{uuid.uuid4().hex[:8]}", RULES, routing)

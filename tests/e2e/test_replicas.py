@@ -35,7 +35,7 @@ groups:
 @pytest.fixture
 async def system(tmp_path: Path, redis_server, webhook: FakeWebhook) -> AsyncIterator[System]:
     routing = {
-        "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s"},
+        "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s"},
         "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook.url}]}],
     }
     overrides = {"evaluator": {"lease_ttl": f"{LEASE_TTL:g}s", "resend_delay": f"{RESEND:g}s"}}

@@ -14,7 +14,7 @@ from services.notifier.config import InhibitRuleConfig
 from services.notifier.inhibition import Inhibitor, InhibitRule
 from shared.alerts import Alert, from_unix
 from shared.clock import FakeClock, SystemClock
-from tests.notifier.test_dispatcher import T0, dispatcher_for
+from tests.notifier.test_dispatcher import T0, deliver, dispatcher_for
 from tests.polling import eventually
 
 
@@ -73,13 +73,13 @@ async def test_an_inhibited_alert_is_not_delivered_while_its_source_fires(redis,
             startsAt=from_unix(T0),
             endsAt=from_unix(T0 + 240),
         )
-        await d.dispatch("1-0", [source, target])
+        await deliver(d, "1-0", [source, target])
         assert [b["commonLabels"]["alertname"] for b in webhook.delivered] == ["Down"]
         # The source resolves: the target is no longer inhibited and is notified on its next re-send.
-        await d.dispatch(
-            "2-0", [source.model_copy(update={"status": "resolved", "ends_at": from_unix(T0 + 5)})]
+        await deliver(
+            d, "2-0", [source.model_copy(update={"status": "resolved", "ends_at": from_unix(T0 + 5)})]
         )
-        await d.dispatch("3-0", [target])
+        await deliver(d, "3-0", [target])
         assert [(b["commonLabels"]["alertname"], b["status"]) for b in webhook.delivered] == [
             ("Down", "firing"),
             ("Down", "resolved"),

@@ -16,7 +16,7 @@ from services.notifier.app import build
 from services.notifier.silences import MatcherModel, PostableSilence, SilenceError, SilenceStore, validate
 from shared.alerts import from_unix
 from shared.clock import FakeClock, SystemClock
-from tests.notifier.test_dispatcher import T0, alert, dispatcher_for
+from tests.notifier.test_dispatcher import T0, alert, deliver, dispatcher_for
 
 AMTOOL = shutil.which("amtool")
 
@@ -82,11 +82,11 @@ async def test_a_silenced_alert_is_not_delivered_until_the_silence_expires(redis
     d = dispatcher_for(redis, keys, webhook.url, session, clock)
     d.silences = SilenceStore(redis, keys)
     sid = await d.silences.put(body(), clock.now())
-    await d.dispatch("1-0", [alert()])
+    await deliver(d, "1-0", [alert()])
     assert webhook.delivered == []
     assert d.metrics.silenced._value.get() == 1
     await d.silences.expire(sid, clock.now())
-    await d.dispatch("2-0", [alert()])  # the evaluator's next re-send
+    await deliver(d, "2-0", [alert()])  # the evaluator's next re-send
     assert [b["status"] for b in webhook.delivered] == ["firing"]
 
 

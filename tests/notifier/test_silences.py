@@ -17,6 +17,7 @@ from services.notifier.silences import MatcherModel, PostableSilence, SilenceErr
 from shared.alerts import from_unix
 from shared.clock import FakeClock, SystemClock
 from tests.notifier.test_dispatcher import T0, alert, deliver, dispatcher_for
+from tests.polling import eventually
 
 AMTOOL = shutil.which("amtool")
 
@@ -184,3 +185,49 @@ async def test_the_real_amtool_adds_queries_and_expires_silences(make_config):
     finally:
         await server.close()
         await app.service.stop()
+
+
+@pytest.mark.skipif(
+    AMTOOL is None, reason="amtool not installed (Debian prometheus-alertmanager; .ci/run installs it)"
+)
+async def test_amtool_silence_holds_back_delivery_until_expired(make_config, tmp_path, webhook):
+    """The issue's acceptance, end to end with the real amtool: add a silence, see the matching alert
+    reported silenced and not delivered, expire it, see it delivered."""
+    routing = tmp_path / "am.yml"
+    routing.write_text(
+        "route: {receiver: hook, group_by: [alertname], group_wait: 0s, group_interval: 1s}\n"
+        f"receivers: [{{name: hook, webhook_configs: [{{url: '{webhook.url}'}}]}}]\n"
+    )
+    app = build(make_config(alerting={"config_file": str(routing)}), SystemClock())
+    await app.service.start()
+    server = TestServer(app.service.web)
+    await server.start_server()
+    client = TestClient(server)
+    try:
+        code, out, err = await _amtool(
+            server.port, "silence", "add", "alertname=Down", "-c", "known", "-a", "me"
+        )
+        assert code == 0, err
+        sid = out.strip()
+        assert (await client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Down"}}])).status == 200
+
+        async def reported_silenced() -> bool:
+            code, out, _ = await _amtool(server.port, "alert", "query", "--silenced", "alertname=Down")
+            return code == 0 and "Down" in out
+
+        await eventually(reported_silenced, timeout=15, what="amtool to report the alert silenced")
+        code, out, _ = await _amtool(server.port, "alert", "query", "alertname=Down")  # active only
+        assert "Down" not in out
+        await asyncio.sleep(2.5)  # a deliberate window (absence cannot be polled): two group_intervals
+        assert webhook.delivered == []
+        code, _, err = await _amtool(server.port, "silence", "expire", sid)
+        assert code == 0, err
+        await eventually(lambda: _delivered(webhook), timeout=15, what="the delivery once unsilenced")
+        assert [a["labels"]["alertname"] for a in webhook.delivered[0]["alerts"]] == ["Down"]
+    finally:
+        await client.close()
+        await app.service.stop()
+
+
+async def _delivered(webhook) -> bool:
+    return bool(webhook.delivered)

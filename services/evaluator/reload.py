@@ -12,13 +12,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-
 from services.evaluator.evaluation import Evaluator
 from services.evaluator.rules.files import load_rule_files
 from services.evaluator.rules.group import history_needed
 from shared.clock import Clock
 from shared.config import Config, rule_file_paths
+from shared.reloading import ReloadMetrics
 from shared.yamlfile import ConfigError, ConfigErrors
 
 log = logging.getLogger(__name__)
@@ -27,30 +26,6 @@ WATCH_INTERVAL = 5.0  # seconds between checks of the rule files' mtimes and siz
 MAX_ERROR_TEXT = 2000
 
 FilesSnapshot = tuple[tuple[str, int, int], ...]
-
-
-class ReloadMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.success = Gauge(
-            "tripwire_rules_reload_success", "1 if the last rule reload succeeded.", registry=registry
-        )
-        self.success.set(1)
-        self.last_success = Gauge(
-            "tripwire_rules_last_reload_success_timestamp_seconds",
-            "When the rule set was last loaded successfully.",
-            registry=registry,
-        )
-        self.reloads = Counter(
-            "tripwire_rules_reloads",
-            "Rule reloads by trigger and outcome.",
-            ["trigger", "outcome"],
-            registry=registry,
-        )
-        self.last_error = Info(
-            "tripwire_rules_last_reload_error",
-            "The error of the last failed reload (empty once one succeeds).",
-            registry=registry,
-        )
 
 
 @dataclass

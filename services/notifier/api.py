@@ -118,6 +118,10 @@ class V2Api:
         self.config_text = config_text
         self.started = clock.now()
 
+    def replace(self, inhibitor: Inhibitor, tree: Route, receivers: list[str], config_text: str) -> None:
+        """Serve a reloaded routing config."""
+        self.inhibitor, self.tree, self.receivers, self.config_text = inhibitor, tree, receivers, config_text
+
     def register(self, app: web.Application, admin: SecretStr | None, ingest: SecretStr | None) -> None:
         admin_only, ingest_only = require_token(admin, "admin"), require_token(ingest, "ingest")
         app.router.add_get("/api/v2/alerts", self.list_alerts)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import orjson
+from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from services.notifier.alert_store import AlertStore
@@ -19,6 +21,7 @@ from services.notifier.nflog import NotifierState
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.receivers.console import ConsoleIntegration
 from services.notifier.receivers.webhook import WebhookIntegration
+from services.notifier.reload import RoutingReloader
 from services.notifier.routing import Route
 from services.notifier.silences import SilenceStore
 from shared.alerts import Alert
@@ -26,8 +29,10 @@ from shared.clock import Clock, SystemClock
 from shared.codec import PoisonEntry, decode_entry
 from shared.config import Config
 from shared.consumers import Acker, EntriesFailed, Entry
+from shared.reloading import ReloadMetrics
 from shared.service import Service
 from shared.streams import NOTIFIER_GROUP, Keys, append_batch
+from shared.webapp import error_response, json_response, require_token
 from shared.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -156,6 +161,30 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)
     service.add_loop("group-flush", dispatcher.run)
+    if config.alerting.config_file is not None:
+
+        async def apply(new: RoutingConfig) -> None:
+            new_receivers = build_receivers(new, session, clock)  # ConfigError: keep the running config
+            tree, new_inhibitor = Route.build(new.route), Inhibitor.from_config(new)
+            dispatcher.replace(tree, new_receivers, new_inhibitor)
+            dispatcher.resolve_timeout = new.global_.resolve_timeout
+            api.replace(new_inhibitor, tree, [r.name for r in new.receivers], shown_config(new))
+            app.integrations = [i for r in new_receivers.values() for i in r.integrations]
+
+        reloader = RoutingReloader(
+            Path(config.alerting.config_file), apply, clock, ReloadMetrics(service.registry, "routing")
+        )
+        service.add_loop("routing-file-watch", reloader.watch)
+        service.on_sighup(lambda: reloader.reload("sighup"))
+
+        async def reload_endpoint(_request: web.Request) -> web.Response:
+            errors = await reloader.reload("api")
+            if errors:
+                message = "routing not reloaded; the previous routing keeps running"
+                return error_response(400, "bad_data", message, errors=errors)
+            return json_response({"status": "success"})
+
+        service.web.router.add_post("/-/reload", require_token(config.admin_token, "admin")(reload_endpoint))
     return app
 
 

@@ -122,6 +122,12 @@ class Dispatcher:
         self.routes = {route.key(): route for route in _walk(tree)}
         self.wake = asyncio.Event()
 
+    def replace(self, tree: Route, receivers: dict[str, Receiver], inhibitor: Inhibitor) -> None:
+        """Switch to a reloaded routing config (groups of routes that are gone are re-routed when due)."""
+        self.tree, self.receivers, self.inhibitor = tree, receivers, inhibitor
+        self.routes = {route.key(): route for route in _walk(tree)}
+        self.wake.set()
+
     async def dispatch(self, source: str, alerts: list[Alert]) -> None:
         """Take in the alerts of stream entry `source`: record them, add them to their aggregation groups and
         schedule those groups. All of it is in Redis when this returns, so the entry can be acked; delivery
@@ -155,7 +161,19 @@ class Dispatcher:
         for group in due:
             route = self.routes.get(group.route)
             if route is None or group.receiver not in self.receivers:
-                log.warning("dropping a group whose route is gone", extra={"group_key": group.group_key})
+                route = None
+            # After a reload, alerts that no longer route here go through the current tree again (as
+            # Alertmanager rebuilds its groups), so none is lost or sent to a receiver it left.
+            members = await self.state.members(group.receiver, group.group_key)
+            stale = [(s, a) for s, a in members if route is None or route not in self.tree.match(a.labels)]
+            if stale:
+                await self.state.forget(
+                    group.receiver, group.group_key, [a.fingerprint for _, a in stale], now
+                )
+                for source, alert in stale:
+                    await self.dispatch(source, [alert])
+                log.info("re-routed alerts after a reload", extra={"group_key": group.group_key})
+            if route is None or len(stale) == len(members):
                 await self.schedule.drop(group)
                 continue
             try:

@@ -77,6 +77,12 @@ class NotifierState:
             await pipe.execute()
         return {fp: Alert.model_validate(r["alert"]) for fp, r in current.items() if "gone" not in r}
 
+    async def members(self, receiver: str, group_key: str) -> list[tuple[str, Alert]]:
+        """The group's alerts, each with the stream entry id it came from."""
+        raw = await self.redis.hgetall(self._group_key(receiver, group_key))
+        records = [orjson.loads(r) for r in raw.values()]
+        return [(r["source"], Alert.model_validate(r["alert"])) for r in records if "gone" not in r]
+
     async def last_sent(self, receiver: str, group_key: str) -> LogEntry | None:
         raw = await self.redis.hget(self.keys.notification_log(receiver), group_key)
         return LogEntry.from_json(raw) if raw else None

@@ -88,12 +88,6 @@ def build_receivers(
     routing: RoutingConfig, session: aiohttp.ClientSession, clock: Clock
 ) -> dict[str, Receiver]:
     """Integrations per receiver; a routed receiver using an integration we cannot deliver to is an error."""
-    if missing := routing.not_applied():
-        raise ConfigError(
-            f"the notifier does not apply {', '.join(missing)} yet; remove them (they load for "
-            "`tripwire routes test`, but would be ignored here)",
-            routing.file,
-        )
     if routing.templates:
         log.warning("templates are not used by webhook and console receivers", extra={"file": routing.file})
     tree = Route.build(routing.route)
@@ -141,6 +135,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         silences=silences,
         alert_store=(alert_store := AlertStore(service.redis, keys)),
         inhibitor=(inhibitor := Inhibitor.from_config(routing)),
+        intervals=routing.intervals(),
     )
 
     async def publish(items: list[dict[str, object]]) -> str:
@@ -166,7 +161,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         async def apply(new: RoutingConfig) -> None:
             new_receivers = build_receivers(new, session, clock)  # ConfigError: keep the running config
             tree, new_inhibitor = Route.build(new.route), Inhibitor.from_config(new)
-            dispatcher.replace(tree, new_receivers, new_inhibitor)
+            dispatcher.replace(tree, new_receivers, new_inhibitor, new.intervals())
             dispatcher.resolve_timeout = new.global_.resolve_timeout
             api.replace(new_inhibitor, tree, [r.name for r in new.receivers], shown_config(new))
             app.integrations = [i for r in new_receivers.values() for i in r.integrations]

@@ -4,8 +4,7 @@ The whole of a valid Alertmanager file loads, so `tripwire routes test` works on
 (`resolve_timeout` used), `route` (every key), `inhibit_rules` (matchers checked), `time_intervals`,
 `mute_time_intervals`, `templates`, and `receivers` of any integration. The notifier delivers through
 `webhook_configs` and tripwire's own `console_configs`; it refuses to start, naming what is missing, when a
-routed receiver uses another integration or when the file has time intervals, which it does not apply
-yet (see `RoutingConfig.not_applied`), so a config never half-applies.
+routed receiver uses another integration, so a config never half-applies.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from services.notifier.matchers import Matcher, MatcherError, parse_matcher
+from services.notifier.time_intervals import TimeInterval
 from shared.durations import Duration
 from shared.yamlfile import ConfigError, ConfigErrors, Document, load_yaml
 
@@ -132,26 +132,16 @@ class RoutingConfig(Strict):
     route: RouteConfig
     receivers: list[ReceiverConfig]
     inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
-    time_intervals: list[dict[str, Any]] = Field(default_factory=list)
-    mute_time_intervals: list[dict[str, Any]] = Field(default_factory=list)
+    time_intervals: list[TimeInterval] = Field(default_factory=list)
+    mute_time_intervals: list[TimeInterval] = Field(default_factory=list)
     templates: list[str] = Field(default_factory=list)
 
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     file: str = Field(default="", exclude=True)
 
-    def not_applied(self) -> list[str]:
-        """Sections that load (so routing and `tripwire routes test` work) but the notifier does not apply
-        yet: it refuses to start on them rather than deliver what Alertmanager would have muted."""
-        found = [s for s in ("time_intervals", "mute_time_intervals") if getattr(self, s)]
-
-        def walk(route: RouteConfig) -> bool:
-            return bool(route.mute_time_intervals or route.active_time_intervals) or any(
-                walk(child) for child in route.routes
-            )
-
-        if walk(self.route):
-            found.append("route mute_time_intervals/active_time_intervals")
-        return found
+    def intervals(self) -> dict[str, TimeInterval]:
+        """Every named time interval (`time_intervals` and the older `mute_time_intervals` section)."""
+        return {t.name: t for t in [*self.time_intervals, *self.mute_time_intervals]}
 
     def receiver(self, name: str) -> ReceiverConfig:
         return next(r for r in self.receivers if r.name == name)
@@ -224,12 +214,16 @@ def _check(config: RoutingConfig, doc: Document) -> list[ConfigError]:
                     Matcher.create(name, "=~" if key.endswith("_re") else "=", value)
                 except MatcherError as exc:
                     errors.append(doc.error(("inhibit_rules", i, key, name), str(exc)))
-    intervals = {
-        str(entry.get("name"))
-        for section in (config.time_intervals, config.mute_time_intervals)
-        for entry in section
-        if isinstance(entry, dict)
-    }
+    intervals: set[str] = set()
+    for section in ("time_intervals", "mute_time_intervals"):
+        for i, interval in enumerate(getattr(config, section)):
+            if interval.name in intervals:
+                errors.append(
+                    doc.error((section, i, "name"), f'time interval "{interval.name}" is not unique')
+                )
+            intervals.add(interval.name)
+    if config.route.mute_time_intervals or config.route.active_time_intervals:
+        errors.append(doc.error(("route",), "root route must not have any mute or active time intervals"))
     if config.route.receiver is None:
         errors.append(doc.error(("route",), "root route must specify a default receiver"))
     if config.route.matchers or config.route.match or config.route.match_re:

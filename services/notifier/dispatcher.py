@@ -26,6 +26,7 @@ from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.routing import Route
 from services.notifier.silences import SilenceStore, muted_by
+from services.notifier.time_intervals import TimeInterval
 from shared.alerts import ZERO_TIME, Alert, from_unix
 from shared.clock import Clock
 from shared.tasks import cancel_and_wait
@@ -48,6 +49,11 @@ class DispatchMetrics:
             "tripwire_notifications",
             "Notification attempts by receiver, integration and outcome.",
             ["receiver", "integration", "outcome"],
+            registry=registry,
+        )
+        self.time_muted = Counter(
+            "tripwire_notifier_group_flushes_time_muted",
+            "Group flushes that sent nothing because their route was muted by a time interval.",
             registry=registry,
         )
         self.silenced = Counter(
@@ -107,6 +113,7 @@ class Dispatcher:
         silences: SilenceStore | None = None,
         alert_store: AlertStore | None = None,
         inhibitor: Inhibitor | None = None,
+        intervals: dict[str, TimeInterval] | None = None,
     ) -> None:
         self.tree = tree
         self.receivers = receivers
@@ -118,13 +125,20 @@ class Dispatcher:
         self.silences = silences
         self.alert_store = alert_store
         self.inhibitor = inhibitor
+        self.intervals = intervals or {}
         self.schedule = GroupSchedule(state.redis, state.keys)
         self.routes = {route.key(): route for route in _walk(tree)}
         self.wake = asyncio.Event()
 
-    def replace(self, tree: Route, receivers: dict[str, Receiver], inhibitor: Inhibitor) -> None:
+    def replace(
+        self,
+        tree: Route,
+        receivers: dict[str, Receiver],
+        inhibitor: Inhibitor,
+        intervals: dict[str, TimeInterval],
+    ) -> None:
         """Switch to a reloaded routing config (groups of routes that are gone are re-routed when due)."""
-        self.tree, self.receivers, self.inhibitor = tree, receivers, inhibitor
+        self.tree, self.receivers, self.inhibitor, self.intervals = tree, receivers, inhibitor, intervals
         self.routes = {route.key(): route for route in _walk(tree)}
         self.wake.set()
 
@@ -258,6 +272,10 @@ class Dispatcher:
             alerts = [a for a in alerts if a not in muted]
         if not alerts:
             return  # only stale news about alerts already resolved and forgotten, or all silenced
+        if route.muted_at(now, self.intervals):
+            # Muted by time: nothing is sent or recorded, so the next flush outside the mute sends it all.
+            self.metrics.time_muted.inc()
+            return
         firing = {a.fingerprint for a in alerts if not a.is_resolved()}
         resolved = {a.fingerprint for a in alerts if a.is_resolved()}
         group_labels = route.group_labels(alerts[0].labels)

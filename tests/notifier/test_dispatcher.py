@@ -251,7 +251,6 @@ async def test_console_prints_one_line_per_notification():
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        ({"time_intervals": [{"name": "night", "time_intervals": [{"times": []}]}]}, "time_intervals"),
         ({"receivers": [{"name": "r", "slack_configs": [{"channel": "#x"}]}]}, "slack_configs"),
     ],
 )

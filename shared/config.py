@@ -168,6 +168,11 @@ class LogMetricConfig(Section):
 class NotifierConfig(Section):
     listen: ListenAddress = "0.0.0.0:9402"
     external_url: str = "http://localhost:9402"
+    startup_wait: Duration = Field(
+        default=30.0,
+        description="at start, send nothing until the alerts backlog is read (inhibiting alerts known), "
+        "at most this long",
+    )
 
 
 class AlertingConfig(Section):

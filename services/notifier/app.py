@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.notifier.alert_store import AlertStore
 from services.notifier.api import V2Api
@@ -36,6 +40,8 @@ from shared.webapp import error_response, json_response, require_token
 from shared.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
+
+BACKLOG_POLL = 0.05
 
 _ALERT = TypeAdapter(Alert)
 DEFAULT_ROUTING = {
@@ -110,6 +116,24 @@ def build_receivers(
     return receivers
 
 
+async def wait_for_backlog(redis: Redis, stream: str, give_up_after: float) -> bool:
+    """Hold the first flush until every alert entry already in the stream has been handled, so that an
+    inhibiting alert further down the backlog is known before its targets would be sent (Alertmanager
+    #4064). Gives up after `give_up_after` seconds of real time, loudly. Returns whether it caught up."""
+    started = time.monotonic()
+    while time.monotonic() - started < give_up_after:
+        try:
+            groups = await redis.xinfo_groups(stream)
+        except RedisError:
+            groups = []
+        info = next((g for g in groups if g["name"] in (NOTIFIER_GROUP, NOTIFIER_GROUP.encode())), None)
+        if info is not None and not info["lag"] and not info["pending"]:
+            return True
+        await asyncio.sleep(BACKLOG_POLL)
+    log.warning("alerts backlog not read in time; sending anyway", extra={"waited_seconds": give_up_after})
+    return False
+
+
 def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     """Wire the notifier; raises ConfigErrors/ConfigError if the routing file is invalid."""
     clock = clock or SystemClock()
@@ -155,7 +179,12 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     api.register(service.web, config.admin_token, config.ingest_token)
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)
-    service.add_loop("group-flush", dispatcher.run)
+
+    async def flush_loop() -> None:
+        await wait_for_backlog(service.redis, keys.alerts, config.notifier.startup_wait)
+        await dispatcher.run()
+
+    service.add_loop("group-flush", flush_loop)
     if config.alerting.config_file is not None:
 
         async def apply(new: RoutingConfig) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -12,8 +15,9 @@ from services.notifier.alert_store import AlertStore
 from services.notifier.app import build
 from services.notifier.config import InhibitRuleConfig
 from services.notifier.inhibition import Inhibitor, InhibitRule
-from shared.alerts import Alert, from_unix
+from shared.alerts import Alert, from_unix, rfc3339
 from shared.clock import FakeClock, SystemClock
+from shared.streams import append_batch
 from tests.notifier.test_dispatcher import T0, deliver, dispatcher_for
 from tests.polling import eventually
 
@@ -128,3 +132,36 @@ async def test_the_api_lists_an_inhibited_alert_as_suppressed(notifier):
 async def _two(pending) -> list[dict] | None:
     alerts = await pending
     return alerts if len(alerts) == 2 else None
+
+
+async def test_at_startup_inhibiting_alerts_in_the_backlog_are_known_before_sending(
+    make_config, tmp_path, redis, keys, webhook
+):
+    """Alertmanager #4064: after a restart, a target must not be sent just because its inhibiting alert
+    sits further down the backlog. Target first, source later, one entry per read."""
+    routing = tmp_path / "am.yml"
+    routing.write_text(
+        "route: {receiver: hook, group_by: [alertname], group_wait: 0s, group_interval: 1s}\n"
+        f"receivers: [{{name: hook, webhook_configs: [{{url: '{webhook.url}'}}]}}]\n"
+        "inhibit_rules: [{source_matchers: [severity=critical], target_matchers: [severity=warning]}]\n"
+    )
+    now = time.time()
+    for i, labels in enumerate(
+        [{"alertname": "Slow", "severity": "warning"}, {"alertname": "Down", "severity": "critical"}]
+    ):
+        item = {"labels": labels, "startsAt": rfc3339(now - 60), "endsAt": rfc3339(now + 600)}
+        await append_batch(redis, keys.alerts, "alerts", orjson.dumps([item]), f"c{i}", 1000)
+    app = build(make_config(alerting={"config_file": str(routing)}, streams={"read_count": 1}), SystemClock())
+    await app.service.start()
+    try:
+        await eventually(
+            lambda: _has(webhook, "Down"), timeout=15, what="the inhibiting alert's notification"
+        )
+        await asyncio.sleep(1.5)  # a deliberate window (absence cannot be polled): a group_interval more
+        assert [b["commonLabels"]["alertname"] for b in webhook.delivered] == ["Down"]
+    finally:
+        await app.service.stop()
+
+
+async def _has(webhook, name: str) -> bool:
+    return any(b["commonLabels"]["alertname"] == name for b in webhook.delivered)

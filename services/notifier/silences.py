@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
+from services.notifier.time_intervals import TimeIntervalEntry
 from shared.alerts import rfc3339
 from shared.matchers import Matcher, MatcherError
 from shared.streams import Keys
@@ -57,6 +58,9 @@ class PostableSilence(BaseModel):
     endsAt: datetime
     createdBy: str = Field(min_length=1)
     comment: str = Field(min_length=1)
+    # Tripwire's extension (Alertmanager #3339): mute only while one of these recurring windows holds,
+    # e.g. the Sunday maintenance window, for as long as the silence is active.
+    timeIntervals: list[TimeIntervalEntry] = Field(default_factory=list)
 
 
 class Silence:
@@ -71,6 +75,7 @@ class Silence:
         created_by: str,
         comment: str,
         updated_at: float,
+        time_intervals: list[TimeIntervalEntry] | None = None,
     ) -> None:
         self.id = id
         self.matchers = matchers
@@ -80,6 +85,7 @@ class Silence:
         self.created_by = created_by
         self.comment = comment
         self.updated_at = updated_at
+        self.time_intervals = time_intervals or []
 
     def state(self, now: float) -> SilenceState:
         if now < self.starts_at:
@@ -88,10 +94,14 @@ class Silence:
 
     def mutes(self, labels: dict[str, str], now: float) -> bool:
         """Whether this silence mutes an alert with `labels` at `now`."""
-        return self.state(now) == "active" and all(m.matches(labels) for m in self.compiled)
+        if self.state(now) != "active" or not all(m.matches(labels) for m in self.compiled):
+            return False
+        return not self.time_intervals or any(entry.contains(now) for entry in self.time_intervals)
 
     def to_api(self, now: float) -> dict[str, object]:
         """Alertmanager's GettableSilence."""
+        # Tripwire's recurring windows, only when set (Alertmanager's shape otherwise).
+        extension = {"timeIntervals": [t.model_dump() for t in self.time_intervals]}
         return {
             "id": self.id,
             "status": {"state": self.state(now)},
@@ -101,6 +111,7 @@ class Silence:
             "endsAt": rfc3339(self.ends_at),
             "createdBy": self.created_by,
             "comment": self.comment,
+            **(extension if self.time_intervals else {}),
         }
 
     def dumps(self) -> bytes:
@@ -113,6 +124,7 @@ class Silence:
                 "created_by": self.created_by,
                 "comment": self.comment,
                 "updated_at": self.updated_at,
+                "time_intervals": [t.model_dump() for t in self.time_intervals],
             }
         )
 
@@ -120,6 +132,7 @@ class Silence:
     def loads(cls, raw: bytes) -> Silence:
         data = orjson.loads(raw)
         data["matchers"] = [MatcherModel.model_validate(m) for m in data["matchers"]]
+        data["time_intervals"] = [TimeIntervalEntry.model_validate(t) for t in data.get("time_intervals", [])]
         return cls(**data)
 
 
@@ -190,7 +203,9 @@ class SilenceStore:
                 sid, starts = old.id, (starts if state == "pending" else old.starts_at)
             elif state != "expired":
                 await self.expire(old.id, now)
-        silence = Silence(sid, matchers, starts, ends, body.createdBy, body.comment, now)
+        silence = Silence(
+            sid, matchers, starts, ends, body.createdBy, body.comment, now, list(body.timeIntervals)
+        )
         await self.redis.hset(self.key, sid, silence.dumps())
         return sid
 

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
+from services.notifier import stages
 from services.notifier.alert_store import AlertStore
 from services.notifier.inhibition import Inhibitor
 from services.notifier.nflog import GroupSchedule, LogEntry, NotifierState
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.routing import Route
-from services.notifier.silences import SilenceStore, muted_by
+from services.notifier.silences import Silence, SilenceStore
 from services.notifier.time_intervals import TimeInterval
 from shared.alerts import ZERO_TIME, Alert, from_unix
 from shared.clock import Clock
@@ -56,6 +56,11 @@ class DispatchMetrics:
             "Group flushes that sent nothing because their route was muted by a time interval.",
             registry=registry,
         )
+        self.inhibited = Counter(
+            "tripwire_notifier_alerts_inhibited",
+            "Alerts left out of a notification because a firing alert inhibited them.",
+            registry=registry,
+        )
         self.silenced = Counter(
             "tripwire_notifier_alerts_silenced",
             "Alerts left out of a notification because a silence muted them.",
@@ -67,27 +72,6 @@ class DispatchMetrics:
             ["status"],
             registry=registry,
         )
-
-
-def needs_update(
-    entry: LogEntry | None,
-    firing: set[str],
-    resolved: set[str],
-    repeat: float,
-    send_resolved: bool,
-    now: float,
-) -> bool:
-    """Alertmanager's DedupStage decision: notify on new firing alerts, on resolution, or when the repeat
-    interval has passed; never for a group the receiver has not heard of that is already all resolved."""
-    if entry is None:
-        return bool(firing)
-    if not firing <= entry.firing:
-        return True
-    if not firing:
-        return bool(entry.firing)
-    if send_resolved and not resolved <= entry.resolved:
-        return True
-    return entry.timestamp < now - repeat
 
 
 def _walk(route: Route) -> list[Route]:
@@ -171,7 +155,7 @@ class Dispatcher:
         due = await self.schedule.claim_due(now, CLAIM_LEASE)
         if not due:
             return 0
-        mute = await self._muter(now)
+        mute = await self._mute_inputs(now)
         for group in due:
             route = self.routes.get(group.route)
             if route is None or group.receiver not in self.receivers:
@@ -225,23 +209,14 @@ class Dispatcher:
             finally:
                 await cancel_and_wait([sleeper, woken])
 
-    async def _muter(self, now: float) -> Callable[[Alert], bool] | None:
-        """Whether an alert is muted now: silenced, or inhibited by a firing alert (the mute stage)."""
+    async def _mute_inputs(self, now: float) -> tuple[list[Silence], list[Alert]]:
+        """What the inhibit and silence stages need, read once per flush pass: the silences, and the firing
+        alerts that may inhibit others."""
         silences = await self.silences.all(now) if self.silences is not None else []
         firing: list[Alert] = []
         if self.inhibitor is not None and self.inhibitor.rules and self.alert_store is not None:
             firing = [a for a, _ in await self.alert_store.active(now) if not a.is_resolved()]
-        if not silences and not firing:
-            return None
-
-        def muted(alert: Alert) -> bool:
-            if alert.is_resolved():
-                return False  # a resolution is never held back
-            if muted_by(silences, alert.labels, now):
-                return True
-            return bool(firing) and bool(self.inhibitor and self.inhibitor.inhibited_by(alert.labels, firing))
-
-        return muted
+        return silences, firing
 
     def _received(self, alert: Alert, now: float) -> Alert:
         """As Alertmanager: an alert without an end gets one `resolve_timeout` away; one whose end has passed
@@ -256,7 +231,7 @@ class Dispatcher:
         receiver_name: str,
         group_key: str,
         new: list[tuple[str, Alert]],
-        mute: Callable[[Alert], bool] | None = None,
+        mute: tuple[list[Silence], list[Alert]] = ([], []),
     ) -> None:
         now = self.clock.now()
         members = await self.state.upsert(receiver_name, group_key, new, now)
@@ -264,18 +239,17 @@ class Dispatcher:
         alerts = sorted(
             (_resolved_if_ended(a, now) for a in members.values()), key=lambda a: (a.starts_at, a.fingerprint)
         )
-        # Silence stage: muted alerts stay in the group but are left out of what is sent and recorded, so
-        # once the silence ends they count as new and are notified (as Alertmanager's MuteStage).
-        muted = [a for a in alerts if mute is not None and mute(a)]
-        if muted:
-            self.metrics.silenced.inc(len(muted))
-            alerts = [a for a in alerts if a not in muted]
-        if not alerts:
-            return  # only stale news about alerts already resolved and forgotten, or all silenced
-        if route.muted_at(now, self.intervals):
-            # Muted by time: nothing is sent or recorded, so the next flush outside the mute sends it all.
+        silences, sources = mute
+        alerts, inhibited = stages.inhibit(alerts, self.inhibitor, sources)
+        self.metrics.inhibited.inc(inhibited)
+        if not stages.active_time(route, now, self.intervals) or stages.mute_time(route, now, self.intervals):
+            # Muted by time: nothing is sent or recorded, so the first flush after the mute sends it all.
             self.metrics.time_muted.inc()
             return
+        alerts, silenced = stages.silence(alerts, silences, now)
+        self.metrics.silenced.inc(silenced)
+        if not alerts:
+            return  # only stale news about alerts already resolved and forgotten, or all muted
         firing = {a.fingerprint for a in alerts if not a.is_resolved()}
         resolved = {a.fingerprint for a in alerts if a.is_resolved()}
         group_labels = route.group_labels(alerts[0].labels)
@@ -284,7 +258,7 @@ class Dispatcher:
         for integration in receiver.integrations:
             log_name = f"{receiver_name}/{integration.name}"
             entry = await self.state.last_sent(log_name, group_key)
-            if not needs_update(
+            if not stages.dedup(
                 entry, firing, resolved, route.repeat_interval, integration.send_resolved, now
             ):
                 self.metrics.notifications.labels(receiver_name, integration.name, "deduplicated").inc()

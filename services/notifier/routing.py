@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from services.notifier.config import RouteConfig, route_matchers
 from services.notifier.matchers import Matcher, labels_string, matchers_string, sort_key
-from services.notifier.time_intervals import TimeInterval
 
 DEFAULT_GROUP_WAIT = 30.0
 DEFAULT_GROUP_INTERVAL = 300.0
@@ -68,14 +67,6 @@ class Route:
             if matches and not child.continue_:
                 break
         return found or [self]
-
-    def muted_at(self, now: float, intervals: dict[str, TimeInterval]) -> bool:
-        """Whether this route sends nothing at `now`: inside one of its mute intervals, or outside all of
-        its active intervals (Alertmanager's time mute and time active stages)."""
-        if any(intervals[name].contains(now) for name in self.mute_time_intervals if name in intervals):
-            return True
-        active = [intervals[name] for name in self.active_time_intervals if name in intervals]
-        return bool(active) and not any(interval.contains(now) for interval in active)
 
     def key(self) -> str:
         own = matchers_string(self.matchers)

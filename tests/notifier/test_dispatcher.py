@@ -11,13 +11,14 @@ from prometheus_client import CollectorRegistry
 
 from services.notifier.app import build_receivers
 from services.notifier.config import RoutingConfig, WebhookConfig
-from services.notifier.dispatcher import Dispatcher, DispatchMetrics, needs_update
+from services.notifier.dispatcher import Dispatcher, DispatchMetrics
 from services.notifier.nflog import LogEntry, NotifierState
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError
 from services.notifier.receivers.console import ConsoleIntegration, format_line
 from services.notifier.receivers.webhook import WebhookIntegration
 from services.notifier.routing import Route
+from services.notifier.stages import dedup as needs_update
 from shared.alerts import Alert, from_unix
 from shared.clock import FakeClock, SystemClock
 

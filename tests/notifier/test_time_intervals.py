@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from pydantic import ValidationError
 
+from services.notifier import stages
 from services.notifier.config import load_routing
 from services.notifier.routing import Route
 from services.notifier.time_intervals import TimeInterval
@@ -124,5 +125,6 @@ def test_active_intervals_send_only_inside_them():
         active_time_intervals=["workhours"],
     )
     hours = {"workhours": interval(times=[{"start_time": "09:00", "end_time": "17:00"}])}
-    assert not route.muted_at(at(2026, 11, 24, 10), hours)
-    assert route.muted_at(at(2026, 11, 24, 20), hours)
+    assert stages.active_time(route, at(2026, 11, 24, 10), hours)
+    assert not stages.active_time(route, at(2026, 11, 24, 20), hours)
+    assert not stages.mute_time(route, at(2026, 11, 24, 20), hours)  # no mute intervals on this route

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+
+from shared.yamlfile import ConfigError, ConfigErrors
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_TEXT = 2000
 
 
 class ReloadMetrics:
@@ -30,3 +38,23 @@ class ReloadMetrics:
             "The error of the last failed reload (empty once one succeeds).",
             registry=registry,
         )
+
+    def failed(self, trigger: str, exc: ConfigError | ConfigErrors, what: str) -> list[str]:
+        """Record and log a refused reload; returns its errors (each `file:line: message`)."""
+        errors = [str(e) for e in exc.errors] if isinstance(exc, ConfigErrors) else [str(exc)]
+        self.last_error_text = "; ".join(errors)[:MAX_ERROR_TEXT]
+        self.success.set(0)
+        self.reloads.labels(trigger, "failed").inc()
+        self.last_error.info({"error": self.last_error_text})
+        log.error(
+            "%s reload failed; the running config stays", what, extra={"trigger": trigger, "errors": errors}
+        )
+        return errors
+
+    def applied(self, trigger: str, now: float) -> None:
+        """Record a reload that applied."""
+        self.last_error_text = ""
+        self.success.set(1)
+        self.last_success.set(now)
+        self.reloads.labels(trigger, "applied").inc()
+        self.last_error.info({"error": ""})

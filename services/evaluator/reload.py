@@ -23,7 +23,6 @@ from shared.yamlfile import ConfigError, ConfigErrors
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 5.0  # seconds between checks of the rule files' mtimes and sizes
-MAX_ERROR_TEXT = 2000
 
 FilesSnapshot = tuple[tuple[str, int, int], ...]
 
@@ -68,15 +67,8 @@ class RuleReloader:
                 paths = rule_file_paths(self.config)
                 groups = load_rule_files(paths, self.config.global_.evaluation_interval)
             except (ConfigErrors, ConfigError) as exc:
-                errors = [str(e) for e in exc.errors] if isinstance(exc, ConfigErrors) else [str(exc)]
-                self.last_error = "; ".join(errors)[:MAX_ERROR_TEXT]
-                self.metrics.success.set(0)
-                self.metrics.reloads.labels(trigger, "failed").inc()
-                self.metrics.last_error.info({"error": self.last_error})
-                log.error(
-                    "rule reload failed; the previous rules keep running",
-                    extra={"trigger": trigger, "errors": errors},
-                )
+                errors = self.metrics.failed(trigger, exc, "rules")
+                self.last_error = self.metrics.last_error_text
                 return ReloadOutcome(False, errors)
             counts = await self.evaluator.replace_groups(groups)
             # Rules may now read further back: keep more history from here on.
@@ -84,10 +76,7 @@ class RuleReloader:
                 self.evaluator.store.retention, history_needed(groups, self.config.evaluator.lookback)
             )
             self.last_error = ""
-            self.metrics.success.set(1)
-            self.metrics.last_success.set(self.clock.now())
-            self.metrics.reloads.labels(trigger, "applied").inc()
-            self.metrics.last_error.info({"error": ""})
+            self.metrics.applied(trigger, self.clock.now())
             log.info("rules reloaded", extra={"trigger": trigger, **counts})
             return ReloadOutcome(True, counts=counts)
 

@@ -22,7 +22,6 @@ from shared.yamlfile import ConfigError, ConfigErrors
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 5.0  # seconds between checks of the routing file's mtime and size
-MAX_ERROR_TEXT = 2000
 
 
 @dataclass
@@ -54,21 +53,11 @@ class RoutingReloader:
                 routing = load_routing(self.path)
                 await self.apply(routing)
             except (ConfigErrors, ConfigError) as exc:
-                errors = [str(e) for e in exc.errors] if isinstance(exc, ConfigErrors) else [str(exc)]
-                self.last_error = "; ".join(errors)[:MAX_ERROR_TEXT]
-                self.metrics.success.set(0)
-                self.metrics.reloads.labels(trigger, "failed").inc()
-                self.metrics.last_error.info({"error": self.last_error})
-                log.error(
-                    "routing reload failed; the previous routing keeps running",
-                    extra={"trigger": trigger, "errors": errors},
-                )
+                errors = self.metrics.failed(trigger, exc, "routing")
+                self.last_error = self.metrics.last_error_text
                 return errors
             self.last_error = ""
-            self.metrics.success.set(1)
-            self.metrics.last_success.set(self.clock.now())
-            self.metrics.reloads.labels(trigger, "applied").inc()
-            self.metrics.last_error.info({"error": ""})
+            self.metrics.applied(trigger, self.clock.now())
             log.info("routing reloaded", extra={"trigger": trigger, "receivers": len(routing.receivers)})
             return []
 

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from services.notifier import stages
 from services.notifier.alert_store import AlertStore
 from services.notifier.inhibition import Inhibitor
-from services.notifier.nflog import GroupSchedule, LogEntry, NotifierState
+from services.notifier.nflog import GroupSchedule, LogEntry, NotifierState, ScheduledGroup
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.routing import Route
@@ -54,6 +54,11 @@ class DispatchMetrics:
         self.time_muted = Counter(
             "tripwire_notifier_group_flushes_time_muted",
             "Group flushes that sent nothing because their route was muted by a time interval.",
+            registry=registry,
+        )
+        self.flush_errors = Counter(
+            "tripwire_notifier_flush_errors",
+            "Group flush passes that failed unexpectedly (logged with a traceback); retried.",
             registry=registry,
         )
         self.inhibited = Counter(
@@ -157,37 +162,47 @@ class Dispatcher:
             return 0
         mute = await self._mute_inputs(now)
         for group in due:
-            route = self.routes.get(group.route)
-            if route is None or group.receiver not in self.receivers:
-                route = None
-            # After a reload, alerts that no longer route here go through the current tree again (as
-            # Alertmanager rebuilds its groups), so none is lost or sent to a receiver it left.
-            members = await self.state.members(group.receiver, group.group_key)
-            stale = [(s, a) for s, a in members if route is None or route not in self.tree.match(a.labels)]
-            if stale:
-                await self.state.forget(
-                    group.receiver, group.group_key, [a.fingerprint for _, a in stale], now
-                )
-                for source, alert in stale:
-                    await self.dispatch(source, [alert])
-                log.info("re-routed alerts after a reload", extra={"group_key": group.group_key})
-            if route is None or len(stale) == len(members):
-                await self.schedule.drop(group)
-                continue
             try:
-                await self._flush(route, group.receiver, group.group_key, [], mute)
-            except DeliveryError as exc:
-                log.warning(
-                    "group flush failed; trying again a group_interval later",
-                    extra={"group_key": group.group_key, "error": str(exc)},
-                )
-                await self.schedule.retry_at(group, now + route.group_interval)
-                continue
-            if await self.state.upsert(group.receiver, group.group_key, [], now):
-                await self.schedule.flushed_at(group, now + route.group_interval)
-            else:
-                await self.schedule.drop(group)
+                await self._flush_group(group, now, mute)
+            except RedisError:
+                raise
+            except Exception:
+                # One bad group (say, unreadable state) must not hold back the others; it is retried later.
+                log.exception("group flush failed unexpectedly", extra={"group_key": group.group_key})
+                self.metrics.flush_errors.inc()
         return len(due)
+
+    async def _flush_group(
+        self, group: ScheduledGroup, now: float, mute: tuple[list[Silence], list[Alert]]
+    ) -> None:
+        route = self.routes.get(group.route)
+        if route is None or group.receiver not in self.receivers:
+            route = None
+        # After a reload, alerts that no longer route here go through the current tree again (as
+        # Alertmanager rebuilds its groups), so none is lost or sent to a receiver it left.
+        members = await self.state.members(group.receiver, group.group_key)
+        stale = [(s, a) for s, a in members if route is None or route not in self.tree.match(a.labels)]
+        if stale:
+            await self.state.forget(group.receiver, group.group_key, [a.fingerprint for _, a in stale], now)
+            for source, alert in stale:
+                await self.dispatch(source, [alert])
+            log.info("re-routed alerts after a reload", extra={"group_key": group.group_key})
+        if route is None or len(stale) == len(members):
+            await self.schedule.drop(group)
+            return
+        try:
+            await self._flush(route, group.receiver, group.group_key, [], mute)
+        except DeliveryError as exc:
+            log.warning(
+                "group flush failed; trying again a group_interval later",
+                extra={"group_key": group.group_key, "error": str(exc)},
+            )
+            await self.schedule.retry_at(group, now + route.group_interval)
+            return
+        if await self.state.upsert(group.receiver, group.group_key, [], now):
+            await self.schedule.flushed_at(group, now + route.group_interval)
+        else:
+            await self.schedule.drop(group)
 
     async def run(self) -> None:
         """Flush groups as they come due, for ever: woken by new groups, else on the next due time (checked at
@@ -200,6 +215,7 @@ class Dispatcher:
             except RedisError as exc:
                 log.warning("group flush pass failed; will retry", extra={"error": str(exc)})
                 upcoming = None
+
             now = self.clock.now()
             until = now + POLL if upcoming is None else min(upcoming, now + POLL)
             sleeper = asyncio.create_task(self.clock.sleep_until(until))

@@ -116,3 +116,18 @@ async def test_a_restarted_or_other_replica_keeps_the_schedule(redis, keys, webh
     assert await second.flush_due() == 1  # ... and not group_wait after the restart either
     assert await first.flush_due() == 0  # a group is flushed by one replica only
     assert len(webhook.delivered) == 1
+
+
+async def test_one_unreadable_group_does_not_hold_back_the_others(redis, keys, webhook, session):
+    clock = FakeClock(T0)
+    d = make(redis, keys, webhook, session, clock)
+    await d.dispatch("1-0", [alert("a", T0)])
+    broken = Alert(labels={"alertname": "Broken"}, startsAt=from_unix(T0), endsAt=from_unix(T0 + 1000))
+    await d.dispatch("2-0", [broken])
+    # Corrupt the Broken group's stored state, as a bad write or a manual edit might.
+    group_hash = d.state._group_key("team", '{}:{alertname="Broken"}')
+    await redis.hset(group_hash, broken.fingerprint, b"{not json")
+    clock.set(T0 + WAIT)
+    assert await d.flush_due() == 2
+    assert [b["commonLabels"]["alertname"] for b in webhook.delivered] == ["Errors"]
+    assert d.metrics.flush_errors._value.get() == 1

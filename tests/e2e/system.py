@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +57,25 @@ class System:
 
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
+
+    @contextlib.asynccontextmanager
+    async def running(self, *services: str) -> AsyncIterator[System]:
+        """Write the config, start `services` (all three by default) and wait until they are ready; on the
+        way out stop everything and require clean exits. Prints the logs if anything fails on the way."""
+        self.write_config()
+        names = services or SERVICES
+        for name in names:
+            self.start(name)
+        try:
+            for name in names:
+                await self.wait_ready(name)
+            yield self
+        except BaseException:
+            print(self.logs())
+            raise
+        finally:
+            codes = self.stop_all()
+        assert all(code == 0 for code in codes.values()), f"unclean exit {codes}\n{self.logs()}"
 
     def start(self, service: str, replica: str | None = None) -> None:
         """Start `service`; `replica` names a second instance (its own consumer name and port)."""

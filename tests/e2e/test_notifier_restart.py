@@ -34,17 +34,8 @@ async def system(tmp_path: Path, redis_server, webhook: FakeWebhook) -> AsyncIte
         "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook.url}]}],
     }
     sys_ = System(tmp_path, redis_server.url, f"e2e-{uuid.uuid4().hex[:8]}", "groups: []\n", routing)
-    sys_.write_config()
-    sys_.start("notifier")
-    try:
-        await sys_.wait_ready("notifier")
+    async with sys_.running("notifier"):
         yield sys_
-    except BaseException:
-        print(sys_.logs())
-        raise
-    finally:
-        codes = sys_.stop_all()
-    assert all(code == 0 for code in codes.values()), f"unclean exit {codes}\n{sys_.logs()}"
 
 
 async def post_alert(system: System) -> None:

@@ -40,18 +40,8 @@ async def system(tmp_path: Path, redis_server, webhook: FakeWebhook) -> AsyncIte
     }
     overrides = {"evaluator": {"lease_ttl": f"{LEASE_TTL:g}s", "resend_delay": f"{RESEND:g}s"}}
     sys_ = System(tmp_path, redis_server.url, f"e2e-{uuid.uuid4().hex[:8]}", RULES, routing, overrides)
-    sys_.write_config()
-    try:
-        for name in ("collector", "notifier"):
-            sys_.start(name)
-            await sys_.wait_ready(name)
+    async with sys_.running("collector", "notifier"):
         yield sys_
-    except BaseException:
-        print(sys_.logs())
-        raise
-    finally:
-        codes = sys_.stop_all()
-    assert all(code == 0 for code in codes.values()), f"unclean exit {codes}\n{sys_.logs()}"
 
 
 async def _status(system: System, replica: str) -> int:

@@ -42,19 +42,8 @@ async def system(tmp_path: Path, redis_server, webhook: FakeWebhook) -> AsyncIte
         "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook.url}]}],
     }
     sys_ = System(tmp_path, redis_server.url, f"e2e-{uuid.uuid4().hex[:8]}", RULES, routing)
-    sys_.write_config()
-    for name in ("collector", "evaluator", "notifier"):
-        sys_.start(name)
-    try:
-        for name in ("collector", "evaluator", "notifier"):
-            await sys_.wait_ready(name)
+    async with sys_.running():
         yield sys_
-    except BaseException:
-        print(sys_.logs())
-        raise
-    finally:
-        codes = sys_.stop_all()
-    assert all(code == 0 for code in codes.values()), f"unclean exit {codes}\n{sys_.logs()}"
 
 
 async def post_ratio(system: System, value: float) -> None:

@@ -2,22 +2,30 @@
 codes, plus a batch mode (`--cases FILE.yml`) that amtool lacks (Alertmanager #5167).
 
 A cases file is a YAML list; each case gives `labels` and the `receivers` expected, in order, and may name
-its own `config` (relative to the cases file) instead of the one given with `-c`:
+its own `config` (relative to the cases file) instead of the one given with `-c`. With `inhibited`, it also
+checks whether the alert is inhibited while the alerts in `firing` fire:
 
     - labels: {service: database, owner: team-Y}
       receivers: [team-DB-pager]
+    - labels: {alertname: Slow, severity: warning, cluster: eu}
+      receivers: [team-X-mails]
+      firing: [{alertname: Down, severity: critical, cluster: eu}]
+      inhibited: true
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.notifier.config import LabelValue, load_routing
+from services.notifier.inhibition import Inhibitor
 from services.notifier.matchers import MatcherError, matchers_string, parse_matcher
 from services.notifier.routing import Route
+from shared.alerts import Alert
 from shared.yamlfile import ConfigErrors, load_yaml
 
 VERIFY_FAILED = "WARNING: Expected receivers did not match resolved receivers."
@@ -115,12 +123,19 @@ def test(tree: Route, labels: dict[str, str], verify: list[str] | None, with_tre
     return out, 0
 
 
+def _firing(labels: dict[str, str]) -> Alert:
+    return Alert(labels=labels, startsAt=datetime.now(UTC))
+
+
 class Case(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     labels: dict[str, LabelValue]
     receivers: list[str] = Field(min_length=1)
     config: str | None = None
+    # Optional: other alerts firing at the same time, and whether this one should then be inhibited.
+    firing: list[dict[str, LabelValue]] = Field(default_factory=list)
+    inhibited: bool | None = None
 
 
 def run_cases(cases_file: Path, default_config: Path | None) -> tuple[str, int]:
@@ -149,14 +164,21 @@ def run_cases(cases_file: Path, default_config: Path | None) -> tuple[str, int]:
             missing = "this case names no config, and no -c/--config.file was given"
             raise ConfigErrors([doc.error((i,), missing)])
         if path not in trees:
-            trees[path] = load_tree(path)
-        got = receivers_for(trees[path], dict(case.labels))
+            routing = load_routing(path)
+            trees[path] = (Route.build(routing.route), Inhibitor.from_config(routing))
+        tree, inhibitor = trees[path]
+        line, _ = doc.position((i,))
+        got = receivers_for(tree, dict(case.labels))
+        problems = []
         if got != case.receivers:
+            problems.append(f"went to {','.join(got)}, expected {','.join(case.receivers)}")
+        if case.inhibited is not None:
+            sources = [_firing(labels) for labels in case.firing]
+            inhibited = bool(inhibitor.inhibited_by(dict(case.labels), sources))
+            if inhibited != case.inhibited:
+                problems.append(f"{'was' if inhibited else 'was not'} inhibited, expected the opposite")
+        if problems:
             failed += 1
-            line, _ = doc.position((i,))
-            lines.append(
-                f"FAIL {cases_file}:{line}: {dict(case.labels)} went to {','.join(got)}, "
-                f"expected {','.join(case.receivers)}"
-            )
+            lines.append(f"FAIL {cases_file}:{line}: {dict(case.labels)} " + "; ".join(problems))
     lines.append(f"{len(cases) - failed}/{len(cases)} routing cases passed")
     return "\n".join(lines) + "\n", 1 if failed else 0

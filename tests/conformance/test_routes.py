@@ -133,3 +133,23 @@ def test_test_prints_what_amtool_prints(args: list[str]):
     config = str(DATA / "cli_testdata_conf.routing.yml")
     ours, theirs = tripwire("test", "-c", config, *args), amtool("test", f"--config.file={config}", *args)
     assert (ours.returncode, ours.stdout) == (theirs.returncode, _modern(theirs.stdout))
+
+
+def test_a_cases_file_can_expect_inhibitions(tmp_path: Path):
+    config = DATA / "config_testdata_conf.good.yml"
+    cases = tmp_path / "cases.yml"
+    warning = "{alertname: Slow, severity: warning, cluster: eu, service: files}"
+    cases.write_text(
+        f"- labels: {warning}\n"
+        "  receivers: [team-Y-mails]\n"
+        "  firing: [{alertname: Slow, severity: critical, cluster: eu, service: files}]\n"
+        "  inhibited: true\n"
+        f"- labels: {warning}\n"
+        "  receivers: [team-Y-mails]\n"
+        "  firing: [{alertname: Slow, severity: critical, cluster: us, service: files}]\n"
+        "  inhibited: true\n"
+    )
+    result = tripwire("test", "--cases", str(cases), "-c", str(config))
+    assert result.returncode == 1, result.stderr
+    assert f"FAIL {cases}:5:" in result.stdout and "was not inhibited, expected the opposite" in result.stdout
+    assert result.stdout.endswith("1/2 routing cases passed\n")

@@ -181,17 +181,23 @@ class Dispatcher:
         # After a reload, alerts that no longer route here go through the current tree again (as
         # Alertmanager rebuilds its groups), so none is lost or sent to a receiver it left.
         members = await self.state.members(group.receiver, group.group_key)
-        stale = [(s, a) for s, a in members if route is None or route not in self.tree.match(a.labels)]
+        kept: list[Alert] = []
+        stale: list[tuple[str, Alert]] = []
+        for source, alert in members:
+            if route is not None and route in self.tree.match(alert.labels):
+                kept.append(alert)
+            else:
+                stale.append((source, alert))
         if stale:
             await self.state.forget(group.receiver, group.group_key, [a.fingerprint for _, a in stale], now)
             for source, alert in stale:
                 await self.dispatch(source, [alert])
             log.info("re-routed alerts after a reload", extra={"group_key": group.group_key})
-        if route is None or len(stale) == len(members):
+        if route is None or not kept:
             await self.schedule.drop(group)
             return
         try:
-            await self._flush(route, group.receiver, group.group_key, [], mute)
+            holds_alerts = await self._flush(route, group.receiver, group.group_key, kept, now, mute)
         except DeliveryError as exc:
             log.warning(
                 "group flush failed; trying again a group_interval later",
@@ -199,7 +205,7 @@ class Dispatcher:
             )
             await self.schedule.retry_at(group, now + route.group_interval)
             return
-        if await self.state.upsert(group.receiver, group.group_key, [], now):
+        if holds_alerts:
             await self.schedule.flushed_at(group, now + route.group_interval)
         else:
             await self.schedule.drop(group)
@@ -246,26 +252,28 @@ class Dispatcher:
         route: Route,
         receiver_name: str,
         group_key: str,
-        new: list[tuple[str, Alert]],
-        mute: tuple[list[Silence], list[Alert]] = ([], []),
-    ) -> None:
-        now = self.clock.now()
-        members = await self.state.upsert(receiver_name, group_key, new, now)
+        members: list[Alert],
+        now: float,
+        mute: tuple[list[Silence], list[Alert]],
+    ) -> bool:
+        """Run the stages for one group's `members` and receiver; returns whether the group still holds
+        alerts afterwards (resolved ones leave it once every integration has been told)."""
         # A stored firing alert whose end has passed (its source stopped re-sending it) is resolved now.
         alerts = sorted(
-            (_resolved_if_ended(a, now) for a in members.values()), key=lambda a: (a.starts_at, a.fingerprint)
+            (_resolved_if_ended(a, now) for a in members), key=lambda a: (a.starts_at, a.fingerprint)
         )
+        total = len(alerts)
         silences, sources = mute
         alerts, inhibited = stages.inhibit(alerts, self.inhibitor, sources)
         self.metrics.inhibited.inc(inhibited)
         if not stages.active_time(route, now, self.intervals) or stages.mute_time(route, now, self.intervals):
             # Muted by time: nothing is sent or recorded, so the first flush after the mute sends it all.
             self.metrics.time_muted.inc()
-            return
+            return True
         alerts, silenced = stages.silence(alerts, silences, now)
         self.metrics.silenced.inc(silenced)
         if not alerts:
-            return  # only stale news about alerts already resolved and forgotten, or all muted
+            return True  # all muted: they stay in the group
         firing = {a.fingerprint for a in alerts if not a.is_resolved()}
         resolved = {a.fingerprint for a in alerts if a.is_resolved()}
         group_labels = route.group_labels(alerts[0].labels)
@@ -320,3 +328,4 @@ class Dispatcher:
         if resolved:
             # Every integration has been told (or did not want to be): resolved alerts leave the group.
             await self.state.forget(receiver_name, group_key, sorted(resolved), now)
+        return total > len(resolved)

@@ -3,19 +3,16 @@ running), and the real `amtool alert query` against it."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
-from services.notifier.app import NotifierApp, build
-from shared.clock import SystemClock
+from services.notifier.app import NotifierApp
+from tests.notifier.running import AMTOOL, NO_AMTOOL, amtool, running_notifier
 from tests.polling import eventually
 
-AMTOOL = shutil.which("amtool")
 ALERT = {"labels": {"alertname": "HighErrorRate", "service": "checkout"}, "annotations": {"summary": "5%"}}
 
 
@@ -24,15 +21,8 @@ async def notifier(make_config) -> AsyncIterator[tuple[NotifierApp, TestClient]]
     config = make_config()
     config.ingest_token = SecretStr("in")
     config.admin_token = SecretStr("ad")
-    app = build(config, SystemClock())
-    await app.service.start()
-    client = TestClient(TestServer(app.service.web))
-    await client.start_server()
-    try:
-        yield app, client
-    finally:
-        await client.close()
-        await app.service.stop()
+    async with running_notifier(config) as running:
+        yield running
 
 
 INGEST, ADMIN = {"Authorization": "Bearer in"}, {"Authorization": "Bearer ad"}
@@ -93,34 +83,15 @@ async def test_invalid_alerts_are_refused_with_the_reason(notifier, body: object
     assert reason in await response.json()
 
 
-@pytest.mark.skipif(
-    AMTOOL is None, reason="amtool not installed (Debian prometheus-alertmanager; .ci/run installs it)"
-)
+@pytest.mark.skipif(AMTOOL is None, reason=NO_AMTOOL)
 async def test_the_real_amtool_queries_alerts(make_config):
-    app = build(make_config(), SystemClock())
-    await app.service.start()
-    server = TestServer(app.service.web)
-    await server.start_server()
-    client = TestClient(server)
-    try:
+    async with running_notifier(make_config()) as (_, client):
         await client.post("/api/v2/alerts", json=[ALERT])
         await eventually(lambda: _listed(client), what="the posted alert to be dispatched")
-        process = await asyncio.create_subprocess_exec(
-            AMTOOL,  # type: ignore[arg-type]
-            f"--alertmanager.url=http://127.0.0.1:{server.port}",
-            "alert",
-            "query",
-            "service=checkout",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 30)
-        assert process.returncode == 0, err.decode()
-        lines = out.decode().splitlines()
-        assert lines[0].split()[:2] == ["Alertname", "Starts"] and "HighErrorRate" in lines[1], out.decode()
-    finally:
-        await client.close()
-        await app.service.stop()
+        code, out, err = await amtool(client.server.port, "alert", "query", "service=checkout")
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].split()[:2] == ["Alertname", "Starts"] and "HighErrorRate" in lines[1], out
 
 
 async def test_alert_groups_and_status(make_config, tmp_path, webhook):
@@ -129,11 +100,7 @@ async def test_alert_groups_and_status(make_config, tmp_path, webhook):
         "route: {receiver: hook, group_by: [service]}\n"
         f"receivers: [{{name: hook, webhook_configs: [{{url: '{webhook.url}'}}]}}]\n"
     )
-    app = build(make_config(alerting={"config_file": str(routing)}), SystemClock())
-    await app.service.start()
-    client = TestClient(TestServer(app.service.web))
-    await client.start_server()
-    try:
+    async with running_notifier(make_config(alerting={"config_file": str(routing)})) as (_, client):
         body = [ALERT, {"labels": {"alertname": "Slow", "service": "checkout"}}]
         assert (await client.post("/api/v2/alerts", json=body)).status == 200
         await eventually(lambda: _count(_listed(client), 2), what="both alerts dispatched")
@@ -144,19 +111,8 @@ async def test_alert_groups_and_status(make_config, tmp_path, webhook):
         assert status["cluster"]["status"] == "disabled" and status["versionInfo"]["version"]
         assert webhook.url not in status["config"]["original"] and "<secret>" in status["config"]["original"]
         if AMTOOL is not None:
-            process = await asyncio.create_subprocess_exec(
-                AMTOOL,
-                f"--alertmanager.url=http://127.0.0.1:{client.server.port}",
-                "config",
-                "show",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(process.communicate(), 30)
-            assert process.returncode == 0 and "receiver: hook" in out.decode(), err.decode()
-    finally:
-        await client.close()
-        await app.service.stop()
+            code, out, err = await amtool(client.server.port, "config", "show")
+            assert code == 0 and "receiver: hook" in out, err
 
 
 async def _count(pending, n: int) -> bool:

@@ -42,16 +42,20 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def dispatcher_for(redis, keys, url: str, session, clock, **hook) -> Dispatcher:
+FAST_ROUTE = {
+    "receiver": "team",
+    "group_by": ["alertname"],
+    "group_wait": "0s",
+    "group_interval": "1s",
+    "repeat_interval": "4h",
+}
+
+
+def dispatcher_for(redis, keys, url: str, session, clock, route: dict | None = None, **hook) -> Dispatcher:
+    """A dispatcher with one webhook receiver `team` at `url`; `route` defaults to FAST_ROUTE."""
     routing = RoutingConfig.model_validate(
         {
-            "route": {
-                "receiver": "team",
-                "group_by": ["alertname"],
-                "group_wait": "0s",
-                "group_interval": "1s",
-                "repeat_interval": "4h",
-            },
+            "route": route or FAST_ROUTE,
             "receivers": [
                 {"name": "team", "webhook_configs": [{"url": url, "retry_deadline": "5s", **hook}]}
             ],

@@ -7,15 +7,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
 
-from services.notifier.app import build_receivers
-from services.notifier.config import RoutingConfig
-from services.notifier.dispatcher import Dispatcher, DispatchMetrics
-from services.notifier.nflog import NotifierState
-from services.notifier.routing import Route
+from services.notifier.dispatcher import Dispatcher
 from shared.alerts import Alert, from_unix
-from shared.clock import FakeClock, SystemClock
+from shared.clock import FakeClock
+from tests.notifier.test_dispatcher import dispatcher_for
 
 T0 = 1_800_000_000.0
 WAIT = 30.0  # Alertmanager's default group_wait
@@ -28,20 +24,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def make(redis, keys, webhook, session, clock: FakeClock) -> Dispatcher:
-    routing = RoutingConfig.model_validate(
-        {
-            "route": {"receiver": "team", "group_by": ["alertname"]},  # defaults: 30s / 5m / 4h
-            "receivers": [{"name": "team", "webhook_configs": [{"url": webhook.url}]}],
-        }
-    )
-    return Dispatcher(
-        tree=Route.build(routing.route),
-        receivers=build_receivers(routing, session, SystemClock()),
-        state=NotifierState(redis, keys),
-        clock=clock,
-        external_url="http://notifier",
-        resolve_timeout=300.0,
-        metrics=DispatchMetrics(CollectorRegistry()),
+    # Alertmanager's default timings: group_wait 30s, group_interval 5m, repeat_interval 4h.
+    return dispatcher_for(
+        redis, keys, webhook.url, session, clock, {"receiver": "team", "group_by": ["alertname"]}
     )
 
 

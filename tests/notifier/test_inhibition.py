@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from services.notifier.alert_store import AlertStore
-from services.notifier.app import build
 from services.notifier.config import InhibitRuleConfig
 from services.notifier.inhibition import Inhibitor, InhibitRule
 from shared.alerts import Alert, from_unix, rfc3339
-from shared.clock import FakeClock, SystemClock
+from shared.clock import FakeClock
 from shared.streams import append_batch
+from tests.notifier.running import running_notifier
 from tests.notifier.test_dispatcher import T0, deliver, dispatcher_for
 from tests.polling import eventually
 
@@ -99,15 +99,8 @@ async def notifier(make_config, tmp_path) -> AsyncIterator[TestClient]:
         "receivers: [{name: console, console_configs: [{}]}]\n"
         "inhibit_rules: [{source_matchers: [severity=critical], target_matchers: [severity=warning]}]\n"
     )
-    app = build(make_config(alerting={"config_file": str(routing)}), SystemClock())
-    await app.service.start()
-    client = TestClient(TestServer(app.service.web))
-    await client.start_server()
-    try:
+    async with running_notifier(make_config(alerting={"config_file": str(routing)})) as (_, client):
         yield client
-    finally:
-        await client.close()
-        await app.service.stop()
 
 
 async def test_the_api_lists_an_inhibited_alert_as_suppressed(notifier):
@@ -151,16 +144,13 @@ async def test_at_startup_inhibiting_alerts_in_the_backlog_are_known_before_send
     ):
         item = {"labels": labels, "startsAt": rfc3339(now - 60), "endsAt": rfc3339(now + 600)}
         await append_batch(redis, keys.alerts, "alerts", orjson.dumps([item]), f"c{i}", 1000)
-    app = build(make_config(alerting={"config_file": str(routing)}, streams={"read_count": 1}), SystemClock())
-    await app.service.start()
-    try:
+    config = make_config(alerting={"config_file": str(routing)}, streams={"read_count": 1})
+    async with running_notifier(config):
         await eventually(
             lambda: _has(webhook, "Down"), timeout=15, what="the inhibiting alert's notification"
         )
         await asyncio.sleep(1.5)  # a deliberate window (absence cannot be polled): a group_interval more
         assert [b["commonLabels"]["alertname"] for b in webhook.delivered] == ["Down"]
-    finally:
-        await app.service.stop()
 
 
 async def _has(webhook, name: str) -> bool:

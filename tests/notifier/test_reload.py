@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
-from services.notifier.app import NotifierApp, build
-from shared.clock import SystemClock
+from services.notifier.app import NotifierApp
 from tests.fakes.webhook import FakeWebhook
+from tests.notifier.running import running_notifier
 from tests.polling import eventually
 
 ADMIN = {"Authorization": "Bearer ad"}
@@ -35,15 +35,8 @@ async def notifier(
     path.write_text(routing_text(webhook.url))
     config = make_config(alerting={"config_file": str(path)})
     config.admin_token = SecretStr("ad")
-    app = build(config, SystemClock())
-    await app.service.start()
-    client = TestClient(TestServer(app.service.web))
-    await client.start_server()
-    try:
+    async with running_notifier(config) as (app, client):
         yield app, client, path
-    finally:
-        await client.close()
-        await app.service.stop()
 
 
 async def test_an_invalid_routing_file_keeps_the_running_one(notifier, webhook):

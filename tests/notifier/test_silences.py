@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
-from services.notifier.app import build
 from services.notifier.silences import MatcherModel, PostableSilence, SilenceError, SilenceStore, validate
 from shared.alerts import from_unix
-from shared.clock import FakeClock, SystemClock
+from shared.clock import FakeClock
+from tests.notifier.running import AMTOOL, NO_AMTOOL, amtool, running_notifier
 from tests.notifier.test_dispatcher import T0, alert, deliver, dispatcher_for
 from tests.polling import eventually
-
-AMTOOL = shutil.which("amtool")
 
 
 @pytest.fixture
@@ -95,15 +92,8 @@ async def test_a_silenced_alert_is_not_delivered_until_the_silence_expires(redis
 async def notifier(make_config) -> AsyncIterator[tuple[TestClient, int]]:
     config = make_config()
     config.admin_token = SecretStr("s3cret")
-    app = build(config, SystemClock())
-    server = TestServer(app.service.web)
-    client = TestClient(server)
-    await client.start_server()
-    try:
-        yield client, server.port
-    finally:
-        await client.close()
-        await app.service.stop()
+    async with running_notifier(config, consume=False) as (_, client):
+        yield client, client.server.port
 
 
 ADMIN = {"Authorization": "Bearer s3cret"}
@@ -145,51 +135,29 @@ async def test_v2_silence_api_shapes(notifier):
     assert (await client.get("/api/v2/silence/nope")).status == 404
 
 
-async def _amtool(port: int, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        AMTOOL,  # type: ignore[arg-type]
-        f"--alertmanager.url=http://127.0.0.1:{port}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"AMTOOL_HTTP_CONFIG_FILE": "", "HOME": "/nonexistent"},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    return process.returncode or 0, out.decode(), err.decode()
-
-
-@pytest.mark.skipif(
-    AMTOOL is None, reason="amtool not installed (Debian prometheus-alertmanager; .ci/run installs it)"
-)
+@pytest.mark.skipif(AMTOOL is None, reason=NO_AMTOOL)
 async def test_the_real_amtool_adds_queries_and_expires_silences(make_config):
     # No admin token here: amtool 0.25 cannot send a bearer token without an http config file.
-    app = build(make_config(), SystemClock())
-    server = TestServer(app.service.web)
-    await server.start_server()
-    try:
-        code, out, err = await _amtool(
-            server.port, "silence", "add", "alertname=HighErrorRate", "--comment=fix", "--author=oncall"
+    async with running_notifier(make_config(), consume=False) as (_, client):
+        port = client.port
+        code, out, err = await amtool(
+            port, "silence", "add", "alertname=HighErrorRate", "--comment=fix", "--author=oncall"
         )
         assert code == 0, err
         sid = out.strip()
-        code, out, err = await _amtool(server.port, "silence", "query", "-q")
+        code, out, err = await amtool(port, "silence", "query", "-q")
         assert code == 0 and out.split() == [sid], err
-        code, out, err = await _amtool(server.port, "silence", "query", "alertname=HighErrorRate")
+        code, out, err = await amtool(port, "silence", "query", "alertname=HighErrorRate")
         assert code == 0 and sid in out and "fix" in out, err
-        code, _, err = await _amtool(server.port, "silence", "expire", sid)
+        code, _, err = await amtool(port, "silence", "expire", sid)
         assert code == 0, err
-        code, out, err = await _amtool(server.port, "silence", "query", "-q")
+        code, out, err = await amtool(port, "silence", "query", "-q")
         assert code == 0 and out.split() == [], err
-        code, out, err = await _amtool(server.port, "silence", "query", "-q", "--expired")
+        code, out, err = await amtool(port, "silence", "query", "-q", "--expired")
         assert out.split() == [sid], err
-    finally:
-        await server.close()
-        await app.service.stop()
 
 
-@pytest.mark.skipif(
-    AMTOOL is None, reason="amtool not installed (Debian prometheus-alertmanager; .ci/run installs it)"
-)
+@pytest.mark.skipif(AMTOOL is None, reason=NO_AMTOOL)
 async def test_amtool_silence_holds_back_delivery_until_expired(make_config, tmp_path, webhook):
     """The issue's acceptance, end to end with the real amtool: add a silence, see the matching alert
     reported silenced and not delivered, expire it, see it delivered."""
@@ -198,35 +166,26 @@ async def test_amtool_silence_holds_back_delivery_until_expired(make_config, tmp
         "route: {receiver: hook, group_by: [alertname], group_wait: 0s, group_interval: 1s}\n"
         f"receivers: [{{name: hook, webhook_configs: [{{url: '{webhook.url}'}}]}}]\n"
     )
-    app = build(make_config(alerting={"config_file": str(routing)}), SystemClock())
-    await app.service.start()
-    server = TestServer(app.service.web)
-    await server.start_server()
-    client = TestClient(server)
-    try:
-        code, out, err = await _amtool(
-            server.port, "silence", "add", "alertname=Down", "-c", "known", "-a", "me"
-        )
+    async with running_notifier(make_config(alerting={"config_file": str(routing)})) as (_, client):
+        port = client.port
+        code, out, err = await amtool(port, "silence", "add", "alertname=Down", "-c", "known", "-a", "me")
         assert code == 0, err
         sid = out.strip()
         assert (await client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Down"}}])).status == 200
 
         async def reported_silenced() -> bool:
-            code, out, _ = await _amtool(server.port, "alert", "query", "--silenced", "alertname=Down")
+            code, out, _ = await amtool(port, "alert", "query", "--silenced", "alertname=Down")
             return code == 0 and "Down" in out
 
         await eventually(reported_silenced, timeout=15, what="amtool to report the alert silenced")
-        code, out, _ = await _amtool(server.port, "alert", "query", "alertname=Down")  # active only
+        code, out, _ = await amtool(port, "alert", "query", "alertname=Down")  # active only
         assert "Down" not in out
         await asyncio.sleep(2.5)  # a deliberate window (absence cannot be polled): two group_intervals
         assert webhook.delivered == []
-        code, _, err = await _amtool(server.port, "silence", "expire", sid)
+        code, _, err = await amtool(port, "silence", "expire", sid)
         assert code == 0, err
         await eventually(lambda: _delivered(webhook), timeout=15, what="the delivery once unsilenced")
         assert [a["labels"]["alertname"] for a in webhook.delivered[0]["alerts"]] == ["Down"]
-    finally:
-        await client.close()
-        await app.service.stop()
 
 
 async def _delivered(webhook) -> bool:

@@ -3,12 +3,10 @@ request, and can be told to fail the next N calls with a status (5xx, 429 + Retr
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
-import orjson
-from aiohttp import web
+from tests.fakes.http import HOST, Accept, Call, FakeServer, Handler, Outcome, Reply, Request
 
 REQUIRED = {
     "version",
@@ -27,61 +25,48 @@ ALERT_REQUIRED = {"status", "labels", "annotations", "startsAt", "endsAt", "gene
 
 @dataclass
 class Received:
+    """One call as the webhook tests see it: when, where, what was answered (0: hung) and the JSON body."""
+
     at: float
     path: str
     status: int
     body: dict[str, Any] | None
 
 
-@dataclass
-class FakeWebhook:
-    """Start with `await fake.start()`; `fake.url` is where to post; `fake.received` logs every call."""
+class FakeWebhook(FakeServer):
+    """Start with `await fake.start()`; `fake.url` is where to post (any path under it is accepted);
+    `fake.received` logs every call, `fake.requests` too with headers and raw bodies."""
 
-    received: list[Received] = field(default_factory=list)
-    failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    runner: web.AppRunner | None = None
-    url: str = ""
-
-    def fail_next(self, count: int, status: int = 503, headers: dict[str, str] | None = None) -> None:
-        self.failures.extend([(status, headers or {})] * count)
+    def __init__(self, *, host: str = HOST, port: int = 0) -> None:
+        super().__init__(host=host, port=port)
+        self.received: list[Received] = []
 
     @property
     def delivered(self) -> list[dict[str, Any]]:
         """Bodies of the calls that were answered 200."""
         return [r.body for r in self.received if r.status == 200 and r.body is not None]
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.received.append(Received(time.monotonic(), request.path, 400, None))
-            return web.Response(status=400, text="invalid JSON")
-        problem = _validate(body)
-        if problem:
-            self.received.append(Received(time.monotonic(), request.path, 400, body))
-            return web.Response(status=400, text=problem)
-        if self.failures:
-            status, headers = self.failures.pop(0)
-            self.received.append(Received(time.monotonic(), request.path, status, body))
-            return web.Response(status=status, text="injected failure", headers=headers)
-        self.received.append(Received(time.monotonic(), request.path, 200, body))
-        return web.Response(status=200, text="ok")
-
-    async def start(self) -> FakeWebhook:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+    async def start(self) -> Self:
+        await super().start()
+        # Receivers are configured with a path of their own; the tests append sub-paths to it.
+        self.url = f"{self.url}/hook"
         return self
 
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return [("POST", "/{tail:.*}", self._hook)]
+
+    def record(self, request: Request) -> None:
+        super().record(request)
+        body = request.json if isinstance(request.json, dict) else None
+        self.received.append(Received(request.at, request.path, request.status, body))
+
+    def _hook(self, call: Call) -> Outcome:
+        if not call.json_ok:
+            return Reply(400, "invalid JSON")
+        problem = _validate(call.json)
+        if problem:
+            return Reply(400, problem)
+        return Accept(lambda: Reply(200, "ok"))
 
 
 def _validate(body: Any) -> str | None:
@@ -92,7 +77,11 @@ def _validate(body: Any) -> str | None:
         return f"missing fields: {sorted(missing)}"
     if body["version"] != "4" or body["status"] not in ("firing", "resolved"):
         return "bad version or status"
+    if not isinstance(body["alerts"], list):
+        return "alerts must be an array"
     for alert in body["alerts"]:
+        if not isinstance(alert, dict):
+            return "alert must be an object"
         if ALERT_REQUIRED - alert.keys():
             return f"alert missing fields: {sorted(ALERT_REQUIRED - alert.keys())}"
     return None

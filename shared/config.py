@@ -173,6 +173,17 @@ class NotifierConfig(Section):
         description="at start, send nothing until the alerts backlog is read (inhibiting alerts known), "
         "at most this long",
     )
+    claim_lease: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="a group being flushed is reserved for one replica this long (renewed while it runs); "
+        "a crashed replica's in-flight groups are taken over after it",
+    )
+    silence_url: str | None = Field(
+        default=None,
+        description="where a message's silence link points, prefilled with the group's matchers; default "
+        "external_url + '/#/silences/new' (the Alertmanager UI's page, which works against our API)",
+    )
 
 
 class AlertingConfig(Section):

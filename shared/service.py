@@ -47,6 +47,8 @@ class Service:
         self.broker = redis_broker(config, self.registry, name)
         self.consumers: list[GroupConsumer] = []
         self.checks: list[ReadinessCheck] = []
+        # Extra facts for /readyz that do not make the service unready (e.g. a receiver refusing us).
+        self.details: list[Callable[[], dict[str, object]]] = []
         self._consumer_metrics = ConsumerMetrics(self.registry)
         self._loops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -220,9 +222,13 @@ class Service:
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         problems = await self.problems()
+        details: dict[str, object] = {}
+        for detail in self.details:
+            details.update(detail())
+        body: dict[str, object] = {"service": self.name, **({"details": details} if details else {})}
         if problems:
-            return json_response({"status": "unavailable", "service": self.name, "problems": problems}, 503)
-        return json_response({"status": "ready", "service": self.name})
+            return json_response({"status": "unavailable", **body, "problems": problems}, 503)
+        return json_response({"status": "ready", **body})
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(

@@ -47,6 +47,12 @@ class Keys:
         """The dead-letter stream of `stream` (same hash tag, so move-and-ack is one transaction)."""
         return f"{stream}:dlq"
 
+    @property
+    def notifications_dlq(self) -> str:
+        """Notifications that could not be delivered (the contract's `tripwire:dlq:notifications`), with the
+        reason and the payload; in the alerts slot like the notification log."""
+        return f"{self._tagged('alerts')}:dlq:notifications"
+
     def rule_state(self, group_key: str) -> str:
         """Evaluator alert state of one rule group; tagged like the alerts stream so state and the alerts it
         produced are written in one MULTI."""

@@ -33,13 +33,27 @@ def test_evaluator_refuses_a_bad_rule_file_with_file_and_line(tmp_path: Path, re
 def test_notifier_refuses_a_receiver_it_cannot_deliver_to(tmp_path: Path, redis_server):
     routing = tmp_path / "am.yml"
     routing.write_text(
-        "route:\n  receiver: s\nreceivers:\n  - name: s\n    slack_configs:\n      - channel: '#x'\n"
+        "route:\n  receiver: s\nreceivers:\n  - name: s\n    opsgenie_configs:\n      - api_key_file: /k\n"
     )
     config = tmp_path / "tripwire.yml"
     config.write_text(f"alerting:\n  config_file: am.yml\nredis:\n  url: {redis_server.url}\n")
     result = tripwire("notifier", "-c", str(config))
     assert result.returncode == 2
-    assert "receiver 's' uses slack_configs, which the notifier cannot deliver to yet" in result.stderr
+    assert "receiver 's' uses opsgenie_configs, which the notifier cannot deliver to yet" in result.stderr
+
+
+def test_notifier_refuses_a_literal_secret_at_file_and_line(tmp_path: Path, redis_server):
+    routing = tmp_path / "am.yml"
+    routing.write_text(
+        "route:\n  receiver: s\nreceivers:\n  - name: s\n    slack_configs:\n"
+        "      - api_url: https://hooks.slack.com/services/T0/B0/sekrit\n"
+    )
+    config = tmp_path / "tripwire.yml"
+    config.write_text(f"alerting:\n  config_file: am.yml\nredis:\n  url: {redis_server.url}\n")
+    result = tripwire("notifier", "-c", str(config))
+    assert result.returncode == 2
+    assert f"{routing}:6:" in result.stderr and "use api_url_file or ${ENV_VAR}" in result.stderr
+    assert "sekrit" not in result.stderr
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path):

@@ -20,10 +20,14 @@ from services.notifier.alert_store import AlertStore
 from services.notifier.api import V2Api
 from services.notifier.config import RoutingConfig, load_routing, shown_config
 from services.notifier.dispatcher import Dispatcher, DispatchMetrics, Receiver
+from services.notifier.health import IntegrationHealth
 from services.notifier.inhibition import Inhibitor
 from services.notifier.nflog import NotifierState
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.receivers.console import ConsoleIntegration
+from services.notifier.receivers.delivery import RateLimits
+from services.notifier.receivers.pagerduty import PagerDutyIntegration
+from services.notifier.receivers.slack import SlackIntegration
 from services.notifier.receivers.webhook import WebhookIntegration
 from services.notifier.reload import RoutingReloader
 from services.notifier.routing import Route
@@ -37,7 +41,7 @@ from shared.reloading import ReloadMetrics
 from shared.service import Service
 from shared.streams import NOTIFIER_GROUP, Keys, append_batch
 from shared.webapp import error_response, json_response, require_token
-from shared.yamlfile import ConfigError
+from shared.yamlfile import ConfigError, ConfigErrors
 
 log = logging.getLogger(__name__)
 
@@ -90,36 +94,92 @@ def routes_in_use(tree: Route) -> set[str]:
     return used
 
 
-def build_receivers(
-    routing: RoutingConfig, session: aiohttp.ClientSession, clock: Clock
-) -> dict[str, Receiver]:
-    """Integrations per receiver; a routed receiver using an integration we cannot deliver to is an error."""
+@dataclass
+class ReceiverDeps:
+    """What integrations are built with: one HTTP session, the clock, the notifier state (Slack message refs),
+    the per-destination rate limits (shared across reloads) and the links messages carry."""
+
+    session: aiohttp.ClientSession
+    clock: Clock
+    state: NotifierState | None = None
+    limits: RateLimits | None = None
+    external_url: str = ""
+    silence_url: str | None = None
+
+
+def build_receivers(routing: RoutingConfig, deps: ReceiverDeps) -> dict[str, Receiver]:
+    """Integrations per receiver; a routed receiver using an integration we cannot deliver to, or a literal
+    secret, is an error (ConfigErrors with file:line)."""
     if routing.templates:
-        log.warning("templates are not used by webhook and console receivers", extra={"file": routing.file})
+        log.warning(
+            "template files are not read: write templates inline in title/text/description",
+            extra={"file": routing.file},
+        )
     tree = Route.build(routing.route)
     used = routes_in_use(tree)
+    limits = deps.limits or RateLimits(deps.clock)
     receivers: dict[str, Receiver] = {}
+    problems: list[ConfigError] = []
     for config in routing.receivers:
         unsupported = config.unsupported()
         if unsupported and config.name in used:
             raise ConfigError(
                 f"receiver {config.name!r} uses {', '.join(unsupported)}, "
-                "which the notifier cannot deliver to yet "
-                f"(supported: webhook_configs, console_configs)",
+                "which the notifier cannot deliver to yet (supported: slack_configs, pagerduty_configs, "
+                "webhook_configs, console_configs)",
                 routing.file,
             )
+        if config.name in used:
+            problems.extend(routing.delivery_problems.get(config.name, []))
         integrations: list[Integration] = [
-            WebhookIntegration(i, hook, session, clock) for i, hook in enumerate(config.webhook_configs)
+            WebhookIntegration(i, hook, deps.session, deps.clock)
+            for i, hook in enumerate(config.webhook_configs)
+        ]
+        integrations += [
+            SlackIntegration(
+                i,
+                slack,
+                receiver=config.name,
+                state=deps.state,
+                session=deps.session,
+                clock=deps.clock,
+                limits=limits,
+                silence_url=deps.silence_url,
+            )
+            for i, slack in enumerate(config.slack_configs)
+        ]
+        integrations += [
+            PagerDutyIntegration(i, pager, deps.session, deps.clock, deps.external_url)
+            for i, pager in enumerate(config.pagerduty_configs)
         ]
         integrations += [ConsoleIntegration(i, c.send_resolved) for i, c in enumerate(config.console_configs)]
         receivers[config.name] = Receiver(config.name, integrations)
+    if problems:
+        raise ConfigErrors(problems)
     return receivers
+
+
+def check_secrets(receivers: dict[str, Receiver], health: IntegrationHealth) -> None:
+    """Say at start (and reload) which integrations cannot read their secret, instead of at the first alert:
+    logged as an error and listed as unhealthy on /readyz until they deliver."""
+    for receiver in receivers.values():
+        for integration in receiver.integrations:
+            check = getattr(integration, "secrets_problem", None)
+            problem = check() if check is not None else None
+            if problem:
+                log.error(
+                    "integration cannot read its secret; its sends will fail until this is fixed",
+                    extra={"receiver": receiver.name, "integration": integration.name, "problem": problem},
+                )
+                health.refused(receiver.name, integration.name, problem)
 
 
 async def wait_for_backlog(redis: Redis, stream: str, give_up_after: float) -> bool:
     """Hold the first flush until every alert entry already in the stream has been handled, so that an
     inhibiting alert further down the backlog is known before its targets would be sent (Alertmanager
     #4064). Gives up after `give_up_after` seconds of real time, loudly. Returns whether it caught up."""
+    if give_up_after <= 0:
+        return False  # configured off
     started = time.monotonic()
     while time.monotonic() - started < give_up_after:
         try:
@@ -146,12 +206,25 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         routing = load_routing(config.alerting.config_file)
     session = aiohttp.ClientSession()
     service.on_stop(session.close)
-    receivers = build_receivers(routing, session, clock)
+    state = NotifierState(service.redis, keys)
+    external_url = config.notifier.external_url.rstrip("/")
+    deps = ReceiverDeps(
+        session,
+        clock,
+        state,
+        RateLimits(clock),
+        external_url,
+        config.notifier.silence_url or f"{external_url}/#/silences/new",
+    )
+    receivers = build_receivers(routing, deps)
+    health = IntegrationHealth(service.registry)
+    service.details.append(health.details)
+    check_secrets(receivers, health)
     silences = SilenceStore(service.redis, keys)
     dispatcher = Dispatcher(
         tree=Route.build(routing.route),
         receivers=receivers,
-        state=NotifierState(service.redis, keys),
+        state=state,
         clock=clock,
         external_url=config.notifier.external_url,
         resolve_timeout=routing.global_.resolve_timeout,
@@ -160,6 +233,8 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         alert_store=(alert_store := AlertStore(service.redis, keys)),
         inhibitor=(inhibitor := Inhibitor.from_config(routing)),
         intervals=routing.intervals(),
+        health=health,
+        claim_lease=config.notifier.claim_lease,
     )
 
     async def publish(items: list[dict[str, object]]) -> str:
@@ -188,12 +263,14 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     if config.alerting.config_file is not None:
 
         async def apply(new: RoutingConfig) -> None:
-            new_receivers = build_receivers(new, session, clock)  # ConfigError: keep the running config
+            new_receivers = build_receivers(new, deps)  # ConfigError(s): keep the running config
             tree, new_inhibitor = Route.build(new.route), Inhibitor.from_config(new)
             dispatcher.replace(tree, new_receivers, new_inhibitor, new.intervals())
             dispatcher.resolve_timeout = new.global_.resolve_timeout
             api.replace(new_inhibitor, tree, [r.name for r in new.receivers], shown_config(new))
             app.integrations = [i for r in new_receivers.values() for i in r.integrations]
+            health.retain({(r.name, i.name) for r in new_receivers.values() for i in r.integrations})
+            check_secrets(new_receivers, health)
 
         reloader = RoutingReloader(
             Path(config.alerting.config_file), apply, clock, ReloadMetrics(service.registry, "routing")

@@ -1,10 +1,11 @@
 """The routing file: Alertmanager's configuration format (alertmanager.yml).
 
 The whole of a valid Alertmanager file loads, so `tripwire routes test` works on any of them: `global`
-(`resolve_timeout` used), `route` (every key), `inhibit_rules` (matchers checked), `time_intervals`,
-`mute_time_intervals`, `templates`, and `receivers` of any integration. The notifier delivers through
-`webhook_configs` and tripwire's own `console_configs`; it refuses to start, naming what is missing, when a
-routed receiver uses another integration, so a config never half-applies.
+(`resolve_timeout`, `slack_api_url`, `pagerduty_url` used), `route` (every key), `inhibit_rules` (matchers
+checked), `time_intervals`, `mute_time_intervals`, `templates`, and `receivers` of any integration. The
+notifier delivers through `slack_configs`, `pagerduty_configs`, `webhook_configs` and tripwire's own
+`console_configs`; it refuses to start, naming what is missing, when a routed receiver uses another
+integration or writes a secret as a literal, so a config never half-applies.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from services.notifier.matchers import Matcher, MatcherError, parse_matcher
+from services.notifier.secrets import is_env_reference
+from services.notifier.templates import Template, TemplateError
 from services.notifier.time_intervals import TimeInterval
 from shared.durations import Duration
 from shared.yamlfile import ConfigError, ConfigErrors, Document, load_yaml
 
 _UNSUPPORTED_INTEGRATIONS = (
     "email_configs",
-    "pagerduty_configs",
-    "slack_configs",
     "opsgenie_configs",
     "pushover_configs",
     "victorops_configs",
@@ -69,6 +70,116 @@ class ConsoleConfig(Strict):
     send_resolved: bool = True
 
 
+class Delivery(Strict):
+    """Tripwire's delivery knobs, shared by the Slack and PagerDuty integrations."""
+
+    timeout: Duration = Field(default=10.0, description="one HTTP request")
+    retry_deadline: Duration = Field(
+        default=60.0, description="stop retrying 429/5xx/connection errors after this (then DLQ + next flush)"
+    )
+
+
+class SlackConfig(Delivery):
+    """Alertmanager's slack_configs, two ways: an incoming webhook (`api_url` / `api_url_file`), or a bot
+    token (`token` / `token_file`, Alertmanager's `app_token`) posting with chat.postMessage to `channel`,
+    which can update the group's message when it resolves. Secrets: `*_file` or `${ENV}` references."""
+
+    send_resolved: bool = False  # Alertmanager's default for Slack
+    api_url: str | None = None
+    api_url_file: Path | None = None
+    token: str | None = Field(default=None, alias="app_token")
+    token_file: Path | None = Field(default=None, alias="app_token_file")
+    channel: str | None = None
+    username: str | None = None
+    icon_emoji: str | None = None
+    icon_url: str | None = None
+    title: str | None = Field(default=None, description="template: overrides the header")
+    text: str | None = Field(default=None, description="template: overrides the alert listing")
+    # Tripwire's: Slack allows about one message per second per channel, with short bursts.
+    rate_limit: float = Field(default=1.0, gt=0, description="messages per second per channel or webhook")
+    burst: int = Field(default=3, ge=1)
+    max_alerts_listed: int = Field(default=10, ge=1, le=40)
+    # Alertmanager's attachment-era fields: accepted so its files load, not used by the Block Kit message.
+    color: str | None = None
+    title_link: str | None = None
+    pretext: str | None = None
+    footer: str | None = None
+    fallback: str | None = None
+    callback_id: str | None = None
+    image_url: str | None = None
+    thumb_url: str | None = None
+    link_names: bool | None = None
+    short_fields: bool | None = None
+    mrkdwn_in: list[str] | None = None
+    fields: list[dict[str, Any]] | None = None
+    actions: list[dict[str, Any]] | None = None
+    http_config: dict[str, Any] | None = None
+    message_text: str | None = None
+    update_message: bool | None = None
+
+    def uses_bot_token(self) -> bool:
+        return self.token is not None or self.token_file is not None
+
+
+DEFAULT_SEVERITY_MAP = {
+    "critical": "critical",
+    "page": "critical",
+    "fatal": "critical",
+    "high": "error",
+    "error": "error",
+    "major": "error",
+    "warning": "warning",
+    "warn": "warning",
+    "minor": "warning",
+    "info": "info",
+    "low": "info",
+    "none": "info",
+}
+
+
+class PagerdutyConfig(Delivery):
+    """Alertmanager's pagerduty_configs for Events API v2 (`routing_key` / `routing_key_file`)."""
+
+    send_resolved: bool = True
+    routing_key: str | None = None
+    routing_key_file: Path | None = None
+    service_key: str | None = None  # Events API v1: accepted so Alertmanager files load, refused to deliver
+    service_key_file: Path | None = None
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    client: str = "tripwire"
+    client_url: str = Field(default="", description="template; default: the notifier's external URL")
+    description: str | None = Field(default=None, description="template: the summary (≤ 1024 chars)")
+    severity: str | None = Field(default=None, description="template; default: the severity label")
+    severity_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY_MAP))
+    default_severity: str = "error"
+    source: str | None = Field(default=None, description="template; default: the client")
+    component: str = "{{ or .CommonLabels.component .CommonLabels.service }}"
+    group: str = "{{ or .CommonLabels.group .CommonLabels.job }}"
+    class_: str = Field(default="{{ .CommonLabels.alertname }}", alias="class")
+    details: dict[str, str] = Field(default_factory=dict, description="templates, added to custom_details")
+    links: list[dict[str, str]] = Field(default_factory=list)
+    images: list[dict[str, str]] = Field(default_factory=list)
+    http_config: dict[str, Any] | None = None
+
+    @field_validator("severity_map")
+    @classmethod
+    def _pagerduty_severities(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted({v for v in value.values() if v not in PAGERDUTY_SEVERITIES})
+        if bad:
+            raise ValueError(f"severity_map values must be one of {PAGERDUTY_SEVERITIES}, not {bad}")
+        return value
+
+    @field_validator("default_severity")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in PAGERDUTY_SEVERITIES:
+            raise ValueError(f"default_severity must be one of {PAGERDUTY_SEVERITIES}")
+        return value
+
+
+PAGERDUTY_SEVERITIES = ("critical", "error", "warning", "info")
+
+
 class ReceiverConfig(BaseModel):
     # Integrations we do not deliver to are kept (extra="allow") so routing still works with them.
     model_config = ConfigDict(extra="allow")
@@ -76,6 +187,8 @@ class ReceiverConfig(BaseModel):
     name: str = Field(min_length=1)
     webhook_configs: list[WebhookConfig] = Field(default_factory=list)
     console_configs: list[ConsoleConfig] = Field(default_factory=list)
+    slack_configs: list[SlackConfig] = Field(default_factory=list)
+    pagerduty_configs: list[PagerdutyConfig] = Field(default_factory=list)
 
     def unsupported(self) -> list[str]:
         return sorted(k for k in (self.model_extra or {}) if k in _UNSUPPORTED_INTEGRATIONS)
@@ -113,8 +226,11 @@ class RouteConfig(Strict):
 
 
 class GlobalConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")  # smtp_*, slack_api_url, ...: Alertmanager's, harmless here
+    model_config = ConfigDict(extra="allow")  # smtp_*, opsgenie_*, ...: Alertmanager's, harmless here
     resolve_timeout: Duration = 300.0
+    slack_api_url: str | None = None
+    slack_api_url_file: Path | None = None
+    pagerduty_url: str | None = None
 
 
 class InhibitRuleConfig(Strict):
@@ -138,6 +254,9 @@ class RoutingConfig(Strict):
 
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     file: str = Field(default="", exclude=True)
+    # Per receiver name: what keeps it from delivering (a literal secret, Events API v1). Not load errors, so
+    # `tripwire routes test` works on any Alertmanager file; the notifier refuses to route to such a receiver.
+    delivery_problems: dict[str, list[Any]] = Field(default_factory=dict, exclude=True)
 
     def intervals(self) -> dict[str, TimeInterval]:
         """Every named time interval (`time_intervals` and the older `mute_time_intervals` section)."""
@@ -201,6 +320,18 @@ def _check(config: RoutingConfig, doc: Document) -> list[ConfigError]:
                 )
             elif hook.url_file is not None and not hook.url_file.is_absolute():
                 hook.url_file = config.base_dir / hook.url_file
+        problems = config.delivery_problems.setdefault(receiver.name, [])
+        for j, slack in enumerate(receiver.slack_configs):
+            errors.extend(
+                _check_slack(config, receiver.name, ("receivers", i, "slack_configs", j), slack, doc)
+            )
+            problems.extend(_slack_secrets(receiver.name, ("receivers", i, "slack_configs", j), slack, doc))
+        for j, pager in enumerate(receiver.pagerduty_configs):
+            loc = ("receivers", i, "pagerduty_configs", j)
+            errors.extend(_check_pagerduty(config, receiver.name, loc, pager, doc))
+            problems.extend(_pagerduty_secrets(receiver.name, loc, pager, doc))
+        if not problems:
+            del config.delivery_problems[receiver.name]
     for i, rule in enumerate(config.inhibit_rules):
         for key in ("source_matchers", "target_matchers"):
             for j, text in enumerate(getattr(rule, key)):
@@ -230,6 +361,123 @@ def _check(config: RoutingConfig, doc: Document) -> list[ConfigError]:
         errors.append(doc.error(("route",), "root route must not have any matchers"))
     errors.extend(_check_route(config.route, ("route",), names, intervals, doc))
     return errors
+
+
+def _absolute(config: RoutingConfig, path: Path | None) -> Path | None:
+    return path if path is None or path.is_absolute() else config.base_dir / path
+
+
+def _check_slack(
+    config: RoutingConfig, name: str, loc: tuple[Any, ...], slack: SlackConfig, doc: Document
+) -> list[ConfigError]:
+    if slack.api_url is None and slack.api_url_file is None and not slack.uses_bot_token():
+        # Alertmanager's global default webhook.
+        slack.api_url, slack.api_url_file = config.global_.slack_api_url, config.global_.slack_api_url_file
+    slack.api_url_file = _absolute(config, slack.api_url_file)
+    slack.token_file = _absolute(config, slack.token_file)
+    errors: list[ConfigError] = []
+    if slack.api_url is not None and slack.api_url_file is not None:
+        errors.append(doc.error(loc, f"receiver {name!r}: at most one of api_url and api_url_file"))
+    if slack.token is not None and slack.token_file is not None:
+        errors.append(doc.error(loc, f"receiver {name!r}: at most one of token and token_file"))
+    if slack.uses_bot_token():
+        if not slack.channel:
+            errors.append(doc.error(loc, f"receiver {name!r}: a bot token needs a channel to post to"))
+        if slack.api_url_file is not None:
+            errors.append(
+                doc.error(
+                    loc, f"receiver {name!r}: with a bot token, api_url is the Web API base, not a file"
+                )
+            )
+    elif slack.api_url is None and slack.api_url_file is None:
+        errors.append(
+            doc.error(
+                loc,
+                f"receiver {name!r}: slack needs api_url/api_url_file (incoming webhook) or "
+                "token/token_file + channel (bot token), or global.slack_api_url",
+            )
+        )
+    errors.extend(_check_templates(name, loc, {"title": slack.title, "text": slack.text}, doc))
+    return errors
+
+
+def _check_pagerduty(
+    config: RoutingConfig, name: str, loc: tuple[Any, ...], pager: PagerdutyConfig, doc: Document
+) -> list[ConfigError]:
+    if "url" not in pager.model_fields_set and config.global_.pagerduty_url:
+        pager.url = config.global_.pagerduty_url.rstrip("/") + "/v2/enqueue"
+    pager.routing_key_file = _absolute(config, pager.routing_key_file)
+    errors: list[ConfigError] = []
+    keys = [pager.routing_key, pager.routing_key_file, pager.service_key, pager.service_key_file]
+    if sum(k is not None for k in keys) != 1:
+        errors.append(
+            doc.error(loc, f"receiver {name!r}: exactly one of routing_key and routing_key_file must be set")
+        )
+    templates = {
+        "description": pager.description,
+        "severity": pager.severity,
+        "source": pager.source,
+        "component": pager.component,
+        "group": pager.group,
+        "class": pager.class_,
+        "client_url": pager.client_url,
+        **{f"details.{k}": v for k, v in pager.details.items()},
+    }
+    errors.extend(_check_templates(name, loc, templates, doc))
+    return errors
+
+
+def _check_templates(
+    name: str, loc: tuple[Any, ...], fields: dict[str, str | None], doc: Document
+) -> list[ConfigError]:
+    errors: list[ConfigError] = []
+    for key, text in fields.items():
+        if text is None:
+            continue
+        try:
+            Template.parse(text, key)
+        except TemplateError as exc:
+            errors.append(doc.error((*loc, *key.split(".")), f"receiver {name!r}: {key}: {exc}"))
+    return errors
+
+
+def _literal(value: str | None) -> bool:
+    return value is not None and not is_env_reference(value)
+
+
+def _slack_secrets(name: str, loc: tuple[Any, ...], slack: SlackConfig, doc: Document) -> list[ConfigError]:
+    problems: list[ConfigError] = []
+    if not slack.uses_bot_token() and _literal(slack.api_url):
+        problems.append(
+            doc.error(
+                (*loc, "api_url"),
+                f"receiver {name!r}: a Slack webhook URL is a secret: use api_url_file or ${{ENV_VAR}}",
+            )
+        )
+    if _literal(slack.token):
+        problems.append(
+            doc.error((*loc, "token"), f"receiver {name!r}: use token_file or ${{ENV_VAR}} for the bot token")
+        )
+    return problems
+
+
+def _pagerduty_secrets(
+    name: str, loc: tuple[Any, ...], pager: PagerdutyConfig, doc: Document
+) -> list[ConfigError]:
+    problems: list[ConfigError] = []
+    if pager.service_key is not None or pager.service_key_file is not None:
+        problems.append(
+            doc.error(
+                loc, f"receiver {name!r}: service_key is Events API v1; tripwire sends v2: use routing_key"
+            )
+        )
+    if _literal(pager.routing_key):
+        problems.append(
+            doc.error(
+                (*loc, "routing_key"), f"receiver {name!r}: use routing_key_file or ${{ENV_VAR}} for the key"
+            )
+        )
+    return problems
 
 
 def _check_route(

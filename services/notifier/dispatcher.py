@@ -13,27 +13,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
 from services.notifier import stages
 from services.notifier.alert_store import AlertStore
+from services.notifier.health import IntegrationHealth
 from services.notifier.inhibition import Inhibitor
-from services.notifier.nflog import GroupSchedule, LogEntry, NotifierState, ScheduledGroup
+from services.notifier.nflog import (
+    GroupSchedule,
+    Intent,
+    IntentJournal,
+    LogEntry,
+    NotifierState,
+    ScheduledGroup,
+)
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.routing import Route
 from services.notifier.silences import Silence, SilenceStore
 from services.notifier.time_intervals import TimeInterval
-from shared.alerts import ZERO_TIME, Alert, from_unix
+from shared.alerts import ZERO_TIME, Alert, from_unix, rfc3339
 from shared.clock import Clock
 from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-CLAIM_LEASE = 120.0  # a claimed group is not flushed by another replica for this long (unless re-scheduled)
+# A claimed group is not flushed by another replica (or this one) for this long; the flush renews its claim
+# while it runs, so a crashed replica's in-flight groups are taken over within one lease.
+CLAIM_LEASE = 15.0
+DLQ_MAXLEN = 10_000
+MAX_FLUSHES = 64  # groups flushed at once
 POLL = 1.0  # how often the schedule is looked at when nothing wakes us (groups of other replicas)
 
 
@@ -71,6 +85,12 @@ class DispatchMetrics:
             "Alerts left out of a notification because a silence muted them.",
             registry=registry,
         )
+        self.reconciled = Counter(
+            "tripwire_notifier_deliveries_reconciled",
+            "Unfinished deliveries found at a flush (a crash, a failed attempt), by what reconciling found.",
+            ["integration", "outcome"],
+            registry=registry,
+        )
         self.alerts_received = Counter(
             "tripwire_notifier_alerts_received",
             "Alerts read from the alerts stream, by status.",
@@ -103,8 +123,12 @@ class Dispatcher:
         alert_store: AlertStore | None = None,
         inhibitor: Inhibitor | None = None,
         intervals: dict[str, TimeInterval] | None = None,
+        health: IntegrationHealth | None = None,
+        claim_lease: float = CLAIM_LEASE,
     ) -> None:
+        self.claim_lease = claim_lease
         self.tree = tree
+        self.health = health
         self.receivers = receivers
         self.state = state
         self.clock = clock
@@ -118,6 +142,8 @@ class Dispatcher:
         self.schedule = GroupSchedule(state.redis, state.keys)
         self.routes = {route.key(): route for route in _walk(tree)}
         self.wake = asyncio.Event()
+        self._flushing: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_FLUSHES)
 
     def replace(
         self,
@@ -154,23 +180,61 @@ class Dispatcher:
         self.wake.set()
 
     async def flush_due(self) -> int:
-        """Flush every group whose time has come; returns how many were flushed. A group whose delivery
-        failed is tried again a group_interval later; a group left empty is dropped."""
+        """Flush every group whose time has come and wait for them; returns how many were flushed. A group
+        whose delivery failed is tried again a group_interval later; a group left empty is dropped."""
+        flushes = await self._start_due()
+        await asyncio.gather(*flushes)
+        return len(flushes)
+
+    async def _start_due(self) -> list[asyncio.Task[None]]:
+        """Claim the due groups and start flushing each in its own task (at most MAX_FLUSHES at once), so a
+        receiver that is slow, rate limited or retrying holds back only its own groups."""
         now = self.clock.now()
-        due = await self.schedule.claim_due(now, CLAIM_LEASE)
+        due = [g for g in await self.schedule.claim_due(now, self.claim_lease) if g.id not in self._flushing]
         if not due:
-            return 0
+            return []
         mute = await self._mute_inputs(now)
+        tasks = []
         for group in due:
+            task = asyncio.create_task(self._flush_one(group, mute, now), name=f"flush-{group.id}")
+            self._flushing[group.id] = task
+            task.add_done_callback(lambda _t, gid=group.id: self._flushed(gid))
+            tasks.append(task)
+        return tasks
+
+    def _flushed(self, group_id: str) -> None:
+        self._flushing.pop(group_id, None)
+        self.wake.set()  # its next flush time may be the earliest now
+
+    async def _flush_one(
+        self, group: ScheduledGroup, mute: tuple[list[Silence], list[Alert]], claimed: float
+    ) -> None:
+        renewing = asyncio.create_task(self._renew_claim(group, claimed + self.claim_lease))
+        try:
+            async with self._slots:
+                await self._flush_group(group, self.clock.now(), mute)
+        except Exception:
+            # One bad group (say, unreadable state, or Redis gone) must not hold back the others; it stays
+            # claimed, so it is flushed again when its claim lapses.
+            log.exception("group flush failed unexpectedly", extra={"group_key": group.group_key})
+            self.metrics.flush_errors.inc()
+        finally:
+            await cancel_and_wait([renewing])
+
+    async def _renew_claim(self, group: ScheduledGroup, held_until: float) -> None:
+        """Keep a claim alive while its flush runs (retries, rate limits), a third of a lease at a time."""
+        while True:
+            await asyncio.sleep(self.claim_lease / 3)  # real time: the lease is a real-time safety net
+            until = self.clock.now() + self.claim_lease
             try:
-                await self._flush_group(group, now, mute)
-            except RedisError:
-                raise
-            except Exception:
-                # One bad group (say, unreadable state) must not hold back the others; it is retried later.
-                log.exception("group flush failed unexpectedly", extra={"group_key": group.group_key})
-                self.metrics.flush_errors.inc()
-        return len(due)
+                if not await self.schedule.renew(group, held_until, until):
+                    return
+            except RedisError as exc:
+                log.warning(
+                    "could not renew a group claim", extra={"group_key": group.group_key, "error": str(exc)}
+                )
+                continue
+            held_until = until
 
     async def _flush_group(
         self, group: ScheduledGroup, now: float, mute: tuple[list[Silence], list[Alert]]
@@ -213,10 +277,16 @@ class Dispatcher:
     async def run(self) -> None:
         """Flush groups as they come due, for ever: woken by new groups, else on the next due time (checked at
         least every POLL seconds, for groups another replica scheduled)."""
+        try:
+            await self._run()
+        finally:
+            await cancel_and_wait(list(self._flushing.values()))
+
+    async def _run(self) -> None:
         while True:
             self.wake.clear()
             try:
-                await self.flush_due()
+                await self._start_due()
                 upcoming = await self.schedule.next_due()
             except RedisError as exc:
                 log.warning("group flush pass failed; will retry", extra={"error": str(exc)})
@@ -230,6 +300,126 @@ class Dispatcher:
                 await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 await cancel_and_wait([sleeper, woken])
+
+    async def _notify(
+        self,
+        integration: Integration,
+        receiver_name: str,
+        route: Route,
+        group_key: str,
+        group_labels: dict[str, str],
+        alerts: list[Alert],
+        firing: set[str],
+        resolved: set[str],
+        now: float,
+    ) -> str | None:
+        """Dedup, deliver and record one group through one integration; returns the reason when delivery
+        failed in a way worth trying again at the next flush."""
+        log_name = f"{receiver_name}/{integration.name}"
+        labels = (receiver_name, integration.name)
+        pending = await self.state.intent(log_name, group_key)
+        if pending is not None:
+            try:
+                await self._reconcile(integration, log_name, group_key, pending)
+            except Exception as exc:
+                self.metrics.reconciled.labels(integration.name, "unknown").inc()
+                reason = f"{integration.name}: cannot tell whether an interrupted delivery arrived: {exc}"
+                log.warning("reconcile failed; will retry", extra={"group_key": group_key, "error": reason})
+                return reason
+        entry = await self.state.last_sent(log_name, group_key)
+        if not stages.dedup(entry, firing, resolved, route.repeat_interval, integration.send_resolved, now):
+            self.metrics.notifications.labels(*labels, "deduplicated").inc()
+            return None
+        shown = alerts if integration.send_resolved else [a for a in alerts if not a.is_resolved()]
+        if not shown:
+            # Everything resolved but this integration does not want resolved notifications: just clear.
+            await self.state.record(log_name, group_key, LogEntry(set(), resolved, now))
+            return None
+        notification = Notification(receiver_name, group_key, group_labels, shown, self.external_url)
+        # Reuse a failed delivery's id: it is the idempotency key the receiving side may dedup on.
+        intent = Intent(pending.id if pending else uuid.uuid4().hex, firing, resolved, now)
+        journal = IntentJournal(self.state, log_name, group_key, intent)
+        try:
+            await integration.notify(notification, journal)
+        except DeliveryError as exc:
+            outcome = "failed_permanently" if exc.permanent else "failed"
+            self.metrics.notifications.labels(*labels, outcome).inc()
+            log.error(
+                "notification not delivered",
+                extra={
+                    "receiver": receiver_name,
+                    "integration": integration.name,
+                    "group_key": group_key,
+                    "error": str(exc),
+                    "permanent": exc.permanent,
+                },
+            )
+            if exc.permanent and self.health is not None:
+                self.health.refused(receiver_name, integration.name, str(exc))
+            await self._dead_letter(notification, integration.name, exc, now)
+            return None if exc.permanent else str(exc)
+        self.metrics.notifications.labels(*labels, "sent").inc()
+        if self.health is not None:
+            self.health.delivered(receiver_name, integration.name)
+        log.info(
+            "notification sent",
+            extra={
+                "receiver": receiver_name,
+                "integration": integration.name,
+                "group_key": group_key,
+                "status": notification.status,
+                "alerts": len(shown),
+            },
+        )
+        await self.state.record(log_name, group_key, LogEntry(firing, resolved, now))
+        return None
+
+    async def _reconcile(
+        self, integration: Integration, log_name: str, group_key: str, pending: Intent
+    ) -> None:
+        """A delivery was left unfinished: its last attempt failed (nothing to ask: it did not arrive), or the
+        process died mid-request (ask the integration). Delivered: recorded as sent, so dedup does not send it
+        twice. Either way the intent is settled here; a new one is written if it is sent again."""
+        if pending.state != "sending":
+            self.metrics.reconciled.labels(integration.name, "failed_before").inc()
+            await self.state.drop_intent(log_name, group_key)
+            return
+        delivered = await integration.reconcile(group_key, pending)
+        self.metrics.reconciled.labels(integration.name, "delivered" if delivered else "not_delivered").inc()
+        log.warning(
+            "reconciled a delivery a previous process left mid-request",
+            extra={
+                "integration": log_name,
+                "group_key": group_key,
+                "attempts": pending.attempts,
+                "delivered": delivered,
+            },
+        )
+        if delivered:
+            await self.state.record(log_name, group_key, pending.entry())
+        else:
+            await self.state.drop_intent(log_name, group_key)
+
+    async def _dead_letter(
+        self, notification: Notification, integration: str, error: DeliveryError, now: float
+    ) -> None:
+        """Keep an undelivered notification, with why, on the notifications DLQ for ops to see and replay. The
+        group itself is not given up: a retryable failure is tried again at the next flush."""
+        fields = {
+            "receiver": notification.receiver,
+            "integration": integration,
+            "group_key": notification.group_key,
+            "reason": str(error),
+            "permanent": "true" if error.permanent else "false",
+            "at": rfc3339(now),
+            "payload": orjson.dumps(notification.webhook_payload()),
+        }
+        try:
+            await self.state.redis.xadd(
+                self.state.keys.notifications_dlq, fields, maxlen=DLQ_MAXLEN, approximate=True
+            )
+        except RedisError as exc:
+            log.error("could not write the notifications DLQ", extra={"error": str(exc)})
 
     async def _mute_inputs(self, now: float) -> tuple[list[Silence], list[Alert]]:
         """What the inhibit and silence stages need, read once per flush pass: the silences, and the firing
@@ -280,49 +470,11 @@ class Dispatcher:
         receiver = self.receivers[receiver_name]
         failures: list[str] = []
         for integration in receiver.integrations:
-            log_name = f"{receiver_name}/{integration.name}"
-            entry = await self.state.last_sent(log_name, group_key)
-            if not stages.dedup(
-                entry, firing, resolved, route.repeat_interval, integration.send_resolved, now
-            ):
-                self.metrics.notifications.labels(receiver_name, integration.name, "deduplicated").inc()
-                continue
-            shown = alerts if integration.send_resolved else [a for a in alerts if not a.is_resolved()]
-            if not shown:
-                # Everything resolved but this integration does not want resolved notifications: just clear.
-                await self.state.record(log_name, group_key, LogEntry(set(), resolved, now))
-                continue
-            notification = Notification(receiver_name, group_key, group_labels, shown, self.external_url)
-            try:
-                await integration.notify(notification)
-            except DeliveryError as exc:
-                outcome = "failed_permanently" if exc.permanent else "failed"
-                self.metrics.notifications.labels(receiver_name, integration.name, outcome).inc()
-                log.error(
-                    "notification not delivered",
-                    extra={
-                        "receiver": receiver_name,
-                        "integration": integration.name,
-                        "group_key": group_key,
-                        "error": str(exc),
-                        "permanent": exc.permanent,
-                    },
-                )
-                if not exc.permanent:
-                    failures.append(str(exc))
-                continue
-            self.metrics.notifications.labels(receiver_name, integration.name, "sent").inc()
-            log.info(
-                "notification sent",
-                extra={
-                    "receiver": receiver_name,
-                    "integration": integration.name,
-                    "group_key": group_key,
-                    "status": notification.status,
-                    "alerts": len(shown),
-                },
+            failure = await self._notify(
+                integration, receiver_name, route, group_key, group_labels, alerts, firing, resolved, now
             )
-            await self.state.record(log_name, group_key, LogEntry(firing, resolved, now))
+            if failure is not None:
+                failures.append(failure)
         if failures:
             raise DeliveryError("; ".join(failures), permanent=False)
         if resolved:

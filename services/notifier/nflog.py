@@ -37,6 +37,52 @@ class LogEntry:
         return cls(set(data["firing"]), set(data["resolved"]), float(data["ts"]))
 
 
+@dataclass
+class Intent:
+    """A notification being delivered through one integration, written before its first request goes out and
+    removed with the log entry that records it sent. Found at the next flush, it means the process died
+    mid-delivery: `state` says whether the last request may have arrived ("sending") or certainly did not
+    ("failed"), and the integration reconciles (see Integration.reconcile)."""
+
+    id: str
+    firing: set[str]
+    resolved: set[str]
+    timestamp: float
+    state: str = "sending"
+    attempts: int = 0
+    reason: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "firing": sorted(self.firing),
+                "resolved": sorted(self.resolved),
+                "ts": self.timestamp,
+                "state": self.state,
+                "attempts": self.attempts,
+                "reason": self.reason,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Intent:
+        data = orjson.loads(raw)
+        return cls(
+            data["id"],
+            set(data["firing"]),
+            set(data["resolved"]),
+            float(data["ts"]),
+            data["state"],
+            int(data["attempts"]),
+            data.get("reason", ""),
+        )
+
+    def entry(self) -> LogEntry:
+        """The log entry to record if this intent turns out delivered."""
+        return LogEntry(set(self.firing), set(self.resolved), self.timestamp)
+
+
 TOMBSTONE_TTL = 3600.0
 
 
@@ -88,8 +134,40 @@ class NotifierState:
         return LogEntry.from_json(raw) if raw else None
 
     async def record(self, log_name: str, group_key: str, entry: LogEntry) -> None:
-        """Record what was just notified for a group through one integration (`log_name`)."""
-        await self.redis.hset(self.keys.notification_log(log_name), group_key, entry.to_json())
+        """Record what was just notified for a group through one integration (`log_name`), and drop the
+        delivery's intent with it (one transaction: no moment where neither says what happened)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.notification_log(log_name), group_key, entry.to_json())
+            pipe.hdel(self._intents(log_name), group_key)
+            await pipe.execute()
+
+    def _intents(self, log_name: str) -> str:
+        return f"{self.keys.notification_log(log_name)}:intent"
+
+    async def intent(self, log_name: str, group_key: str) -> Intent | None:
+        """The unfinished delivery of a group through one integration, if a previous attempt left one."""
+        raw = await self.redis.hget(self._intents(log_name), group_key)
+        return Intent.from_json(raw) if raw else None
+
+    async def write_intent(self, log_name: str, group_key: str, intent: Intent) -> None:
+        await self.redis.hset(self._intents(log_name), group_key, intent.to_json())
+
+    async def drop_intent(self, log_name: str, group_key: str) -> None:
+        await self.redis.hdel(self._intents(log_name), group_key)
+
+    def _refs(self, log_name: str) -> str:
+        return f"{self.keys.notification_log(log_name)}:message"
+
+    async def message_ref(self, log_name: str, group_key: str) -> dict[str, str] | None:
+        """Where a group's message went (Slack channel id and ts), to update it or reply in its thread."""
+        raw = await self.redis.hget(self._refs(log_name), group_key)
+        return orjson.loads(raw) if raw else None
+
+    async def set_message_ref(self, log_name: str, group_key: str, ref: dict[str, str] | None) -> None:
+        if ref is None:
+            await self.redis.hdel(self._refs(log_name), group_key)
+        else:
+            await self.redis.hset(self._refs(log_name), group_key, orjson.dumps(ref))
 
     async def forget(self, receiver: str, group_key: str, fingerprints: list[str], now: float) -> None:
         """Drop resolved alerts from a group once every integration has been told. A tombstone with the
@@ -129,6 +207,17 @@ end
 return out
 """
 
+# Extend a claim only if it is still ours (its score is the lease we set): a flush that just finished has
+# written the group's next time, which must win over a late renewal.
+_RENEW = """
+local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if current and tonumber(current) == tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 
 @dataclass
 class ScheduledGroup:
@@ -148,6 +237,7 @@ class GroupSchedule:
         self.times, self.meta, self.flushed = base, f"{base}:meta", f"{base}:flushed"
         self._schedule = redis.register_script(_SCHEDULE)
         self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
 
     async def add(
         self, receiver: str, group_key: str, route: str, first_flush: float, overdue: bool, now: float
@@ -168,6 +258,10 @@ class GroupSchedule:
             out.append(ScheduledGroup(gid.decode(), data["receiver"], data["group_key"], data["route"]))
         return out
 
+    async def renew(self, group: ScheduledGroup, held_until: float, until: float) -> bool:
+        """Extend a claim from `held_until` to `until` if nobody has re-scheduled the group since."""
+        return bool(await self._renew(keys=[self.times], args=[group.id, repr(held_until), repr(until)]))
+
     async def flushed_at(self, group: ScheduledGroup, next_flush: float) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(self.times, {group.id: next_flush}, xx=True)
@@ -187,3 +281,22 @@ class GroupSchedule:
     async def next_due(self) -> float | None:
         first = await self.redis.zrange(self.times, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
+
+
+class IntentJournal:
+    """The Journal a delivery writes through: every attempt updates the group's intent in Redis."""
+
+    def __init__(self, state: NotifierState, log_name: str, group_key: str, intent: Intent) -> None:
+        self.state, self.log_name, self.group_key, self.intent = state, log_name, group_key, intent
+
+    @property
+    def id(self) -> str:
+        return self.intent.id
+
+    async def sending(self) -> None:
+        self.intent.state, self.intent.attempts = "sending", self.intent.attempts + 1
+        await self.state.write_intent(self.log_name, self.group_key, self.intent)
+
+    async def not_sent(self, reason: str) -> None:
+        self.intent.state, self.intent.reason = "failed", reason[:500]
+        await self.state.write_intent(self.log_name, self.group_key, self.intent)

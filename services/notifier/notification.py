@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.alerts import ZERO_TIME, Alert
+
+if TYPE_CHECKING:
+    from services.notifier.templates import TemplateData
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,7 @@ class Notification:
     group_labels: dict[str, str]
     alerts: list[Alert]
     external_url: str
+    test: bool = False  # sent by `tripwire receivers test`: marked as such wherever it shows
 
     @property
     def firing(self) -> list[Alert]:
@@ -33,6 +37,31 @@ class Notification:
 
     def common_annotations(self) -> dict[str, str]:
         return _common([a.annotations for a in self.alerts])
+
+    def template_data(self) -> TemplateData:
+        """What Alertmanager's templates see (`.Status`, `.Alerts`, `.CommonLabels`, ...)."""
+        from services.notifier.templates import AlertData, TemplateData
+
+        return TemplateData(
+            receiver=self.receiver,
+            status=self.status,
+            alerts=[
+                AlertData(
+                    status=a.status,
+                    labels=a.labels,
+                    annotations=a.annotations,
+                    starts_at=a.starts_at,
+                    ends_at=a.ends_at,
+                    generator_url=a.generator_url,
+                    fingerprint=a.fingerprint,
+                )
+                for a in self.alerts
+            ],
+            group_labels=self.group_labels,
+            common_labels=self.common_labels(),
+            common_annotations=self.common_annotations(),
+            external_url=self.external_url,
+        )
 
     def webhook_payload(self, max_alerts: int = 0) -> dict[str, Any]:
         """Alertmanager's webhook body, version "4" (firing alerts carry the zero endsAt)."""

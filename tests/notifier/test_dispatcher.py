@@ -9,13 +9,14 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.notifier.app import build_receivers
+from services.notifier.app import ReceiverDeps, build_receivers
 from services.notifier.config import RoutingConfig, WebhookConfig
 from services.notifier.dispatcher import Dispatcher, DispatchMetrics
 from services.notifier.nflog import LogEntry, NotifierState
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError
 from services.notifier.receivers.console import ConsoleIntegration, format_line
+from services.notifier.receivers.delivery import NoJournal
 from services.notifier.receivers.webhook import WebhookIntegration
 from services.notifier.routing import Route
 from services.notifier.stages import dedup as needs_update
@@ -63,7 +64,7 @@ def dispatcher_for(redis, keys, url: str, session, clock, route: dict | None = N
     )
     return Dispatcher(
         tree=Route.build(routing.route),
-        receivers=build_receivers(routing, session, SystemClock()),
+        receivers=build_receivers(routing, ReceiverDeps(session, SystemClock())),
         state=NotifierState(redis, keys),
         clock=clock,
         external_url="http://notifier:9402",
@@ -174,7 +175,7 @@ async def test_giving_up_after_the_deadline_leaves_it_for_later(redis, keys, web
 async def test_webhook_max_alerts_truncates(webhook, session):
     hook = WebhookIntegration(0, WebhookConfig(url=webhook.url, max_alerts=1), session, SystemClock())
     n = Notification("r", "{}:{}", {}, [alert("A"), alert("B")], "http://x")
-    await hook.notify(n)
+    await hook.notify(n, NoJournal())
     (body,) = webhook.delivered
     assert body["truncatedAlerts"] == 1 and len(body["alerts"]) == 1
 
@@ -193,7 +194,7 @@ async def test_webhook_errors_never_show_the_secret_url(session, url: str, perma
     hook = WebhookIntegration(0, WebhookConfig(url=secret, retry_deadline="300ms"), session, SystemClock())
     n = Notification("r", "{}:{}", {}, [alert()], "http://x")
     with pytest.raises(DeliveryError) as caught:
-        await hook.notify(n)
+        await hook.notify(n, NoJournal())
     assert caught.value.permanent is permanent
     assert "s3cr3t-token" not in str(caught.value), str(caught.value)
 
@@ -218,7 +219,7 @@ async def test_missing_url_file_is_a_retryable_error_not_a_crash(tmp_path, sessi
     config = WebhookConfig(url_file=tmp_path / "absent", retry_deadline="300ms")
     hook = WebhookIntegration(0, config, session, SystemClock())
     with pytest.raises(DeliveryError) as caught:
-        await hook.notify(Notification("r", "{}:{}", {}, [alert()], "http://x"))
+        await hook.notify(Notification("r", "{}:{}", {}, [alert()], "http://x"), NoJournal())
     assert not caught.value.permanent and "cannot read url_file" in str(caught.value)
 
 
@@ -245,7 +246,7 @@ async def test_console_prints_one_line_per_notification():
         [alert(severity="page")],
         "http://x",
     )
-    await console.notify(n)
+    await console.notify(n, NoJournal())
     assert out.getvalue() == (
         "FIRING[1] HighErrorRate service=checkout severity=page: error ratio 0.05 -> oncall\n"
     )
@@ -256,7 +257,7 @@ async def test_console_prints_one_line_per_notification():
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        ({"receivers": [{"name": "r", "slack_configs": [{"channel": "#x"}]}]}, "slack_configs"),
+        ({"receivers": [{"name": "r", "opsgenie_configs": [{"api_key_file": "/k"}]}]}, "opsgenie_configs"),
     ],
 )
 async def test_the_notifier_refuses_what_it_would_not_apply(extra: dict, named: str):
@@ -267,4 +268,4 @@ async def test_the_notifier_refuses_what_it_would_not_apply(extra: dict, named: 
     )
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ConfigError, match=named):
-            build_receivers(routing, session, SystemClock())
+            build_receivers(routing, ReceiverDeps(session, SystemClock()))

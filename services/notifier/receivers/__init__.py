@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from services.notifier.notification import Notification
+
+if TYPE_CHECKING:
+    from services.notifier.nflog import Intent
+    from services.notifier.receivers.delivery import Journal
 
 
 class DeliveryError(Exception):
@@ -19,8 +23,14 @@ class Integration(Protocol):
     name: str  # e.g. "webhook[0]"
     send_resolved: bool
 
-    async def notify(self, notification: Notification) -> None:
-        """Deliver, retrying what is worth retrying; raise DeliveryError when it cannot be done."""
+    async def notify(self, notification: Notification, journal: Journal) -> None:
+        """Deliver, retrying what is worth retrying and journalling each attempt; raise DeliveryError when it
+        cannot be done."""
+        ...
+
+    async def reconcile(self, group_key: str, intent: Intent) -> bool:
+        """A previous process died while delivering `intent`: was it delivered? True means do not send it
+        again. Each integration answers as well as its API allows (ask the service, or trust a dedup key)."""
         ...
 
     async def close(self) -> None: ...

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from services.notifier.nflog import Intent
 from services.notifier.notification import Notification
+from services.notifier.receivers.delivery import Journal
 
 _SKIP_LABELS = {"alertname"}
 
@@ -35,9 +37,12 @@ class ConsoleIntegration:
         self.send_resolved = send_resolved
         self._stream = stream
 
-    async def notify(self, notification: Notification) -> None:
+    async def notify(self, notification: Notification, journal: Journal) -> None:
         stream = self._stream or sys.stdout
         print(format_line(notification), file=stream, flush=True)
+
+    async def reconcile(self, group_key: str, intent: Intent) -> bool:
+        return False  # printing a line again is harmless
 
     async def close(self) -> None:
         return None

@@ -64,6 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--token", default=None, help="bearer token (default: $TRIPWIRE_INGEST_TOKEN)")
     _rules_parser(sub)
     _routes_parser(sub)
+    receivers = sub.add_parser("receivers", help="test a receiver of an Alertmanager routing file")
+    receivers_sub = receivers.add_subparsers(dest="receivers_command", required=True, metavar="WHAT")
+    test = receivers_sub.add_parser(
+        "test", help="send a clearly marked test notification through every integration of one receiver"
+    )
+    test.add_argument("name", metavar="NAME", help="the receiver's name")
+    test.add_argument(
+        "-c",
+        "--config.file",
+        dest="routing_file",
+        type=Path,
+        metavar="FILE",
+        required=True,
+        help="alertmanager.yml",
+    )
+    test.add_argument(
+        "--external-url", default="http://localhost:9402", help="the notifier URL the message links to"
+    )
     return parser
 
 
@@ -169,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(run_rules(args))
     elif args.command == "routes":
         raise SystemExit(run_routes(args))
+    elif args.command == "receivers":
+        from services.notifier.receiver_testing import send_test
+
+        out, code = asyncio.run(send_test(args.routing_file, args.name, args.external_url))
+        print(out, end="", file=sys.stdout if code == 0 else sys.stderr)
+        raise SystemExit(code)
 
 
 def run_routes(args: argparse.Namespace) -> int:

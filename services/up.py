@@ -35,7 +35,14 @@ from shared.yamlfile import ConfigError, ConfigErrors
 
 SERVICES = ("collector", "evaluator", "notifier")
 CONFIG_ERROR_EXIT = 2
-_COLORS = {"collector": "36", "evaluator": "35", "notifier": "33", "demo": "32", "tripwire": "1"}
+_COLORS = {
+    "collector": "36",
+    "evaluator": "35",
+    "notifier": "33",
+    "demo": "32",
+    "receiver": "34",
+    "tripwire": "1",
+}
 
 
 def say(source: str, line: str) -> None:
@@ -173,6 +180,11 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         argv_config = ["-c", str(self.config_path)] if self.config_path else []
         env = self._child_env()
+        receivers = None
+        if self.demo:
+            from services.demo_receivers import start_demo_receivers
+
+            receivers = await start_demo_receivers(env, say)
         self.children = [
             Child(name, [sys.executable, "-m", "services.cli", name, *argv_config], env) for name in SERVICES
         ]
@@ -198,6 +210,8 @@ class Supervisor:
             for child in reversed(self.children):
                 code = await child.stop()
                 say("tripwire", f"{child.name} stopped (exit {code})")
+            if receivers is not None:
+                await receivers.stop()
 
     def _config_error(self) -> bool:
         return any(c.process and c.process.returncode == CONFIG_ERROR_EXIT for c in self.children)

@@ -36,6 +36,8 @@ format: $(VENV)/.dev-stamp
 bench: $(VENV)/.run-stamp
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/evaluator.py
+	$(BIN)/python bench/notify.py
 
 clean:
 	rm -rf $(VENV) .tripwire .pytest_cache .ruff_cache

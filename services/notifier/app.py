@@ -129,8 +129,8 @@ def build_receivers(routing: RoutingConfig, deps: ReceiverDeps) -> dict[str, Rec
                 "webhook_configs, console_configs)",
                 routing.file,
             )
-        if config.name in used:
-            problems.extend(routing.delivery_problems.get(config.name, []))
+        # Every receiver, routed or not: a literal secret in the file is refused wherever it is.
+        problems.extend(routing.delivery_problems.get(config.name, []))
         integrations: list[Integration] = [
             WebhookIntegration(i, hook, deps.session, deps.clock)
             for i, hook in enumerate(config.webhook_configs)

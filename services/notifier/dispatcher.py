@@ -33,7 +33,7 @@ from services.notifier.nflog import (
     ScheduledGroup,
 )
 from services.notifier.notification import Notification
-from services.notifier.receivers import DeliveryError, Integration
+from services.notifier.receivers import Deferred, DeliveryError, Integration
 from services.notifier.routing import Route
 from services.notifier.silences import Silence, SilenceStore
 from services.notifier.time_intervals import TimeInterval
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # while it runs, so a crashed replica's in-flight groups are taken over within one lease.
 CLAIM_LEASE = 15.0
 DLQ_MAXLEN = 10_000
-MAX_FLUSHES = 64  # groups flushed at once
+MAX_FLUSHES = 64  # groups flushed at once by one replica
 POLL = 1.0  # how often the schedule is looked at when nothing wakes us (groups of other replicas)
 
 
@@ -143,7 +143,6 @@ class Dispatcher:
         self.routes = {route.key(): route for route in _walk(tree)}
         self.wake = asyncio.Event()
         self._flushing: dict[str, asyncio.Task[None]] = {}
-        self._slots = asyncio.Semaphore(MAX_FLUSHES)
 
     def replace(
         self,
@@ -187,16 +186,21 @@ class Dispatcher:
         return len(flushes)
 
     async def _start_due(self) -> list[asyncio.Task[None]]:
-        """Claim the due groups and start flushing each in its own task (at most MAX_FLUSHES at once), so a
-        receiver that is slow, rate limited or retrying holds back only its own groups."""
+        """Claim as many due groups as there are free flush slots (MAX_FLUSHES), and flush each in its own
+        task, so a receiver that is slow, rate limited or retrying holds back only its own groups, and a
+        replica never claims more than it can work on (the rest stay for the other replicas)."""
+        free = MAX_FLUSHES - len(self._flushing)
         now = self.clock.now()
-        due = [g for g in await self.schedule.claim_due(now, self.claim_lease) if g.id not in self._flushing]
+        due = await self.schedule.claim_due(now, self.claim_lease, limit=free)
         if not due:
             return []
+        # Read once per pass: the flushes start now (no more are claimed than can run), so it is fresh.
         mute = await self._mute_inputs(now)
         tasks = []
         for group in due:
-            task = asyncio.create_task(self._flush_one(group, mute, now), name=f"flush-{group.id}")
+            if group.id in self._flushing:
+                continue
+            task = asyncio.create_task(self._flush_one(group, mute), name=f"flush-{group.id}")
             self._flushing[group.id] = task
             task.add_done_callback(lambda _t, gid=group.id: self._flushed(gid))
             tasks.append(task)
@@ -206,13 +210,12 @@ class Dispatcher:
         self._flushing.pop(group_id, None)
         self.wake.set()  # its next flush time may be the earliest now
 
-    async def _flush_one(
-        self, group: ScheduledGroup, mute: tuple[list[Silence], list[Alert]], claimed: float
-    ) -> None:
-        renewing = asyncio.create_task(self._renew_claim(group, claimed + self.claim_lease))
+    async def _flush_one(self, group: ScheduledGroup, mute: tuple[list[Silence], list[Alert]]) -> None:
+        flush = asyncio.current_task()
+        assert flush is not None
+        renewing = asyncio.create_task(self._renew_claim(group, flush))
         try:
-            async with self._slots:
-                await self._flush_group(group, self.clock.now(), mute)
+            await self._flush_group(group, self.clock.now(), mute)
         except Exception:
             # One bad group (say, unreadable state, or Redis gone) must not hold back the others; it stays
             # claimed, so it is flushed again when its claim lapses.
@@ -221,20 +224,22 @@ class Dispatcher:
         finally:
             await cancel_and_wait([renewing])
 
-    async def _renew_claim(self, group: ScheduledGroup, held_until: float) -> None:
-        """Keep a claim alive while its flush runs (retries, rate limits), a third of a lease at a time."""
+    async def _renew_claim(self, group: ScheduledGroup, flush: asyncio.Task[None]) -> None:
+        """Keep our claim alive while the flush runs (retries, rate limits), a third of a lease at a time; if
+        it was lost (lapsed and taken by another replica), stop the flush: the other replica owns it now."""
         while True:
             await asyncio.sleep(self.claim_lease / 3)  # real time: the lease is a real-time safety net
-            until = self.clock.now() + self.claim_lease
             try:
-                if not await self.schedule.renew(group, held_until, until):
+                if not await self.schedule.renew(group, self.clock.now() + self.claim_lease):
+                    log.error(
+                        "lost the claim on a group mid-flush; stopping", extra={"group_key": group.group_key}
+                    )
+                    flush.cancel()
                     return
             except RedisError as exc:
                 log.warning(
                     "could not renew a group claim", extra={"group_key": group.group_key, "error": str(exc)}
                 )
-                continue
-            held_until = until
 
     async def _flush_group(
         self, group: ScheduledGroup, now: float, mute: tuple[list[Silence], list[Alert]]
@@ -263,11 +268,16 @@ class Dispatcher:
         try:
             holds_alerts = await self._flush(route, group.receiver, group.group_key, kept, now, mute)
         except DeliveryError as exc:
-            log.warning(
-                "group flush failed; trying again a group_interval later",
-                extra={"group_key": group.group_key, "error": str(exc)},
-            )
-            await self.schedule.retry_at(group, now + route.group_interval)
+            retry = now + route.group_interval
+            if isinstance(exc, Deferred):
+                retry = min(retry, exc.until)  # asked to come back at a given time (e.g. min_firing_for)
+                log.info("group flush deferred", extra={"group_key": group.group_key, "reason": str(exc)})
+            else:
+                log.warning(
+                    "group flush failed; trying again a group_interval later",
+                    extra={"group_key": group.group_key, "error": str(exc)},
+                )
+            await self.schedule.retry_at(group, retry)
             return
         if holds_alerts:
             await self.schedule.flushed_at(group, now + route.group_interval)
@@ -305,16 +315,16 @@ class Dispatcher:
         self,
         integration: Integration,
         receiver_name: str,
-        route: Route,
+        repeat_interval: float,
         group_key: str,
         group_labels: dict[str, str],
         alerts: list[Alert],
         firing: set[str],
         resolved: set[str],
         now: float,
-    ) -> str | None:
-        """Dedup, deliver and record one group through one integration; returns the reason when delivery
-        failed in a way worth trying again at the next flush."""
+    ) -> DeliveryError | None:
+        """Dedup, deliver and record one group through one integration; returns the failure when delivery
+        failed in a way worth trying again (Deferred: at a given time)."""
         log_name = f"{receiver_name}/{integration.name}"
         labels = (receiver_name, integration.name)
         pending = await self.state.intent(log_name, group_key)
@@ -325,9 +335,9 @@ class Dispatcher:
                 self.metrics.reconciled.labels(integration.name, "unknown").inc()
                 reason = f"{integration.name}: cannot tell whether an interrupted delivery arrived: {exc}"
                 log.warning("reconcile failed; will retry", extra={"group_key": group_key, "error": reason})
-                return reason
+                return DeliveryError(reason, permanent=False)
         entry = await self.state.last_sent(log_name, group_key)
-        if not stages.dedup(entry, firing, resolved, route.repeat_interval, integration.send_resolved, now):
+        if not stages.dedup(entry, firing, resolved, repeat_interval, integration.send_resolved, now):
             self.metrics.notifications.labels(*labels, "deduplicated").inc()
             return None
         shown = alerts if integration.send_resolved else [a for a in alerts if not a.is_resolved()]
@@ -341,7 +351,15 @@ class Dispatcher:
         journal = IntentJournal(self.state, log_name, group_key, intent)
         try:
             await integration.notify(notification, journal)
+        except Deferred as exc:
+            self.metrics.notifications.labels(*labels, "deferred").inc()
+            return exc
         except DeliveryError as exc:
+            if intent.state == "sending":
+                # We gave up on a request that may have arrived: not a crash, so an integration that cannot
+                # look (a Slack incoming webhook) sends again rather than assume it arrived.
+                intent.state = "abandoned"
+                await self.state.write_intent(log_name, group_key, intent)
             outcome = "failed_permanently" if exc.permanent else "failed"
             self.metrics.notifications.labels(*labels, outcome).inc()
             log.error(
@@ -357,7 +375,7 @@ class Dispatcher:
             if exc.permanent and self.health is not None:
                 self.health.refused(receiver_name, integration.name, str(exc))
             await self._dead_letter(notification, integration.name, exc, now)
-            return None if exc.permanent else str(exc)
+            return exc  # the group keeps its alerts and is tried again a group_interval later
         self.metrics.notifications.labels(*labels, "sent").inc()
         if self.health is not None:
             self.health.delivered(receiver_name, integration.name)
@@ -374,23 +392,51 @@ class Dispatcher:
         await self.state.record(log_name, group_key, LogEntry(firing, resolved, now))
         return None
 
+    async def announce(self, receiver_names: list[str], notification: Notification) -> None:
+        """Deliver a notification the notifier itself makes (a kill-switch decision) to named receivers, with
+        the same dedup, intents, retries and DLQ as routed ones; its group key is unique, so a replay after a
+        crash is told once. Failures are logged and dead-lettered, never raised: the decision stands."""
+        now = self.clock.now()
+        firing = {a.fingerprint for a in notification.alerts}
+        for name in receiver_names:
+            receiver = self.receivers.get(name)
+            if receiver is None:
+                log.error("announce: no such receiver", extra={"receiver": name})
+                continue
+            for integration in receiver.integrations:
+                failure = await self._notify(
+                    integration,
+                    name,
+                    float("inf"),
+                    notification.group_key,
+                    notification.group_labels,
+                    notification.alerts,
+                    firing,
+                    set(),
+                    now,
+                )
+                if failure is not None:
+                    log.error("announcement not delivered", extra={"receiver": name, "error": str(failure)})
+
     async def _reconcile(
         self, integration: Integration, log_name: str, group_key: str, pending: Intent
     ) -> None:
-        """A delivery was left unfinished: its last attempt failed (nothing to ask: it did not arrive), or the
-        process died mid-request (ask the integration). Delivered: recorded as sent, so dedup does not send it
+        """A delivery was left unfinished: its last attempt failed (nothing to ask: it did not arrive), or a
+        request's fate is unknown: the process died mid-request ("sending") or gave up after one
+        ("abandoned"); then ask the integration. Delivered: recorded as sent, so dedup does not send it
         twice. Either way the intent is settled here; a new one is written if it is sent again."""
-        if pending.state != "sending":
+        if pending.state == "failed":
             self.metrics.reconciled.labels(integration.name, "failed_before").inc()
             await self.state.drop_intent(log_name, group_key)
             return
         delivered = await integration.reconcile(group_key, pending)
         self.metrics.reconciled.labels(integration.name, "delivered" if delivered else "not_delivered").inc()
         log.warning(
-            "reconciled a delivery a previous process left mid-request",
+            "reconciled a delivery whose last request may have arrived",
             extra={
                 "integration": log_name,
                 "group_key": group_key,
+                "state": pending.state,
                 "attempts": pending.attempts,
                 "delivered": delivered,
             },
@@ -468,15 +514,26 @@ class Dispatcher:
         resolved = {a.fingerprint for a in alerts if a.is_resolved()}
         group_labels = route.group_labels(alerts[0].labels)
         receiver = self.receivers[receiver_name]
-        failures: list[str] = []
+        failures: list[DeliveryError] = []
         for integration in receiver.integrations:
             failure = await self._notify(
-                integration, receiver_name, route, group_key, group_labels, alerts, firing, resolved, now
+                integration,
+                receiver_name,
+                route.repeat_interval,
+                group_key,
+                group_labels,
+                alerts,
+                firing,
+                resolved,
+                now,
             )
             if failure is not None:
                 failures.append(failure)
         if failures:
-            raise DeliveryError("; ".join(failures), permanent=False)
+            message = "; ".join(str(f) for f in failures)
+            if all(isinstance(f, Deferred) for f in failures):
+                raise Deferred(message, until=min(f.until for f in failures if isinstance(f, Deferred)))
+            raise DeliveryError(message, permanent=False)
         if resolved:
             # Every integration has been told (or did not want to be): resolved alerts leave the group.
             await self.state.forget(receiver_name, group_key, sorted(resolved), now)

@@ -9,6 +9,7 @@ hash tag, beside the stream they are derived from.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 
 import orjson
@@ -190,32 +191,49 @@ class NotifierState:
 _SCHEDULE = """
 redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
-if ARGV[4] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then
+if ARGV[4] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0
+    and redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
   redis.call('ZADD', KEYS[1], 'LT', ARGV[5], ARGV[1])
 end
 return 1
 """
-# Claim the due groups: move each one's time forward by a lease, so no other replica flushes it meanwhile.
+# Claim the due groups: move each one's time forward by a lease and note the claimer's token, so no other
+# replica flushes it meanwhile and only the claimer can renew or settle it.
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, gid in ipairs(due) do
   redis.call('ZADD', KEYS[1], 'XX', ARGV[2], gid)
+  redis.call('HSET', KEYS[3], gid, ARGV[4])
   table.insert(out, gid)
   table.insert(out, redis.call('HGET', KEYS[2], gid) or '')
 end
 return out
 """
-
-# Extend a claim only if it is still ours (its score is the lease we set): a flush that just finished has
-# written the group's next time, which must win over a late renewal.
+# Extend a claim, if it is still ours.
 _RENEW = """
-local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if current and tonumber(current) == tonumber(ARGV[2]) then
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
   return 1
 end
 return 0
+"""
+# End a claim, if it is still ours: next flush time ('flushed', 'retry') or drop the group ('drop'). A group
+# that has had a flush attempt is in the flushed set, so later alerts no longer pull it to "overdue".
+_SETTLE = """
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[4], ARGV[1])
+if ARGV[3] == 'drop' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[4], ARGV[1])
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+return 1
 """
 
 
@@ -225,6 +243,7 @@ class ScheduledGroup:
     receiver: str
     group_key: str
     route: str
+    token: str = ""  # the claim's owner: renew and settle only with it
 
 
 class GroupSchedule:
@@ -235,48 +254,56 @@ class GroupSchedule:
         self.redis = redis
         base = f"{keys.alerts}:group-schedule"
         self.times, self.meta, self.flushed = base, f"{base}:meta", f"{base}:flushed"
+        self.claims = f"{base}:claims"
         self._schedule = redis.register_script(_SCHEDULE)
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
+        self._settle = redis.register_script(_SETTLE)
 
     async def add(
         self, receiver: str, group_key: str, route: str, first_flush: float, overdue: bool, now: float
     ) -> None:
-        """Schedule a group's first flush unless it is scheduled already; `overdue` pulls an unflushed
-        group's flush to `now`."""
+        """Schedule a group's first flush unless it is scheduled already; `overdue` pulls a group that has
+        not had a flush attempt (and is not being flushed) to `now`."""
         gid = _group_id(receiver, group_key)
         meta = orjson.dumps({"receiver": receiver, "group_key": group_key, "route": route})
         await self._schedule(
-            keys=[self.times, self.meta, self.flushed], args=[gid, meta, first_flush, int(overdue), now]
+            keys=[self.times, self.meta, self.flushed, self.claims],
+            args=[gid, meta, first_flush, int(overdue), now],
         )
 
     async def claim_due(self, now: float, lease: float, limit: int = 100) -> list[ScheduledGroup]:
-        raw = await self._claim(keys=[self.times, self.meta], args=[now, now + lease, limit])
+        """Claim up to `limit` due groups for `lease` seconds (renew while flushing; settle when done)."""
+        if limit <= 0:
+            return []
+        token = uuid.uuid4().hex
+        raw = await self._claim(
+            keys=[self.times, self.meta, self.claims], args=[now, now + lease, limit, token]
+        )
         out = []
         for gid, meta in zip(raw[::2], raw[1::2], strict=True):
             data = orjson.loads(meta) if meta else {"receiver": "", "group_key": "", "route": ""}
-            out.append(ScheduledGroup(gid.decode(), data["receiver"], data["group_key"], data["route"]))
+            out.append(
+                ScheduledGroup(gid.decode(), data["receiver"], data["group_key"], data["route"], token)
+            )
         return out
 
-    async def renew(self, group: ScheduledGroup, held_until: float, until: float) -> bool:
-        """Extend a claim from `held_until` to `until` if nobody has re-scheduled the group since."""
-        return bool(await self._renew(keys=[self.times], args=[group.id, repr(held_until), repr(until)]))
+    async def renew(self, group: ScheduledGroup, until: float) -> bool:
+        """Extend our claim to `until`; False if the claim is no longer ours (it lapsed and was taken)."""
+        return bool(await self._renew(keys=[self.times, self.claims], args=[group.id, group.token, until]))
 
-    async def flushed_at(self, group: ScheduledGroup, next_flush: float) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.times, {group.id: next_flush}, xx=True)
-            pipe.sadd(self.flushed, group.id)
-            await pipe.execute()
+    async def _end(self, group: ScheduledGroup, mode: str, when: float = 0.0) -> bool:
+        keys = [self.times, self.meta, self.flushed, self.claims]
+        return bool(await self._settle(keys=keys, args=[group.id, group.token, mode, when]))
 
-    async def retry_at(self, group: ScheduledGroup, when: float) -> None:
-        await self.redis.zadd(self.times, {group.id: when}, xx=True)
+    async def flushed_at(self, group: ScheduledGroup, next_flush: float) -> bool:
+        return await self._end(group, "flushed", next_flush)
 
-    async def drop(self, group: ScheduledGroup) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.times, group.id)
-            pipe.hdel(self.meta, group.id)
-            pipe.srem(self.flushed, group.id)
-            await pipe.execute()
+    async def retry_at(self, group: ScheduledGroup, when: float) -> bool:
+        return await self._end(group, "retry", when)
+
+    async def drop(self, group: ScheduledGroup) -> bool:
+        return await self._end(group, "drop")
 
     async def next_due(self) -> float | None:
         first = await self.redis.zrange(self.times, 0, 0, withscores=True)

@@ -116,3 +116,26 @@ async def test_one_unreadable_group_does_not_hold_back_the_others(redis, keys, w
     assert await d.flush_due() == 2
     assert [b["commonLabels"]["alertname"] for b in webhook.delivered] == ["Errors"]
     assert d.metrics.flush_errors._value.get() == 1
+
+
+async def test_a_group_being_flushed_is_not_pulled_back_nor_settled_by_another_claimer(redis, keys):
+    """A re-sent alert must not make a claimed group due again (another replica would flush it twice), and
+    only the claimer can renew or settle its claim."""
+    from services.notifier.nflog import GroupSchedule
+
+    schedule = GroupSchedule(redis, keys)
+    now = 1_800_000_000.0
+    await schedule.add("r", "{}:{}", "{}", now, overdue=False, now=now)
+    [group] = await schedule.claim_due(now, lease=15.0)
+    await schedule.add("r", "{}:{}", "{}", now + 30, overdue=True, now=now + 1)  # a re-sent, old alert
+    assert await schedule.claim_due(now + 1, lease=15.0) == []
+    assert await redis.zscore(schedule.times, group.id) == now + 15
+    stranger = type(group)(group.id, group.receiver, group.group_key, group.route, "not-the-token")
+    assert not await schedule.renew(stranger, now + 100)
+    assert not await schedule.flushed_at(stranger, now + 100)
+    assert await schedule.renew(group, now + 20)
+    assert await schedule.flushed_at(group, now + 300)
+    assert await redis.zscore(schedule.times, group.id) == now + 300
+    # Flushed once: a later overdue alert no longer pulls it forward either.
+    await schedule.add("r", "{}:{}", "{}", now + 30, overdue=True, now=now + 2)
+    assert await redis.zscore(schedule.times, group.id) == now + 300

@@ -322,3 +322,55 @@ async def test_an_unreadable_secret_is_reported_at_start_on_readyz(make_config, 
     [unhealthy] = body["details"]["unhealthy_integrations"]
     assert unhealthy["integration"] == "pagerduty[0]"
     assert "TRIPWIRE_TEST_PD_KEY is not set" in unhealthy["reason"]
+
+
+async def test_a_request_we_gave_up_on_is_sent_again_not_assumed_delivered(
+    redis, keys, session, slack_hook, tmp_path
+):
+    """Every attempt times out (the request may or may not have arrived), the process gives up: at the next
+    flush a Slack webhook delivery is sent again. Only a crash mid-request counts as delivered."""
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # accept, never answer
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url_file = Path(secret_file(tmp_path, "url", f"http://127.0.0.1:{port}/services/T/B/x"))
+    hook = {"api_url_file": str(url_file), "timeout": "200ms", "retry_deadline": "500ms"}
+    d = dispatcher(redis, keys, session, SystemClock(), {"slack_configs": [hook]})
+    try:
+        await d.dispatch("1-0", [alert()])
+        await d.flush_due()
+        intent = await d.state.intent("oncall/slack[0]", '{}:{alertname="HighErrorRate"}')
+        assert intent is not None and intent.state == "abandoned"
+        secret_file(tmp_path, "url", slack_hook.webhook_url)  # Slack is reachable again
+        await d.schedule.retry_at(await _only_group(d), 0)
+        await d.flush_due()
+        assert len(slack_hook.messages) == 1
+    finally:
+        server.close()
+
+
+async def test_a_new_incident_in_a_group_whose_resolution_was_not_sent_gets_a_new_message(
+    redis, keys, session, slack_api, tmp_path
+):
+    clock = FakeClock(T0)
+    bot = {
+        "token_file": secret_file(tmp_path, "token", slack_api.token),
+        "channel": "#alerts",
+        "api_url": slack_api.base_url,
+        "send_resolved": False,
+    }
+    d = dispatcher(redis, keys, session, clock, {"slack_configs": [bot]})
+    await d.dispatch("1-0", [alert(instance="a")])
+    await d.flush_due()
+    clock.set(T0 + 60)
+    await d.dispatch("2-0", [alert(status="resolved", instance="a")])
+    await d.flush_due()
+    clock.set(T0 + 600)
+    await d.dispatch("3-0", [alert(at=T0 + 600, instance="b")])
+    await d.flush_due()
+    messages = slack_api.messages("alerts")
+    assert len(messages) == 2, messages  # seen in the channel, not buried in the old thread
+    assert not slack_api.calls("chat.update")

@@ -19,6 +19,15 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
+class Deferred(DeliveryError):
+    """Not yet: the integration wants to be asked again at `until` (e.g. a kill switch waiting for an alert to
+    have fired `min_firing_for`). Nothing is recorded, nothing is wrong."""
+
+    def __init__(self, message: str, *, until: float) -> None:
+        super().__init__(message, permanent=False)
+        self.until = until
+
+
 class Integration(Protocol):
     name: str  # e.g. "webhook[0]"
     send_resolved: bool

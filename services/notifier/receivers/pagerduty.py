@@ -26,6 +26,7 @@ from services.notifier.receivers.delivery import (
     client_error_attempt,
     deliver,
     http_attempt,
+    redact,
 )
 from services.notifier.receivers.slack_message import fallback_text
 from services.notifier.secrets import SecretError, expand, read_secret
@@ -195,7 +196,10 @@ class PagerDutyIntegration:
         )
 
     async def _post(self, body: bytes) -> Attempt:
-        url = expand(self.config.url, "url")
+        try:
+            url = expand(self.config.url, "url")
+        except SecretError as exc:
+            return Attempt.retry(str(exc))
         try:
             async with self.session.post(
                 url,
@@ -209,6 +213,8 @@ class PagerDutyIntegration:
                 )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return client_error_attempt(exc, url)
+        except Exception as exc:  # whatever else: a retry, never a crashed flush
+            return Attempt.retry(redact(f"{type(exc).__name__}: {exc}", url), uncertain=True)
 
     async def reconcile(self, group_key: str, intent: Intent) -> bool:
         return False  # a replayed trigger or resolve with the same dedup_key changes nothing at PagerDuty

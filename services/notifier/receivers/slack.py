@@ -14,6 +14,7 @@ read timeout and crash on a fractional Retry-After); `delivery.deliver` retries 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
@@ -36,6 +37,7 @@ from services.notifier.receivers.delivery import (
     client_error_attempt,
     deliver,
     http_attempt,
+    redact,
 )
 from services.notifier.receivers.slack_message import MessageOptions, fallback_text, render_message
 from services.notifier.secrets import SecretError, expand, read_secret
@@ -43,15 +45,20 @@ from services.notifier.templates import TemplateError, render
 from shared.clock import Clock
 
 log = logging.getLogger(__name__)
+# slack-sdk logs request URLs at debug level, and a webhook URL is a secret.
+logging.getLogger("slack_sdk").setLevel(logging.WARNING)
 
 WEB_API = "https://slack.com/api/"
+REENABLE = "tripwire_reenable"  # the annotation a kill-switch announcement carries its decision id in
 METADATA_EVENT = "tripwire_notification"
 # Web API errors worth retrying; any other `ok: false` is a config or payload problem waiting cannot fix.
 _RETRYABLE = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 # Answers that mean the token may not read the channel: reconciling is impossible, not just failing now.
 _CANNOT_LOOK = {"missing_scope", "not_in_channel", "channel_not_found", "not_allowed_token_type"}
 HISTORY_PAGES = 5  # of 200 messages: how far back to look for a post a crash may have lost
-CHANNEL_ID_KEY = "\x00channel-id"  # in the message-ref hash, beside the group keys (never a group key)
+# In the message-ref hash beside the group keys (never a group key), per configured channel.
+CHANNEL_ID_KEY = "\x00channel-id:"
+MAX_REF_FINGERPRINTS = 200  # alerts remembered per group message (to tell a new incident from an update)
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 
 
@@ -113,6 +120,9 @@ class SlackIntegration:
             silence_url=self.silence_url,
             max_alerts_listed=self.config.max_alerts_listed,
             test=test,
+            reenable=next(
+                (a.annotations[REENABLE] for a in notification.firing if REENABLE in a.annotations), None
+            ),
         )
         message = render_message(notification, options)
         for key in ("username", "icon_emoji", "icon_url"):
@@ -161,22 +171,21 @@ class SlackIntegration:
             except SecretError as exc:
                 return Attempt.retry(str(exc))  # the operator may fix the file or the environment
             client = AsyncWebhookClient(
-                url,
-                timeout=max(1, int(self.config.timeout)),
-                session=self.session,
-                retry_handlers=[],
-                user_agent_prefix=USER_AGENT,
+                url, session=self.session, retry_handlers=[], user_agent_prefix=USER_AGENT
             )
             try:
-                response = await client.send_dict(message)
+                # slack-sdk applies its own timeout only to sessions it creates: ours is shared.
+                async with asyncio.timeout(self.config.timeout):
+                    response = await client.send_dict(message)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 return client_error_attempt(exc, url)
+            except Exception as exc:  # whatever slack-sdk raises becomes a retry, not a crash
+                return Attempt.retry(redact(f"{type(exc).__name__}: {exc}", url), uncertain=True)
             if response.status_code == 200 and response.body == "ok":
                 return Attempt.ok()
             status = 502 if response.status_code == 200 else response.status_code  # 200 but not "ok"
-            retry_after = (response.headers or {}).get("Retry-After") or (response.headers or {}).get(
-                "retry-after"
-            )
+            headers = response.headers or {}
+            retry_after = headers.get("Retry-After") or headers.get("retry-after")
             return http_attempt(status, response.body or "", retry_after, self.clock.now())
 
         return attempt
@@ -187,7 +196,6 @@ class SlackIntegration:
         return AsyncWebClient(
             token=token,
             base_url=base if base.endswith("/") else base + "/",
-            timeout=max(1, int(self.config.timeout)),
             session=self.session,
             retry_handlers=[],
             user_agent_prefix=USER_AGENT,
@@ -204,62 +212,79 @@ class SlackIntegration:
             except SecretError as exc:
                 return Attempt.retry(str(exc))  # the operator may fix the file or the environment
             try:
-                if uncertain and await self._find_posted(client, notification.group_key, journal.id):
-                    return Attempt.ok()  # the timed-out request did arrive
-                await self._post_or_update(client, notification, message, journal.id)
+                # One attempt makes up to three calls (look, update, reply); slack-sdk would not time out
+                # on our shared session.
+                async with asyncio.timeout(self.config.timeout * 3):
+                    if uncertain and await self._posted_or_unknown(client, notification, journal.id):
+                        return Attempt.ok()  # the timed-out request did arrive
+                    await self._post_or_update(client, notification, message, journal.id)
                 return Attempt.ok()
             except SlackApiError as exc:
-                return self._api_error(exc)
+                return _api_error(exc, self.clock.now())
             except (aiohttp.ClientError, TimeoutError) as exc:
                 outcome = client_error_attempt(exc, client.base_url)
                 uncertain = uncertain or outcome.uncertain
                 return outcome
+            except Exception as exc:  # e.g. Redis, an odd answer: retry, never crash the flush
+                uncertain = True
+                return Attempt.retry(f"{type(exc).__name__}: {exc}", uncertain=True)
 
         return attempt
 
-    def _api_error(self, exc: SlackApiError) -> Attempt:
-        response = exc.response
-        error = str(response.get("error", "")) if isinstance(response.data, dict) else ""
-        detail = error or str(response.data)[:200]
-        retry_after = response.headers.get("Retry-After") or response.headers.get("retry-after")
-        if error in _RETRYABLE or response.status_code == 429 or response.status_code >= 500:
-            return http_attempt(max(response.status_code, 429), detail, retry_after, self.clock.now())
-        return Attempt.refused(f"HTTP {response.status_code}: {detail}")
+    async def _posted_or_unknown(
+        self, client: AsyncWebClient, notification: Notification, delivery: str
+    ) -> bool:
+        """After a timed-out request: did it arrive? If the channel cannot be read, post again (a duplicate
+        beats a lost alert)."""
+        if self.state is None:
+            return False
+        try:
+            found = await self._find_posted(client, notification.group_key, delivery)
+        except (LookupError, SlackApiError) as exc:
+            if isinstance(exc, SlackApiError) and _error_code(exc) not in _CANNOT_LOOK:
+                raise
+            return False
+        if found and notification.status == "resolved":
+            await self.state.set_message_ref(self.log_name, notification.group_key, None)
+        return found
 
     async def _post_or_update(
         self, client: AsyncWebClient, notification: Notification, message: dict[str, Any], delivery_id: str
     ) -> None:
         group_key = notification.group_key
         metadata = {"event_type": METADATA_EVENT, "event_payload": {"id": delivery_id}}
+        channel = self._channel()
         if self.state is None:  # `tripwire receivers test`: no state, a plain post
-            await client.chat_postMessage(channel=self._channel(), **message, metadata=metadata)
+            await client.chat_postMessage(channel=channel, **message, metadata=metadata)
             return
-        ref = await self.state.message_ref(self.log_name, group_key)
+        ref = await self._ref(group_key, channel)
         firing = sorted(a.fingerprint for a in notification.firing)
-        digest = hashlib.sha256("\n".join(firing).encode()).hexdigest()[:16]
+        if ref is not None and firing and not set(firing) & set(ref.get("fingerprints", [])):
+            # None of these alerts was in the message: a new incident (the old one's resolution was never
+            # sent, say with send_resolved false). It gets its own message, seen in the channel.
+            ref = None
         if ref is None:
-            if notification.status == "resolved":
-                # Its firing message is unknown (sent before a bot token was configured, or long ago).
-                await client.chat_postMessage(channel=self._channel(), **message, metadata=metadata)
-                return
             posted = await client.chat_postMessage(
-                channel=self._channel(), **message, metadata=metadata, unfurl_links=False
+                channel=channel, **message, metadata=metadata, unfurl_links=False
             )
-            await self.state.set_message_ref(
-                self.log_name, group_key, {"channel": posted["channel"], "ts": posted["ts"], "firing": digest}
-            )
-            await self._learn_channel_id(str(posted["channel"]))
+            if notification.status == "firing":
+                await self._set_ref(group_key, channel, str(posted["channel"]), str(posted["ts"]), firing)
+            await self._learn_channel_id(channel, str(posted["channel"]))
             return
         # The original message shows the group as it is now; the thread tells what changed.
         try:
             await client.chat_update(channel=ref["channel"], ts=ref["ts"], **_updatable(message))
         except SlackApiError as exc:
-            if exc.response.get("error") != "message_not_found":
+            if _error_code(exc) in _RETRYABLE or exc.response.status_code >= 500:
                 raise
-            await self.state.set_message_ref(self.log_name, group_key, None)  # deleted: start afresh
+            # Deleted, too old, archived...: the update cannot be made; start a fresh message instead.
+            log.warning(
+                "cannot update the group's Slack message; posting anew", extra={"error": _error_code(exc)}
+            )
+            await self.state.set_message_ref(self.log_name, group_key, None)
             await self._post_or_update(client, notification, message, delivery_id)
             return
-        repeat = notification.status == "firing" and ref.get("firing") == digest
+        repeat = notification.status == "firing" and ref.get("fingerprints") == firing[:MAX_REF_FINGERPRINTS]
         await client.chat_postMessage(
             channel=ref["channel"],
             thread_ts=ref["ts"],
@@ -270,22 +295,44 @@ class SlackIntegration:
         if notification.status == "resolved":
             await self.state.set_message_ref(self.log_name, group_key, None)
         elif not repeat:
-            await self.state.set_message_ref(self.log_name, group_key, {**ref, "firing": digest})
+            await self._set_ref(group_key, channel, ref["channel"], ref["ts"], firing)
+
+    async def _ref(self, group_key: str, channel: str) -> dict[str, Any] | None:
+        """The group's message, if it was posted to the channel configured now (a changed `channel` starts
+        afresh rather than update a message elsewhere)."""
+        assert self.state is not None
+        ref = await self.state.message_ref(self.log_name, group_key)
+        return ref if ref is not None and ref.get("configured") == channel else None
+
+    async def _set_ref(
+        self, group_key: str, configured: str, channel_id: str, ts: str, firing: list[str]
+    ) -> None:
+        assert self.state is not None
+        ref = {
+            "configured": configured,
+            "channel": channel_id,
+            "ts": ts,
+            "fingerprints": firing[:MAX_REF_FINGERPRINTS],
+        }
+        await self.state.set_message_ref(self.log_name, group_key, ref)
 
     # Reconciliation -------------------------------------------------------------------------------------
     async def reconcile(self, group_key: str, intent: Intent) -> bool:
         if not self.config.uses_bot_token():
+            if intent.state != "sending":
+                return False  # we gave up on it ourselves: send again (a duplicate beats a lost alert)
             log.warning(
-                "a Slack webhook delivery was interrupted mid-request; assuming it arrived (webhooks cannot "
-                "be read back; use a bot token for exact reconciliation)",
+                "a Slack webhook delivery was interrupted mid-request by a restart; assuming it arrived "
+                "(webhooks cannot be read back; use a bot token for exact reconciliation)",
                 extra={"integration": self.log_name, "delivery": intent.id},
             )
             return True
         client = self._web_client()
         try:
-            return await self._find_posted(client, group_key, intent.id)
+            async with asyncio.timeout(self.config.timeout * 3):
+                found = await self._find_posted(client, group_key, intent.id, sorted(intent.firing))
         except (LookupError, SlackApiError) as exc:
-            if isinstance(exc, SlackApiError) and exc.response.get("error") not in _CANNOT_LOOK:
+            if isinstance(exc, SlackApiError) and _error_code(exc) not in _CANNOT_LOOK:
                 raise  # e.g. rate limited: look again at the next flush
             log.warning(
                 "cannot read the channel to reconcile an interrupted Slack post; assuming it arrived "
@@ -293,13 +340,19 @@ class SlackIntegration:
                 extra={"integration": self.log_name, "delivery": intent.id, "error": str(exc)},
             )
             return True
+        if found and not intent.firing:
+            await self.state.set_message_ref(self.log_name, group_key, None)  # it was the resolution
+        return found
 
-    async def _find_posted(self, client: AsyncWebClient, group_key: str, delivery_id: str) -> bool:
+    async def _find_posted(
+        self, client: AsyncWebClient, group_key: str, delivery_id: str, firing: list[str] | None = None
+    ) -> bool:
         """Is a message with this delivery id in the channel's recent history (or the group's thread)? If
         it is a group's first post, remember it as the group's message. Slack's history is read by channel
         id and newest first; the post we look for is at most minutes old, so a few pages are plenty."""
         assert self.state is not None
-        ref = await self.state.message_ref(self.log_name, group_key)
+        configured = self._channel()
+        ref = await self._ref(group_key, configured)
         channel = ref["channel"] if ref else await self._channel_id(client)
         cursor = None
         for _ in range(HISTORY_PAGES):
@@ -308,49 +361,74 @@ class SlackIntegration:
             )
             for message in history.get("messages", []):
                 if _delivery_id(message) == delivery_id:
-                    if ref is None:
-                        ref = {"channel": channel, "ts": message["ts"]}
-                        await self.state.set_message_ref(self.log_name, group_key, ref)
+                    if ref is None and firing:
+                        await self._set_ref(group_key, configured, channel, str(message["ts"]), firing)
                     return True
             cursor = (history.get("response_metadata") or {}).get("next_cursor")
             if not history.get("has_more") or not cursor:
                 break
-        if ref is not None:
+        if ref is None:
+            return False
+        cursor = None
+        for _ in range(HISTORY_PAGES):  # replies come oldest first: follow the pages of a long thread
             replies = await client.conversations_replies(
-                channel=ref["channel"], ts=ref["ts"], include_all_metadata=True, limit=200
+                channel=ref["channel"], ts=ref["ts"], include_all_metadata=True, limit=200, cursor=cursor
             )
-            return any(_delivery_id(m) == delivery_id for m in replies.get("messages", []))
+            if any(_delivery_id(m) == delivery_id for m in replies.get("messages", [])):
+                return True
+            cursor = (replies.get("response_metadata") or {}).get("next_cursor")
+            if not replies.get("has_more") or not cursor:
+                break
         return False
 
     async def _channel_id(self, client: AsyncWebClient) -> str:
         """The configured channel's id (history needs it): as configured when it is one, else learnt from an
         earlier post (kept in Redis), else looked up by name (conversations.list, needs channels:read)."""
-        channel = self._channel().lstrip("#")
-        if _CHANNEL_ID.match(channel):
-            return channel
+        configured = self._channel()
+        name = configured.lstrip("#")
+        if _CHANNEL_ID.match(name):
+            return name
         assert self.state is not None
-        known = await self.state.message_ref(self.log_name, CHANNEL_ID_KEY)
+        known = await self.state.message_ref(self.log_name, CHANNEL_ID_KEY + configured)
         if known is not None:
-            return known["id"]
+            return str(known["id"])
         cursor = None
         while True:
             page = await client.conversations_list(
                 types="public_channel,private_channel", exclude_archived=True, limit=1000, cursor=cursor
             )
             for found in page.get("channels", []):
-                if found.get("name") == channel:
-                    await self._learn_channel_id(str(found["id"]))
+                if found.get("name") == name:
+                    await self._learn_channel_id(configured, str(found["id"]))
                     return str(found["id"])
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
-                raise LookupError(f"channel {channel!r} not found by conversations.list")
+                raise LookupError(f"channel {name!r} not found by conversations.list")
 
-    async def _learn_channel_id(self, channel_id: str) -> None:
+    async def _learn_channel_id(self, configured: str, channel_id: str) -> None:
         if self.state is not None:
-            await self.state.set_message_ref(self.log_name, CHANNEL_ID_KEY, {"id": channel_id})
+            await self.state.set_message_ref(self.log_name, CHANNEL_ID_KEY + configured, {"id": channel_id})
 
     async def close(self) -> None:
         return None
+
+
+def _error_code(exc: SlackApiError) -> str:
+    """Slack's `error` code, whatever shape the answer had (JSON, or text from a proxy's 5xx)."""
+    data = getattr(exc.response, "data", None)
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
+def _api_error(exc: SlackApiError, now: float) -> Attempt:
+    response = exc.response
+    status = int(getattr(response, "status_code", 0) or getattr(response, "status", 0) or 0)
+    error = _error_code(exc)
+    detail = error or str(getattr(response, "data", ""))[:200]
+    headers = getattr(response, "headers", None) or {}
+    retry_after = headers.get("Retry-After") or headers.get("retry-after")
+    if error in _RETRYABLE or status == 429 or status >= 500 or status == 0:
+        return http_attempt(max(status, 429) if status < 500 else status, detail, retry_after, now)
+    return Attempt.refused(f"HTTP {status}: {detail}")
 
 
 def _delivery_id(message: dict[str, Any]) -> str | None:

@@ -114,6 +114,9 @@ class MessageOptions:
     max_alerts_listed: int = 10  # then "…and N more alerts" (fewer when Slack's limits say so)
     test: bool = False  # `tripwire receivers test`: TEST in the header, the fallback text and a context line
     update_note: str | None = None  # e.g. "Resolved at 03:12 UTC", shown under the header of an update
+    reenable: str | None = (
+        None  # a kill-switch decision id: adds the "Re-enable flag" button (POST /slack/actions)
+    )
 
 
 _DEFAULT_OPTIONS = MessageOptions()
@@ -414,7 +417,30 @@ def _actions(notification: Notification, view: _View, options: MessageOptions) -
             buttons.append(_button("Silence", url, "silence"))
     if _usable_url(notification.external_url, _BUTTON_URL_MAX):
         buttons.append(_button("Alert list", notification.external_url, "alerts"))
+    if options.reenable:
+        buttons.insert(0, _reenable_button(options.reenable))
     return {"type": "actions", "elements": buttons} if buttons else None
+
+
+REENABLE_ACTION = "tripwire_reenable"
+
+
+def _reenable_button(decision_id: str) -> dict[str, Any]:
+    """The human way back from a kill-switch flip: Slack posts the click to the notifier's /slack/actions,
+    which checks Slack's signature before doing anything. A confirm dialog guards against a stray click."""
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": "Re-enable flag", "emoji": True},
+        "action_id": REENABLE_ACTION,
+        "value": decision_id[:2000],
+        "style": "danger",
+        "confirm": {
+            "title": {"type": "plain_text", "text": "Re-enable the flag?"},
+            "text": {"type": "mrkdwn", "text": "Turn the flag back on. Do it only once the cause is fixed."},
+            "confirm": {"type": "plain_text", "text": "Re-enable"},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+        },
+    }
 
 
 def _footer(notification: Notification) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from services.notifier.receivers.delivery import (
     client_error_attempt,
     deliver,
     http_attempt,
+    redact,
 )
 from shared.clock import Clock
 
@@ -84,6 +85,8 @@ class WebhookIntegration:
                 )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return client_error_attempt(exc, url)
+        except Exception as exc:  # whatever else: a retry, never a crashed flush
+            return Attempt.retry(redact(f"{type(exc).__name__}: {exc}", url), uncertain=True)
 
     async def close(self) -> None:
         return None

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "TRIPWIRE_"
 # Variables that are read elsewhere, not config keys.
 _ENV_NOT_CONFIG = {"TRIPWIRE_CONFIG"}
-_SECRET_KEYS = {"ingest_token", "admin_token"}
+# slack_signing_secret: Slack signs its interactive requests (the kill switch's "Re-enable flag" button).
+_SECRET_KEYS = {"ingest_token", "admin_token", "slack_signing_secret"}
 
 
 class Section(BaseModel):
@@ -211,9 +212,11 @@ class Config(Section):
     log: LogConfig = Field(default_factory=LogConfig)
     ingest_token_file: Path | None = None
     admin_token_file: Path | None = None
+    slack_signing_secret_file: Path | None = None
     # Only from the environment (a literal in YAML is refused before validation).
     ingest_token: SecretStr | None = None
     admin_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
 
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     source: str = Field(default="<defaults>", exclude=True)

@@ -48,6 +48,21 @@ class Keys:
         return f"{stream}:dlq"
 
     @property
+    def flags(self) -> str:
+        """The built-in flag store: flag key -> JSON state (enabled, who, when, why, version)."""
+        return f"{self._tagged('flags')}:state"
+
+    @property
+    def flag_changes(self) -> str:
+        """Pub/sub channel announcing every flag change (the flag key and its new state), for app caches."""
+        return f"{self._tagged('flags')}:changes"
+
+    @property
+    def flag_history(self) -> str:
+        """Every change of a built-in flag, as a stream (who, when, why, from and to)."""
+        return f"{self._tagged('flags')}:history"
+
+    @property
     def notifications_dlq(self) -> str:
         """Notifications that could not be delivered (the contract's `tripwire:dlq:notifications`), with the
         reason and the payload; in the alerts slot like the notification log."""

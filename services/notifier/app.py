@@ -20,23 +20,30 @@ from services.notifier.alert_store import AlertStore
 from services.notifier.api import V2Api
 from services.notifier.config import RoutingConfig, load_routing, shown_config
 from services.notifier.dispatcher import Dispatcher, DispatchMetrics, Receiver
+from services.notifier.flag_providers.factory import build_provider
+from services.notifier.flags_api import register_flag_api
 from services.notifier.health import IntegrationHealth
 from services.notifier.inhibition import Inhibitor
+from services.notifier.killswitch import DecisionLog
 from services.notifier.nflog import NotifierState
+from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError, Integration
 from services.notifier.receivers.console import ConsoleIntegration
 from services.notifier.receivers.delivery import RateLimits
+from services.notifier.receivers.flag_off import FlagOffIntegration
 from services.notifier.receivers.pagerduty import PagerDutyIntegration
 from services.notifier.receivers.slack import SlackIntegration
 from services.notifier.receivers.webhook import WebhookIntegration
 from services.notifier.reload import RoutingReloader
 from services.notifier.routing import Route
 from services.notifier.silences import SilenceStore
+from services.notifier.slack_actions import SlackActions
 from shared.alerts import Alert
 from shared.clock import Clock, SystemClock
 from shared.codec import PoisonEntry, decode_entry
 from shared.config import Config
 from shared.consumers import Acker, EntriesFailed, Entry
+from shared.flag_store import FlagStore
 from shared.reloading import ReloadMetrics
 from shared.service import Service
 from shared.streams import NOTIFIER_GROUP, Keys, append_batch
@@ -105,6 +112,14 @@ class ReceiverDeps:
     limits: RateLimits | None = None
     external_url: str = ""
     silence_url: str | None = None
+    # The kill switch: decisions and audit, the built-in flag store, and who announces its decisions.
+    decisions: DecisionLog | None = None
+    flag_store: FlagStore | None = None
+    dispatcher: Dispatcher | None = None  # set once built (the kill switch announces through it)
+
+    async def announce(self, receivers: list[str], notification: Notification) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.announce(receivers, notification)
 
 
 def build_receivers(routing: RoutingConfig, deps: ReceiverDeps) -> dict[str, Receiver]:
@@ -153,6 +168,19 @@ def build_receivers(routing: RoutingConfig, deps: ReceiverDeps) -> dict[str, Rec
             for i, pager in enumerate(config.pagerduty_configs)
         ]
         integrations += [ConsoleIntegration(i, c.send_resolved) for i, c in enumerate(config.console_configs)]
+        integrations += [
+            FlagOffIntegration(
+                i,
+                flag_off,
+                receiver=config.name,
+                provider=build_provider(flag_off, deps.session, deps.flag_store),
+                decisions=deps.decisions,
+                clock=deps.clock,
+                announce=deps.announce,
+                external_url=deps.external_url,
+            )
+            for i, flag_off in enumerate(config.flag_off_configs)
+        ]
         receivers[config.name] = Receiver(config.name, integrations)
     if problems:
         raise ConfigErrors(problems)
@@ -194,6 +222,22 @@ async def wait_for_backlog(redis: Redis, stream: str, give_up_after: float) -> b
     return False
 
 
+def register_kill_switch(
+    service: Service, config: Config, app: NotifierApp, deps: ReceiverDeps, flag_store: FlagStore
+) -> None:
+    """The kill switch's HTTP side: the built-in flag store's API, and Slack's "Re-enable flag" clicks."""
+    register_flag_api(service.web, flag_store, config.admin_token)
+    assert deps.decisions is not None
+    slack_actions = SlackActions(
+        lambda: config.slack_signing_secret.get_secret_value() if config.slack_signing_secret else None,
+        deps.decisions,
+        lambda: [i for i in app.integrations if isinstance(i, FlagOffIntegration)],
+        deps.session,
+        deps.clock,
+    )
+    service.web.router.add_post("/slack/actions", slack_actions.handle)
+
+
 def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     """Wire the notifier; raises ConfigErrors/ConfigError if the routing file is invalid."""
     clock = clock or SystemClock()
@@ -215,6 +259,8 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         RateLimits(clock),
         external_url,
         config.notifier.silence_url or f"{external_url}/#/silences/new",
+        decisions=DecisionLog(service.redis, keys),
+        flag_store=(flag_store := FlagStore(service.redis, keys, clock)),
     )
     receivers = build_receivers(routing, deps)
     health = IntegrationHealth(service.registry)
@@ -236,6 +282,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
         health=health,
         claim_lease=config.notifier.claim_lease,
     )
+    deps.dispatcher = dispatcher
 
     async def publish(items: list[dict[str, object]]) -> str:
         return await append_batch(
@@ -253,6 +300,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     )
     api.register(service.web, config.admin_token, config.ingest_token)
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
+    register_kill_switch(service, config, app, deps, flag_store)
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)
 
     async def flush_loop() -> None:

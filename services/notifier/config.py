@@ -180,6 +180,55 @@ class PagerdutyConfig(Delivery):
 PAGERDUTY_SEVERITIES = ("critical", "error", "warning", "info")
 
 
+FLAG_PROVIDERS = ("builtin", "unleash", "launchdarkly", "flagsmith", "webhook")
+_DEFAULT_FLAG_URLS = {
+    "launchdarkly": "https://app.launchdarkly.com",
+    "flagsmith": "https://api.flagsmith.com",
+}
+
+
+class FlagOffConfig(Strict):
+    """tripwire's kill switch as a receiver integration: when a routed alert fires, turn `flag` off (never on)
+    with `provider`, within guardrails. Every decision, taken or refused, is audited on tripwire:audit and
+    told to the `notify` receivers."""
+
+    provider: str
+    flag: str = Field(min_length=1, description="template, e.g. '{{ .CommonLabels.flag }}'")
+    environment: str | None = Field(default=None, description="template; the vendor's environment (key)")
+    project: str | None = Field(default=None, description="template; LaunchDarkly/Unleash project")
+    url: str | None = Field(default=None, description="the vendor's API base (webhook: the full URL)")
+    token: str | None = None  # ${ENV} reference only
+    token_file: Path | None = None
+    signing_secret: str | None = None  # webhook provider: ${ENV} reference only
+    signing_secret_file: Path | None = None
+    # Guardrails.
+    min_firing_for: Duration = Field(
+        default=0.0, description="act only on an alert firing at least this long"
+    )
+    dry_run: bool = Field(default=False, description="decide, audit and notify, but do not flip")
+    cooldown: Duration = Field(default=3600.0, description="after a flip of a flag, refuse to flip it again")
+    max_flips: int = Field(
+        default=3, ge=1, description="flips by this notifier per window, all flags together"
+    )
+    max_flips_window: Duration = Field(default=3600.0, gt=0)
+    notify: list[str] = Field(default_factory=list, description="receivers told of every decision")
+    timeout: Duration = 10.0
+    retry_deadline: Duration = 60.0
+    send_resolved: bool = Field(
+        default=False, description="ignored: resolved alerts never turn a flag back on"
+    )
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in FLAG_PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(FLAG_PROVIDERS)}")
+        return value
+
+    def base_url(self) -> str | None:
+        return self.url or _DEFAULT_FLAG_URLS.get(self.provider)
+
+
 class ReceiverConfig(BaseModel):
     # Integrations we do not deliver to are kept (extra="allow") so routing still works with them.
     model_config = ConfigDict(extra="allow")
@@ -189,6 +238,7 @@ class ReceiverConfig(BaseModel):
     console_configs: list[ConsoleConfig] = Field(default_factory=list)
     slack_configs: list[SlackConfig] = Field(default_factory=list)
     pagerduty_configs: list[PagerdutyConfig] = Field(default_factory=list)
+    flag_off_configs: list[FlagOffConfig] = Field(default_factory=list)
 
     def unsupported(self) -> list[str]:
         return sorted(k for k in (self.model_extra or {}) if k in _UNSUPPORTED_INTEGRATIONS)
@@ -330,6 +380,10 @@ def _check(config: RoutingConfig, doc: Document) -> list[ConfigError]:
             loc = ("receivers", i, "pagerduty_configs", j)
             errors.extend(_check_pagerduty(config, receiver.name, loc, pager, doc))
             problems.extend(_pagerduty_secrets(receiver.name, loc, pager, doc))
+        for j, flag_off in enumerate(receiver.flag_off_configs):
+            loc = ("receivers", i, "flag_off_configs", j)
+            errors.extend(_check_flag_off(config, receiver.name, loc, flag_off, doc))
+            problems.extend(_flag_off_secrets(receiver.name, loc, flag_off, doc))
         if not problems:
             del config.delivery_problems[receiver.name]
     for i, rule in enumerate(config.inhibit_rules):
@@ -425,6 +479,49 @@ def _check_pagerduty(
     }
     errors.extend(_check_templates(name, loc, templates, doc))
     return errors
+
+
+def _check_flag_off(
+    config: RoutingConfig, name: str, loc: tuple[Any, ...], flag_off: FlagOffConfig, doc: Document
+) -> list[ConfigError]:
+    flag_off.token_file = _absolute(config, flag_off.token_file)
+    flag_off.signing_secret_file = _absolute(config, flag_off.signing_secret_file)
+    errors: list[ConfigError] = []
+    vendor = flag_off.provider != "builtin"
+    if vendor and flag_off.token is None and flag_off.token_file is None and flag_off.provider != "webhook":
+        errors.append(
+            doc.error(loc, f"receiver {name!r}: provider {flag_off.provider} needs token or token_file")
+        )
+    if flag_off.provider == "webhook":
+        if flag_off.url is None:
+            errors.append(doc.error(loc, f"receiver {name!r}: the webhook provider needs url"))
+        if flag_off.signing_secret is None and flag_off.signing_secret_file is None:
+            errors.append(
+                doc.error(loc, f"receiver {name!r}: the webhook provider needs signing_secret(_file)")
+            )
+    if flag_off.provider in ("launchdarkly", "unleash") and not (flag_off.project and flag_off.environment):
+        errors.append(doc.error(loc, f"receiver {name!r}: {flag_off.provider} needs project and environment"))
+    if flag_off.provider == "flagsmith" and not flag_off.environment:
+        errors.append(doc.error(loc, f"receiver {name!r}: flagsmith needs environment (the environment key)"))
+    names = {r.name for r in config.receivers}
+    for k, other in enumerate(flag_off.notify):
+        if other not in names:
+            errors.append(doc.error((*loc, "notify", k), f'undefined receiver "{other}" in notify'))
+        elif other == name:
+            errors.append(doc.error((*loc, "notify", k), "a kill switch cannot notify its own receiver"))
+    templates = {"flag": flag_off.flag, "environment": flag_off.environment, "project": flag_off.project}
+    errors.extend(_check_templates(name, loc, templates, doc))
+    return errors
+
+
+def _flag_off_secrets(
+    name: str, loc: tuple[Any, ...], flag_off: FlagOffConfig, doc: Document
+) -> list[ConfigError]:
+    return [
+        doc.error((*loc, key), f"receiver {name!r}: use {key}_file or ${{ENV_VAR}} for the {key}")
+        for key in ("token", "signing_secret")
+        if _literal(getattr(flag_off, key))
+    ]
 
 
 def _check_templates(
@@ -532,6 +629,7 @@ _SECRET_FIELDS = {
     "smtp_auth_password",
     "smtp_auth_secret",
     "credentials",
+    "signing_secret",
 }
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import aiohttp
 
 from services.notifier.config import load_routing
+from services.notifier.flag_providers import FlagTarget, ProviderError
 from services.notifier.notification import Notification
 from services.notifier.receivers import DeliveryError
 from services.notifier.receivers.delivery import NoJournal, RateLimits
+from services.notifier.receivers.flag_off import FlagOffIntegration
 from shared.alerts import Alert, from_unix
 from shared.clock import SystemClock
 from shared.yamlfile import ConfigError, ConfigErrors
@@ -76,6 +78,11 @@ async def send_test(path: Path, name: str, external_url: str = "http://localhost
         if not integrations:
             return f"tripwire: receiver {name!r} has no integrations: nothing to test\n", 1
         for integration in integrations:
+            if isinstance(integration, FlagOffIntegration):
+                text, ok = await _check_flag_off(integration, external_url)
+                lines.append(f"{name}/{integration.name}: {text}")
+                failed = failed or not ok
+                continue
             for config in _configs(integration):
                 config.retry_deadline = min(config.retry_deadline, TEST_DEADLINE)
             started = time.monotonic()
@@ -92,6 +99,28 @@ async def send_test(path: Path, name: str, external_url: str = "http://localhost
             took = time.monotonic() - started
             lines.append(f"{name}/{integration.name}: delivered in {took:.2f}s")
     return "\n".join(lines) + "\n", 1 if failed else 0
+
+
+async def _check_flag_off(integration: FlagOffIntegration, external_url: str) -> tuple[str, bool]:
+    """A test never flips a flag: it reads the flag through the provider (credentials, URL, names) instead."""
+    data = marked_notification(integration.receiver, external_url).template_data()
+    flag = integration.render(integration.config.flag, data)
+    if not flag:
+        return (
+            "not flipped (a test never flips); the flag template needs real alert labels to be checked",
+            True,
+        )
+    target = FlagTarget(
+        flag,
+        integration.render(integration.config.environment, data) or None,
+        integration.render(integration.config.project, data) or None,
+    )
+    try:
+        state = await integration.provider.read(target)
+    except ProviderError as exc:
+        return f"not flipped (a test never flips); reading flag {flag} FAILED: {exc}", False
+    shown = {True: "on", False: "off", None: "unknown (this provider cannot be read)"}[state.enabled]
+    return f"not flipped (a test never flips); flag {flag} via {integration.provider.name} is {shown}", True
 
 
 def _configs(integration: object) -> list:

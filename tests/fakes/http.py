@@ -138,6 +138,7 @@ class FakeServer:
         # Public so a test can `fake.failures.clear()` when the vendor is "healthy again".
         self.failures: list[Failure] = []
         self._hang = 0
+        self._hang_method: str | None = None
         self._released: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -182,10 +183,12 @@ class FakeServer:
         instead of processing them. Validation runs first: an invalid call still gets its own 400."""
         self.failures.extend(Failure(status, dict(headers or {}), body) for _ in range(count))
 
-    def hang_next(self, count: int = 1) -> None:
-        """Process the next `count` calls fully (logged with status 0, effect applied as if the vendor did
-        the work) but never answer them until `stop()`: the caller's timeout or crash is what ends them."""
+    def hang_next(self, count: int = 1, method: str | None = None) -> None:
+        """Process the next `count` calls (of `method` only, when given) fully (logged with status 0, effect
+        applied as if the vendor did the work) but never answer them until `stop()`: the caller's timeout or
+        crash is what ends them."""
         self._hang += count
+        self._hang_method = method
 
     def rate_limit(self, per_second: float | None, burst: float = 1.0) -> None:
         """Answer 429 + Retry-After past `per_second` calls/s (token bucket of `burst`); None turns it off."""
@@ -269,7 +272,7 @@ class FakeServer:
             outcome: Outcome = self.rate_limited(limited)
         else:
             outcome = handler(call)
-        hang = self._hang > 0
+        hang = self._hang > 0 and self._hang_method in (None, call.method)
         if hang:
             self._hang -= 1
         if isinstance(outcome, Accept):

@@ -73,3 +73,39 @@ async def test_a_refusing_receiver_is_reported_as_a_permanent_failure(fakes, tmp
 async def test_an_unknown_receiver_names_the_ones_there_are(fakes, tmp_path: Path):
     out, code = await send_test(routing_file(tmp_path, *fakes), "pager")
     assert code == 1 and "no receiver 'pager'" in out and "console, oncall" in out
+
+
+async def test_a_kill_switch_receiver_is_read_never_flipped(tmp_path: Path):
+    from tests.fakes.flags import FakeLaunchDarkly
+
+    ld = await FakeLaunchDarkly(
+        token="api-0123", flags={("default", "new-checkout"): {"production": True}}
+    ).start()
+    (tmp_path / "ld-token").write_text("api-0123")
+    path = tmp_path / "alertmanager.yml"
+    flag_off = {
+        "provider": "launchdarkly",
+        "flag": "new-checkout",
+        "url": ld.url,
+        "token_file": "ld-token",
+        "project": "default",
+        "environment": "production",
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "route": {"receiver": "rollback"},
+                "receivers": [{"name": "rollback", "flag_off_configs": [flag_off]}],
+            }
+        )
+    )
+    try:
+        out, code = await send_test(path, "rollback")
+        assert code == 0, out
+        assert "not flipped (a test never flips); flag new-checkout via launchdarkly is on" in out
+        assert [r.method for r in ld.requests] == ["GET"]
+        (tmp_path / "ld-token").write_text("wrong")
+        out, code = await send_test(path, "rollback")
+        assert code == 1 and "reading flag new-checkout FAILED" in out and "wrong" not in out
+    finally:
+        await ld.stop()

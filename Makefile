@@ -38,6 +38,7 @@ bench: $(VENV)/.run-stamp
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/evaluator.py
 	$(BIN)/python bench/notify.py
+	$(BIN)/python bench/killswitch.py
 
 clean:
 	rm -rf $(VENV) .tripwire .pytest_cache .ruff_cache

@@ -41,6 +41,7 @@ _COLORS = {
     "notifier": "33",
     "demo": "32",
     "receiver": "34",
+    "audit": "31",
     "tripwire": "1",
 }
 
@@ -196,10 +197,16 @@ class Supervisor:
                 return CONFIG_ERROR_EXIT if self._config_error() else 1
             self._banner()
             if self.demo:
-                from services.demo import run_demo
+                from services.demo import DemoFlags, run_demo
 
+                flags = DemoFlags(
+                    _local_url(self.config.notifier.listen),
+                    self.config.admin_token,
+                    self.redis.url,
+                    self.config.redis.prefix,
+                )
                 demo_task = asyncio.create_task(
-                    run_demo(_local_url(self.config.collector.listen), self.config.ingest_token, say)
+                    run_demo(_local_url(self.config.collector.listen), self.config.ingest_token, say, flags)
                 )
             return await self._watch()
         finally:

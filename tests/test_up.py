@@ -73,12 +73,15 @@ class Up:
         return code
 
 
-def test_up_demo_prints_a_firing_alert_within_60_seconds_and_stops_cleanly(tmp_path: Path):
+def test_up_demo_fires_in_60s_then_its_kill_switch_turns_the_flag_off_and_stops_cleanly(tmp_path: Path):
     up = Up(tmp_path, "--demo")
     try:
         up.wait_for("Ctrl-C stops everything", timeout=60)
         elapsed = up.wait_for("FIRING[1] HighErrorRate", timeout=60)
         assert elapsed < 60
+        # The alert's kill switch turns the release's flag off, audited, and the demo app sees it.
+        up.wait_for("audit    | flipped: flag new-checkout (builtin)", timeout=30)
+        up.wait_for("flag new-checkout is OFF (kill switch)", timeout=30)
     finally:
         code = up.interrupt()
     assert code == 0, "\n".join(up.lines[-40:])

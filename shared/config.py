@@ -93,6 +93,17 @@ class CollectorConfig(Section):
     retry_after: Duration = Field(default=1.0, description="Retry-After sent with 503 when Redis is down")
     max_age: Duration = Field(default=3600.0, description="oldest sample timestamp accepted, before now")
     max_skew: Duration = Field(default=600.0, description="newest sample timestamp accepted, after now")
+    max_in_flight: int = Field(
+        default=64, ge=1, description="appends waiting on Redis at once; past that, ingest answers 503"
+    )
+    max_labels: int = Field(default=64, ge=1, description="labels per sample or log event")
+    max_label_name_length: int = Field(default=256, ge=1)
+    max_label_value_length: int = Field(default=4096, ge=1)
+    max_name_length: int = Field(default=256, ge=1, description="metric names and log service names")
+    rate_limit: float = Field(
+        default=0.0, ge=0, description="requests per second per ingest token (or client address); 0: off"
+    )
+    rate_limit_burst: int = Field(default=100, ge=1)
 
 
 class EvaluatorConfig(Section):

@@ -9,11 +9,11 @@ import uuid
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from redis.exceptions import RedisError
 
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, parse_body
+from services.collector.publish import Publisher, Unavailable
 from shared.service import Service
-from shared.streams import Keys, append_batch
+from shared.streams import Keys
 from shared.webapp import BadBody, BodyTooLarge, error_response, json_response, read_body, require_token
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,13 @@ class IngestMetrics:
         )
 
 
-def add_routes(service: Service) -> None:
+def unavailable_response(exc: Unavailable) -> web.Response:
+    return error_response(
+        503, "unavailable", str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after)))}
+    )
+
+
+def add_routes(service: Service, publisher: Publisher) -> None:
     config = service.config
     keys = Keys(config.redis.prefix)
     metrics = IngestMetrics(service.registry)
@@ -96,18 +102,9 @@ def add_routes(service: Service) -> None:
         given = request.headers.get("X-Request-Id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         try:
-            entry_id = await append_batch(
-                service.redis, stream, spec.kind, accepted.items_json, request_id, config.streams.maxlen
-            )
-        except RedisError as exc:
-            log.warning("redis unavailable; refusing ingest", extra={"error": str(exc), "endpoint": path})
-            retry_after = max(1, round(config.collector.retry_after))
-            return error_response(
-                503,
-                "unavailable",
-                f"events were not stored: redis is unavailable ({exc})",
-                headers={"Retry-After": str(retry_after)},
-            )
+            entry_id = await publisher.publish(stream, spec.kind, accepted.items_json, request_id)
+        except Unavailable as exc:
+            return unavailable_response(exc)
         metrics.items.labels(path).inc(accepted.count)
         return json_response({"status": "success", "accepted": accepted.count, "entry": entry_id}, 202)
 

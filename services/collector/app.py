@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from services.collector.api import add_routes
+from services.collector.publish import Publisher
 from shared.clock import Clock, SystemClock
 from shared.config import Config
 from shared.service import Service
@@ -14,7 +15,13 @@ log = logging.getLogger(__name__)
 
 def build(config: Config, clock: Clock | None = None) -> Service:
     service = Service("collector", config, clock or SystemClock())
-    add_routes(service)
+    publisher = Publisher(
+        service.redis,
+        config.streams.maxlen,
+        config.collector.retry_after,
+        config.collector.max_in_flight,
+    )
+    add_routes(service, publisher)
     if config.scrape_configs:
         log.warning(
             "scrape_configs are not implemented yet; %d scrape job(s) ignored", len(config.scrape_configs)

@@ -109,6 +109,19 @@ def parse_body(
     items = document.get(spec.body_key)
     if not isinstance(items, list):
         raise Rejected(f"request body needs {spec.body_key!r}: a list of {spec.noun}")
+    return validate_items(spec, items, now, max_items, max_age, max_skew)
+
+
+def validate_items(
+    spec: IngestKind,
+    items: list[Any],
+    now: float,
+    max_items: int,
+    max_age: float = DEFAULT_MAX_AGE,
+    max_skew: float = DEFAULT_MAX_SKEW,
+) -> Accepted:
+    """Validate items (dicts in the stream's item shape, from any ingest path: JSON, OTLP, scrape) as one
+    batch: every problem found, or the batch ready for the stream. Raises Rejected."""
     if len(items) > max_items:
         raise Rejected(
             f"request carries {len(items)} {spec.noun}; the limit is {max_items} per request "

@@ -1,0 +1,57 @@
+"""Publishing a validated batch onto its stream, with backpressure.
+
+Every ingest path (JSON API, OTLP, scrapes) ends here: one XADD per request or scrape. Nothing is
+acknowledged that is not in Redis, and nothing queues without bound: at most `max_in_flight` appends wait on
+Redis at once; past that, or when Redis is down or slow (the client's socket timeout), the caller is told
+`Unavailable` with a Retry-After, and answers 503 (ingest) or backs off (scrapes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.streams import append_batch
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(Exception):
+    """The batch was not stored; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Publisher:
+    def __init__(
+        self, redis: Redis, maxlen: int, retry_after: float, max_in_flight: int = 64, queue_wait: float = 1.0
+    ) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self.retry_after = retry_after
+        self.queue_wait = queue_wait
+        self._slots = asyncio.Semaphore(max_in_flight)
+
+    async def publish(self, stream: str, kind: str, items_json: bytes, request_id: str) -> str:
+        """Append one batch; returns its entry id. Raises Unavailable (nothing stored)."""
+        try:
+            async with asyncio.timeout(self.queue_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Unavailable(
+                "events were not stored: redis is slow (too many appends waiting)", self.retry_after
+            ) from None
+        try:
+            return await append_batch(self.redis, stream, kind, items_json, request_id, self.maxlen)
+        except RedisError as exc:
+            log.warning("redis unavailable; refusing ingest", extra={"error": str(exc), "stream": stream})
+            raise Unavailable(
+                f"events were not stored: redis is unavailable ({exc})", self.retry_after
+            ) from None
+        finally:
+            self._slots.release()

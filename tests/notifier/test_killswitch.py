@@ -294,3 +294,46 @@ groups:
     assert bad_from + 600 <= flipped_at <= bad_from + 600 + 180, flipped_at - bad_from
     [entry] = await audit(redis, keys)
     assert entry["rule"] == "OrchestrationErrorRate" and entry["outcome"] == "flipped"
+
+
+def test_a_flip_announced_in_slack_carries_the_re_enable_button_within_limits():
+    from services.notifier.config import SlackConfig
+    from services.notifier.killswitch import Decision
+    from services.notifier.receivers.flag_off import announcement
+    from services.notifier.receivers.slack import SlackIntegration
+    from services.notifier.receivers.slack_message import REENABLE_ACTION, check_limits
+
+    decision = Decision(
+        id="d" * 24,
+        action="flip",
+        reason="HighErrorRate has fired for 5m",
+        flag="new-checkout",
+        environment="production",
+        project="default",
+        provider="launchdarkly",
+        receiver="rollback",
+        group_key="{}:{}",
+        trigger=trigger(),
+        at=T0,
+        outcome="flipped",
+    )
+    slack = SlackIntegration(
+        0,
+        SlackConfig(api_url="${SLACK_URL}"),
+        receiver="oncall",
+        state=None,
+        session=None,  # type: ignore[arg-type]
+        clock=FakeClock(T0),
+        limits=RateLimits(FakeClock(T0)),
+    )
+    message = slack.message(announcement(decision, "http://notifier:9402"))
+    assert check_limits(message) == []
+    buttons = [
+        element
+        for block in [*message["blocks"], *(b for a in message.get("attachments", []) for b in a["blocks"])]
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
+    [reenable] = [b for b in buttons if b["action_id"] == REENABLE_ACTION]
+    assert reenable["value"] == decision.id and "confirm" in reenable
+    assert "Turned OFF flag new-checkout" in message["text"]

@@ -509,6 +509,13 @@ def _check_flag_off(
             errors.append(doc.error((*loc, "notify", k), f'undefined receiver "{other}" in notify'))
         elif other == name:
             errors.append(doc.error((*loc, "notify", k), "a kill switch cannot notify its own receiver"))
+        elif config.receiver(other).flag_off_configs:
+            # Its announcement would be a firing alert to that receiver's kill switch: a loop.
+            errors.append(
+                doc.error(
+                    (*loc, "notify", k), f'notify receiver "{other}" has flag_off_configs (a kill switch)'
+                )
+            )
     templates = {"flag": flag_off.flag, "environment": flag_off.environment, "project": flag_off.project}
     errors.extend(_check_templates(name, loc, templates, doc))
     return errors

@@ -337,7 +337,13 @@ class Dispatcher:
                 log.warning("reconcile failed; will retry", extra={"group_key": group_key, "error": reason})
                 return DeliveryError(reason, permanent=False)
         entry = await self.state.last_sent(log_name, group_key)
-        if not stages.dedup(entry, firing, resolved, repeat_interval, integration.send_resolved, now):
+        # An integration with unfinished work for the group (a kill switch's flip still retrying) is told
+        # whatever the dedup stage says, so it can finish or settle it (e.g. on the resolution).
+        unfinished = getattr(integration, "has_unfinished", None)
+        must = unfinished is not None and await unfinished(group_key)
+        if not must and not stages.dedup(
+            entry, firing, resolved, repeat_interval, integration.send_resolved, now
+        ):
             self.metrics.notifications.labels(*labels, "deduplicated").inc()
             return None
         shown = alerts if integration.send_resolved else [a for a in alerts if not a.is_resolved()]
@@ -395,15 +401,20 @@ class Dispatcher:
     async def announce(self, receiver_names: list[str], notification: Notification) -> None:
         """Deliver a notification the notifier itself makes (a kill-switch decision) to named receivers, with
         the same dedup, intents, retries and DLQ as routed ones; its group key is unique, so a replay after a
-        crash is told once. Failures are logged and dead-lettered, never raised: the decision stands."""
+        crash is told once. A failure worth retrying is raised (the caller's delivery is retried and only
+        re-announces: its decision stands); permanent ones are logged and dead-lettered. Kill-switch
+        integrations are never announced to (one kill switch must not trigger another)."""
         now = self.clock.now()
         firing = {a.fingerprint for a in notification.alerts}
+        failures: list[DeliveryError] = []
         for name in receiver_names:
             receiver = self.receivers.get(name)
             if receiver is None:
                 log.error("announce: no such receiver", extra={"receiver": name})
                 continue
             for integration in receiver.integrations:
+                if getattr(integration, "kill_switch", False):
+                    continue
                 failure = await self._notify(
                     integration,
                     name,
@@ -417,6 +428,10 @@ class Dispatcher:
                 )
                 if failure is not None:
                     log.error("announcement not delivered", extra={"receiver": name, "error": str(failure)})
+                    if not failure.permanent:
+                        failures.append(failure)
+        if failures:
+            raise DeliveryError("announcement: " + "; ".join(str(f) for f in failures), permanent=False)
 
     async def _reconcile(
         self, integration: Integration, log_name: str, group_key: str, pending: Intent

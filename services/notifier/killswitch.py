@@ -84,8 +84,9 @@ class Decision:
     group_key: str
     trigger: Trigger
     at: float
-    outcome: str = ""  # flipped | already_off | refused_by_provider | failed | dry_run | refused
+    outcome: str = ""  # flipped | already_off | refused_by_provider | failed | dry_run | refused | abandoned
     response: dict[str, Any] = field(default_factory=dict)
+    integration: str = ""  # e.g. flag_off[0]: which config of the receiver decided (for the re-enable)
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -98,7 +99,10 @@ class Decision:
 
     @property
     def flag_id(self) -> str:
-        """The flag as the breaker and cooldown count it: provider, project, environment, key."""
+        """The flag as the breaker and cooldown count it: provider, project, environment, key (the built-in
+        store has no projects or environments: its key alone names the flag)."""
+        if self.provider == "builtin":
+            return f"builtin///{self.flag}"
         return f"{self.provider}/{self.project or ''}/{self.environment or ''}/{self.flag}"
 
     @property
@@ -116,6 +120,7 @@ class DecisionLog:
         self.audit = keys.audit
         base = f"{keys.audit}:killswitch"
         self.decisions = f"{base}:decisions"
+        self.pending_key = f"{base}:pending"  # group key -> ids of flips decided but not finished
 
     def _flips(self, dry_run: bool) -> tuple[str, str]:
         mode = "dry" if dry_run else "real"
@@ -146,6 +151,8 @@ class DecisionLog:
                         return decision
                     pipe.multi()
                     pipe.hset(self.decisions, decision.id, decision.to_json())
+                    if action == "flip":
+                        pipe.sadd(f"{self.pending_key}:{decision.group_key}", decision.id)
                     if action in ("flip", "dry_run"):
                         pipe.hset(last_key, decision.flag_id, now)
                         pipe.zadd(flips_key, {decision.id: now})
@@ -161,10 +168,21 @@ class DecisionLog:
         """Record how a decision ended and append it to the audit stream, in one transaction."""
         decision.outcome, decision.response = outcome, response
         entry = audit_fields(decision, outcome, actor, now)
+        _, flips_key = self._flips(decision.action == "dry_run")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.decisions, decision.id, decision.to_json())
+            pipe.srem(f"{self.pending_key}:{decision.group_key}", decision.id)
+            if decision.action == "flip" and outcome not in ("flipped", "flip_unconfirmed"):
+                # The breaker counts flips made, not attempts: nothing was turned off, give the slot back.
+                pipe.zrem(flips_key, decision.id)
             pipe.xadd(self.audit, entry, maxlen=AUDIT_MAXLEN, approximate=True)
             await pipe.execute()
+
+    async def pending(self, group_key: str) -> list[Decision]:
+        """Flips decided for a group but not finished (still retrying)."""
+        ids = await self.redis.smembers(f"{self.pending_key}:{group_key}")
+        found = [await self.get(i.decode()) for i in ids]
+        return [d for d in found if d is not None and not d.done]
 
     async def record(
         self, decision: Decision, outcome: str, actor: str, response: dict[str, Any], now: float

@@ -10,6 +10,7 @@ the `response_url` Slack gave) to say so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from services.notifier.flag_providers import FlagTarget, ProviderError
 from services.notifier.killswitch import DecisionLog
-from services.notifier.receivers.flag_off import FlagOffIntegration
+from services.notifier.receivers.flag_off import REENABLE_OUTCOMES, FlagOffIntegration
 from services.notifier.receivers.slack_message import REENABLE_ACTION
 from shared.clock import Clock
 from shared.webapp import json_response
@@ -80,20 +81,23 @@ class SlackActions:
         self.integrations = integrations
         self.session = session
         self.clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.Response:
         secret = self.signing_secret()
         if not secret:
             return json_response({"error": "slack actions are not configured (no signing secret)"}, 404)
-        if (request.content_length or 0) > MAX_BODY:
-            return json_response({"error": "request too large"}, 413)
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            return json_response({"error": "request too large"}, 413)
+        if request.content_length is None or request.content_length > MAX_BODY:
+            return json_response({"error": "a Content-Length of at most 64 KiB is required"}, 413)
+        body = await request.read()  # the whole body (the signature covers all of it)
         verifier = SignatureVerifier(secret, clock=_SlackClock(self.clock))  # type: ignore[arg-type]
         timestamp = request.headers.get("X-Slack-Request-Timestamp")
         signature = request.headers.get("X-Slack-Signature")
-        if not verifier.is_valid(body, timestamp, signature):
+        try:
+            valid = verifier.is_valid(body, timestamp, signature)
+        except ValueError:  # a timestamp that is not a number
+            valid = False
+        if not valid:
             log.warning("slack action refused: bad or stale signature", extra={"remote": request.remote})
             return json_response({"error": "invalid or stale Slack signature"}, 401)
         try:
@@ -104,10 +108,26 @@ class SlackActions:
         clicks = [a for a in payload.actions if a.action_id == REENABLE_ACTION]
         if payload.type != "block_actions" or not clicks:
             return web.Response(status=200)  # another button (a link): nothing for us to do
-        text = await self.reenable(clicks[0].value, payload.user)
+        # Slack wants an answer within 3 seconds; the vendor call may take longer. The outcome reaches the
+        # user through response_url (and the audit).
+        task = asyncio.create_task(self._reenable_and_reply(clicks[0].value, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.Response(status=200)
+
+    async def _reenable_and_reply(self, decision_id: str, payload: BlockActions) -> None:
+        try:
+            text = await self.reenable(decision_id, payload.user)
+        except Exception:
+            log.exception("slack action: re-enable failed")
+            text = "Re-enabling failed unexpectedly; see the notifier's log. Nothing may have changed."
         if payload.response_url:
             await self._reply(payload.response_url, text)
-        return web.Response(status=200)
+
+    async def drain(self) -> None:
+        """Wait for re-enables in progress (tests; shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def reenable(self, decision_id: str, user: SlackUser) -> str:
         """Turn the flag of a decision back on, as `user`; returns what to tell them."""
@@ -117,11 +137,18 @@ class SlackActions:
         decision = await self.decisions.get(decision_id)
         if decision is None:
             return f"Unknown kill-switch decision {decision_id!r}: nothing re-enabled."
+        if decision.outcome not in REENABLE_OUTCOMES:
+            # Only what tripwire itself turned off may be turned back on from here.
+            return (
+                f"Decision {decision.id} did not turn {decision.flag} off ({decision.outcome}): nothing done."
+            )
         integration = next(
             (
                 i
                 for i in self.integrations()
-                if i.receiver == decision.receiver and i.provider.name == decision.provider
+                if i.receiver == decision.receiver
+                and i.name == (decision.integration or i.name)
+                and i.provider.name == decision.provider
             ),
             None,
         )

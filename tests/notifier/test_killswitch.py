@@ -3,12 +3,14 @@ built-in flag store and the vendor fakes, with the injected clock."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from services.evaluator.rules.files import load_rule_files
@@ -337,3 +339,84 @@ def test_a_flip_announced_in_slack_carries_the_re_enable_button_within_limits():
     [reenable] = [b for b in buttons if b["action_id"] == REENABLE_ACTION]
     assert reenable["value"] == decision.id and "confirm" in reenable
     assert "Turned OFF flag new-checkout" in message["text"]
+
+
+async def test_the_breaker_counts_flips_made_not_flags_found_already_off(redis, keys, session, pager):
+    clock = FakeClock(T0)
+    store = FlagStore(redis, keys, clock)
+    for flag in ("flag-a", "flag-b", "flag-c"):
+        await store.set(flag, False, actor="ops", reason="off already")
+    d = killswitch(redis, keys, session, clock, {"max_flips": 1}, pager)
+    # One after the other: flips in flight at the same moment each hold a slot until they finish (the safe
+    # side), so concurrent attempts past max_flips are refused even if some then find their flag off.
+    for i, flag in enumerate(("flag-a", "flag-b", "flag-c", "flag-d")):
+        await step(d, f"{i + 1}-0", [alert(flag)], advance=1)
+    outcomes = sorted(e["outcome"] for e in await audit(redis, keys))
+    assert outcomes == ["already_off", "already_off", "already_off", "flipped"]
+
+
+async def test_a_re_enable_while_the_alert_still_fires_is_not_undone_by_a_re_send(
+    redis, keys, session, pager
+):
+    clock = FakeClock(T0)
+    d = killswitch(redis, keys, session, clock, {"cooldown": "1m"}, pager)
+    store = FlagStore(redis, keys, clock)
+    await step(d, "1-0", [alert()])
+    await store.set("new-checkout", True, actor="slack:U1", reason="fixed forward")
+    for i in range(3):  # the same firing episode re-sent, past cooldown and repeat_interval
+        clock.set(clock.now() + 5 * 3600)
+        await step(d, f"{2 + i}-0", [alert()])
+    assert (await store.get("new-checkout")).enabled is True  # type: ignore[union-attr]
+    assert [e["outcome"] for e in await audit(redis, keys)] == ["flipped"]
+
+
+async def test_a_flip_still_retrying_when_the_alert_resolves_is_abandoned_and_paged(
+    redis, keys, session, pager
+):
+    ld = await FakeLaunchDarkly(token="t", flags={("default", "new-checkout"): {"production": True}}).start()
+    try:
+        ld.fail_next(1000, status=503)
+        clock = FakeClock(T0)
+        config = {
+            "provider": "launchdarkly",
+            "url": ld.url,
+            "token": "${TRIPWIRE_TEST_LD_TOKEN:-t}",
+            "project": "default",
+            "environment": "production",
+            "retry_deadline": "1s",
+        }
+        d = killswitch(redis, keys, session, clock, config, pager)
+        flush = asyncio.create_task(step(d, "1-0", [alert()]))
+        while not flush.done():
+            await clock.advance(0.5)
+            await asyncio.sleep(0.001)
+        await flush
+        assert [e["outcome"] for e in await audit(redis, keys)] == ["retrying"]
+        await step(d, "2-0", [alert(status="resolved")])
+        assert [e["outcome"] for e in await audit(redis, keys)] == ["retrying", "abandoned"]
+        assert ld.flag_on("default", "new-checkout", "production")
+        assert any(t["commonLabels"]["outcome"] == "abandoned" for t in pager.delivered)
+    finally:
+        await ld.stop()
+
+
+def test_a_kill_switch_cannot_notify_another_kill_switch(tmp_path: Path):
+    from services.notifier.config import load_routing
+    from shared.yamlfile import ConfigErrors
+
+    path = tmp_path / "am.yml"
+    flag_off = {"provider": "builtin", "flag": "x"}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "route": {"receiver": "a"},
+                "receivers": [
+                    {"name": "a", "flag_off_configs": [{**flag_off, "notify": ["b"]}]},
+                    {"name": "b", "flag_off_configs": [{**flag_off, "notify": ["a"]}]},
+                ],
+            }
+        )
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_routing(path)
+    assert 'notify receiver "b" has flag_off_configs' in str(caught.value)

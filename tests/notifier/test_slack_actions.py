@@ -88,7 +88,8 @@ async def test_a_signed_click_re_enables_audits_the_user_and_updates_the_message
     client, decision, store = flipped
     body = click(decision, slack.webhook_url)
     response = await client.post("/slack/actions", data=body, headers=signed(body))
-    assert response.status == 200
+    assert response.status == 200  # at once (Slack's 3-second limit); the outcome follows via response_url
+    await eventually(lambda: _value(slack.messages), timeout=10, what="the message update")
     record = await store.get("new-checkout")
     assert record is not None and record.enabled is True and record.updated_by.startswith("slack:U0ONCALL")
     entries = [e for _, e in await redis.xrange(keys.audit)]
@@ -122,3 +123,22 @@ async def test_unsigned_bad_or_stale_requests_get_401_and_change_nothing(
     assert record is not None and record.enabled is False
     assert await redis.xlen(keys.audit) == audit_before
     assert slack.requests == []
+
+
+async def test_a_signed_click_on_a_decision_that_flipped_nothing_changes_nothing(flipped, slack, redis, keys):
+    client, decision, store = flipped
+    raw = await redis.hget(f"{keys.audit}:killswitch:decisions", decision)
+    data = orjson.loads(raw)
+    data["outcome"] = "already_off"  # someone else had turned it off: not ours to undo
+    await redis.hset(f"{keys.audit}:killswitch:decisions", decision, orjson.dumps(data))
+    body = click(decision, slack.webhook_url)
+    response = await client.post("/slack/actions", data=body, headers=signed(body))
+    assert response.status == 200
+    [update] = await eventually(lambda: _value(slack.messages), timeout=10, what="the reply")
+    assert "nothing done" in update["text"]
+    record = await store.get("new-checkout")
+    assert record is not None and record.enabled is False
+
+
+async def _value(value: object) -> object:
+    return value

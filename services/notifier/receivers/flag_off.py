@@ -35,11 +35,14 @@ log = logging.getLogger(__name__)
 # Announce(receiver names, notification): tell the `notify` receivers (wired to the dispatcher).
 Announce = Callable[[list[str], Notification], Awaitable[None]]
 # Outcomes a human must look at now: the announcement is critical.
-PAGE = {"refused_breaker", "refused_by_provider", "failed", "flip_unconfirmed", "bad_flag"}
+PAGE = {"refused_breaker", "refused_by_provider", "failed", "flip_unconfirmed", "bad_flag", "abandoned"}
+REENABLE_OUTCOMES = {"flipped", "flip_unconfirmed"}  # the only decisions a human may undo from Slack
 REENABLE_ANNOTATION = "tripwire_reenable"
 
 
 class FlagOffIntegration:
+    kill_switch = True  # announcements are never delivered to a kill switch
+
     def __init__(
         self,
         index: int,
@@ -53,7 +56,8 @@ class FlagOffIntegration:
         external_url: str = "",
     ) -> None:
         self.name = f"flag_off[{index}]"
-        self.send_resolved = False  # a resolution never turns a flag back on
+        # Resolutions are delivered only to settle a flip still retrying; they never turn a flag back on.
+        self.send_resolved = True
         self.config = config
         self.receiver = receiver
         self.provider = provider
@@ -71,13 +75,17 @@ class FlagOffIntegration:
         return f"tripwire:{self.receiver}/{self.name}"
 
     async def notify(self, notification: Notification, journal: Journal) -> None:
-        firing = notification.firing
-        if not firing:
-            return
         if self.decisions is None:
             raise DeliveryError(f"{self.name}: no decision log (the kill switch needs Redis)", permanent=True)
+        firing = notification.firing
         now = self.clock.now()
-        draft = self._draft(notification, firing, journal.id, now)
+        if not firing:
+            # Resolved: never a reason to turn anything on. A flip still retrying is abandoned (and said so).
+            for decision in await self.decisions.pending(notification.group_key):
+                decision.reason += "; the alert resolved before the flip succeeded"
+                await self._finish(decision, "abandoned", {}, now)
+            return
+        draft = self._draft(notification, firing, now)
         if not draft.flag:
             if await self.decisions.get(draft.id) is not None:
                 return  # refused and audited before this replay
@@ -98,7 +106,7 @@ class FlagOffIntegration:
         else:
             await self._flip(decision, journal)
 
-    def _draft(self, notification: Notification, firing: list[Alert], delivery: str, now: float) -> Decision:
+    def _draft(self, notification: Notification, firing: list[Alert], now: float) -> Decision:
         data = notification.template_data()
         flag = self.render(self.config.flag, data)
         environment = self.render(self.config.environment, data) or None
@@ -111,8 +119,13 @@ class FlagOffIntegration:
             value=first.annotations.get("value") or first.labels.get("value") or "",
             labels=first.labels,
         )
-        # Stable across a restart (the delivery id is the dispatcher's intent id) and distinct per flag.
-        key = f"{delivery}\x00{self.provider.name}\x00{project}\x00{environment}\x00{flag}"
+        # One decision per firing episode of the group's trigger and flag: built from what any replay sees
+        # again (not from a delivery id that may not have been saved), so a restart, a repeat_interval
+        # re-send or a human's re-enable while the alert still fires never takes a second decision.
+        key = "\x00".join(
+            (self.actor, notification.group_key, trigger.fingerprint, f"{trigger.starts_at:.3f}", flag)
+        )
+        key += f"\x00{project}\x00{environment}"
         return Decision(
             id=hashlib.sha256(key.encode()).hexdigest()[:24],
             action="wait",
@@ -122,6 +135,7 @@ class FlagOffIntegration:
             project=project,
             provider=self.provider.name,
             receiver=self.receiver,
+            integration=self.name,
             group_key=notification.group_key,
             trigger=trigger,
             at=now,
@@ -202,6 +216,11 @@ class FlagOffIntegration:
             return
         await self.announce(list(self.config.notify), announcement(decision, self.external_url))
 
+    async def has_unfinished(self, group_key: str) -> bool:
+        """A flip decided for this group and not finished (retrying): the dispatcher then tells us of the
+        group even when there is nothing new to notify."""
+        return self.decisions is not None and bool(await self.decisions.pending(group_key))
+
     async def reconcile(self, group_key: str, intent: Intent) -> bool:
         # Replaying is safe: the decision is found by the same id and a flip reads the flag first.
         return False
@@ -227,6 +246,7 @@ def announcement(decision: Decision, external_url: str) -> Notification:
         "failed": "FAILED to turn off",
         "flip_unconfirmed": "Turned off but read back ON:",
         "bad_flag": "Did NOT turn off",
+        "abandoned": "Gave up turning off",
     }.get(outcome, outcome)
     summary = f"{verb} flag {decision.flag or '?'} ({decision.provider}{' ' + where if where else ''})"
     annotations = {
@@ -236,7 +256,7 @@ def announcement(decision: Decision, external_url: str) -> Notification:
             f"{' = ' + decision.trigger.value if decision.trigger.value else ''}; decision {decision.id}."
         ),
     }
-    if outcome in ("flipped", "already_off", "flip_unconfirmed"):
+    if outcome in REENABLE_OUTCOMES:
         annotations[REENABLE_ANNOTATION] = decision.id  # the Slack message offers the human re-enable
     severity = "critical" if outcome in PAGE else ("warning" if outcome == "flipped" else "info")
     labels = {

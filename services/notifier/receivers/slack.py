@@ -121,7 +121,12 @@ class SlackIntegration:
             max_alerts_listed=self.config.max_alerts_listed,
             test=test,
             reenable=next(
-                (a.annotations[REENABLE] for a in notification.firing if REENABLE in a.annotations), None
+                (
+                    a.annotations[REENABLE]
+                    for a in notification.firing
+                    if REENABLE in a.annotations and a.labels.get("alertname") == "TripwireKillSwitch"
+                ),
+                None,
             ),
         )
         message = render_message(notification, options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from services.collector.api import add_routes
+from services.collector.otlp import add_otlp_routes
 from services.collector.publish import Publisher
 from shared.clock import Clock, SystemClock
 from shared.config import Config
@@ -22,6 +23,7 @@ def build(config: Config, clock: Clock | None = None) -> Service:
         config.collector.max_in_flight,
     )
     add_routes(service, publisher)
+    add_otlp_routes(service, publisher)
     if config.scrape_configs:
         log.warning(
             "scrape_configs are not implemented yet; %d scrape job(s) ignored", len(config.scrape_configs)

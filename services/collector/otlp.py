@@ -1,0 +1,474 @@
+"""The collector's OTLP/HTTP receiver: `POST /v1/metrics` and `POST /v1/logs`, protobuf or JSON.
+
+Protocol (https://opentelemetry.io/docs/specs/otlp/#otlphttp): the body is an Export*ServiceRequest in binary
+protobuf (`application/x-protobuf`) or OTLP/JSON (`application/json`), optionally gzip-compressed; the answer
+uses the request's encoding. 200 carries an Export*ServiceResponse, with `partial_success` set when some
+points were rejected (or, with 0 rejected, as a warning); failures carry a `google.rpc.Status`: 400 bad data
+(nothing usable), 401, 413 too large, 415 unknown Content-Type, 503 + Retry-After when Redis cannot take the
+batch (OTLP clients retry 503 only).
+
+Unlike the JSON API, which refuses a request with any invalid item, OTLP semantics apply: invalid points are
+dropped and reported, the rest is stored. Mapping to items: `otlp_metrics` and `otlp_logs`. Validation is
+the JSON API's (`validate_items`), and an accepted request is one batch on its stream (one XADD).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from services.collector.ingest import LOGS, METRICS, Accepted, IngestKind, ItemError, Rejected, validate_items
+from services.collector.otlp_logs import map_logs
+from services.collector.otlp_metrics import (
+    LISTED_REASONS,
+    Limits,
+    MappedPoint,
+    Mapping,
+    OtlpOptions,
+    map_metrics,
+)
+from services.collector.publish import Publisher, Unavailable
+from shared.config import CollectorConfig
+from shared.service import Service
+from shared.streams import Keys
+from shared.webapp import BadBody, BodyTooLarge, read_body
+
+__all__ = ["OtlpOptions", "add_otlp_routes"]
+
+log = logging.getLogger(__name__)
+
+PROTOBUF = "protobuf"
+JSON = "json"
+_CONTENT_TYPES = {
+    "application/x-protobuf": PROTOBUF,
+    "application/protobuf": PROTOBUF,  # the registered name; some clients send it
+    "application/json": JSON,
+}
+_RESPONSE_TYPES = {PROTOBUF: "application/x-protobuf", JSON: "application/json"}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Reasons spelled out in a message; a 400's BadRequest detail lists up to LISTED_REASONS.
+SUMMARISED_REASONS = 10
+
+# google.rpc.Code values for Status.code (informational: OTLP clients go by the HTTP status).
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 3, 8, 12, 14, 16
+_BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+
+
+class OtlpMetrics:
+    """Self-metrics of the receiver, in the service registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "tripwire_otlp_requests",
+            "OTLP/HTTP requests by signal, encoding and HTTP status.",
+            ["signal", "encoding", "code"],
+            registry=registry,
+        )
+        self.points = Counter(
+            "tripwire_otlp_points",
+            "OTLP data points and log records by outcome: accepted (stored), rejected (dropped and "
+            "reported), skipped (flagged as having no recorded value).",
+            ["signal", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "tripwire_otlp_request_duration_seconds",
+            "Time to decode, map, validate and store one OTLP request.",
+            ["signal"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    name: str
+    path: str
+    spec: IngestKind
+    stream: str
+    noun: str
+    request_type: type[ProtoMessage]
+    mapper: Callable[[Any, float, Limits, OtlpOptions], Mapping]
+    response: Callable[[int, str], ProtoMessage]
+
+
+def _metrics_response(rejected: int, message: str) -> ProtoMessage:
+    if not rejected and not message:
+        return ExportMetricsServiceResponse()
+    return ExportMetricsServiceResponse(
+        partial_success=ExportMetricsPartialSuccess(rejected_data_points=rejected, error_message=message)
+    )
+
+
+def _logs_response(rejected: int, message: str) -> ProtoMessage:
+    if not rejected and not message:
+        return ExportLogsServiceResponse()
+    return ExportLogsServiceResponse(
+        partial_success=ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message)
+    )
+
+
+class _Refused(Exception):
+    """The request is answered with an OTLP failure (a Status body)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        violations: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.violations = violations or []
+        self.headers = headers
+
+
+def add_otlp_routes(service: Service, publisher: Publisher, options: OtlpOptions | None = None) -> None:
+    """Register `POST /v1/metrics` and `POST /v1/logs` on the service: same bearer token as the JSON ingest
+    (`ingest_token`), same body limit and per-request limits (`collector.*`), same Publisher."""
+    receiver = _Receiver(service, publisher, options or OtlpOptions())
+    keys = Keys(service.config.redis.prefix)
+    signals = (
+        _Signal(
+            "metrics",
+            "/v1/metrics",
+            METRICS,
+            keys.metrics,
+            "data points",
+            ExportMetricsServiceRequest,
+            map_metrics,
+            _metrics_response,
+        ),
+        _Signal(
+            "logs",
+            "/v1/logs",
+            LOGS,
+            keys.logs,
+            "log records",
+            ExportLogsServiceRequest,
+            map_logs,
+            _logs_response,
+        ),
+    )
+    for signal in signals:
+        service.web.router.add_post(signal.path, receiver.handler(signal))
+
+
+class _Receiver:
+    def __init__(self, service: Service, publisher: Publisher, options: OtlpOptions) -> None:
+        self.service = service
+        self.publisher = publisher
+        self.options = options
+        self.config: CollectorConfig = service.config.collector
+        self.limits = Limits.from_config(self.config)
+        self.metrics = OtlpMetrics(service.registry)
+        token = service.config.ingest_token
+        self.expected = f"Bearer {token.get_secret_value()}".encode() if token is not None else None
+
+    def handler(self, signal: _Signal) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            started = time.perf_counter()
+            encoding = _CONTENT_TYPES.get(request.content_type)
+            try:
+                response = await self._export(request, signal, encoding)
+            except _Refused as refused:
+                response = _status_response(refused, encoding or JSON)
+            self.metrics.requests.labels(signal.name, encoding or "unsupported", str(response.status)).inc()
+            self.metrics.latency.labels(signal.name).observe(time.perf_counter() - started)
+            return response
+
+        return handle
+
+    async def _export(self, request: web.Request, signal: _Signal, encoding: str | None) -> web.Response:
+        # The JSON ingest's token, checked here rather than with shared.webapp.require_token so that the 401
+        # is an OTLP Status in the request's encoding. Constant-time: the token must not leak through timing.
+        if self.expected is not None and not hmac.compare_digest(
+            request.headers.get("Authorization", "").encode(), self.expected
+        ):
+            raise _Refused(
+                401,
+                UNAUTHENTICATED,
+                "a valid bearer token is required for the ingest API",
+                headers={"WWW-Authenticate": 'Bearer realm="ingest"'},
+            )
+        if encoding is None:
+            raise _Refused(
+                415,
+                UNIMPLEMENTED,
+                f"unsupported Content-Type {request.content_type!r}: OTLP/HTTP takes application/x-protobuf "
+                "or application/json",
+            )
+        try:
+            body = await read_body(request, self.config.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise _Refused(413, RESOURCE_EXHAUSTED, str(exc)) from None
+        except BadBody as exc:
+            raise _Refused(400, INVALID_ARGUMENT, str(exc)) from None
+        message = _decode(body, encoding, signal)
+        now = self.service.clock.now()
+        mapping = signal.mapper(message, now, self.limits, self.options)
+        total = sum(len(point.items) for point in mapping.points)
+        if total > self.config.max_items:
+            raise _Refused(
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request maps to {total} {signal.spec.noun} (a histogram point is one per bucket plus "
+                f"_sum and _count); the limit is {self.config.max_items} per request (collector.max_items): "
+                "send smaller batches (e.g. the exporter's max_export_batch_size)",
+            )
+        outcome = _validate(signal.spec, mapping, now, self.config)
+        points = self.metrics.points
+        if outcome.points == 0 and outcome.rejected:
+            points.labels(signal.name, "rejected").inc(outcome.rejected)
+            raise _Refused(
+                400,
+                INVALID_ARGUMENT,
+                f"all {outcome.rejected} {signal.noun} were rejected: "
+                + _summary(outcome.reasons, outcome.rejected),
+                violations=outcome.reasons,
+            )
+        if outcome.accepted.count:
+            # The caller's request id travels with the batch (for tracing) if it is a sane token.
+            given = request.headers.get("X-Request-Id", "")
+            request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+            try:
+                await self.publisher.publish(
+                    signal.stream, signal.spec.kind, outcome.accepted.items_json, request_id
+                )
+            except Unavailable as exc:
+                raise _Refused(
+                    503,
+                    UNAVAILABLE,
+                    str(exc),
+                    headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+                ) from None
+        if outcome.rejected:
+            log.debug(
+                "otlp points rejected",
+                extra={"signal": signal.name, "rejected": outcome.rejected, "accepted": outcome.points},
+            )
+        # Counted once the answer is final: a 503 is retried, and its points would count twice.
+        points.labels(signal.name, "accepted").inc(outcome.points)
+        points.labels(signal.name, "rejected").inc(outcome.rejected)
+        points.labels(signal.name, "skipped").inc(mapping.skipped)
+        return _message_response(
+            signal.response(outcome.rejected, _partial_message(outcome, signal)), encoding
+        )
+
+
+# Decoding ---------------------------------------------------------------------------------------------------
+def _decode(body: bytes, encoding: str, signal: _Signal) -> Any:
+    message = signal.request_type()
+    what = f"{signal.request_type.__name__} ({'protobuf' if encoding == PROTOBUF else 'OTLP/JSON'})"
+    try:
+        if encoding == PROTOBUF:
+            message.ParseFromString(body)
+        else:
+            document = orjson.loads(body)
+            if not isinstance(document, dict):
+                raise ValueError(f"expected a JSON object, got {type(document).__name__}")
+            _drop_trace_ids(document)
+            json_format.ParseDict(document, message, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise _Refused(400, INVALID_ARGUMENT, f"request body is not a valid {what}: {exc}") from None
+    return message
+
+
+_ID_KEYS = ("traceId", "spanId", "trace_id", "span_id")
+
+
+def _drop_trace_ids(document: dict[str, Any]) -> None:
+    """OTLP/JSON writes trace and span ids in hex where proto3 JSON expects base64; we map neither, so they
+    are removed before parsing instead of being mis-decoded (or refused) as base64."""
+
+    def each(container: Any, key: str) -> list[Any]:
+        value = container.get(key) if isinstance(container, dict) else None
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    def strip(record: dict[str, Any]) -> None:
+        for key in _ID_KEYS:
+            record.pop(key, None)
+
+    for resource in each(document, "resourceLogs") + each(document, "resource_logs"):
+        for scope in each(resource, "scopeLogs") + each(resource, "scope_logs"):
+            for record in each(scope, "logRecords") + each(scope, "log_records"):
+                strip(record)
+    for resource in each(document, "resourceMetrics") + each(document, "resource_metrics"):
+        for scope in each(resource, "scopeMetrics") + each(resource, "scope_metrics"):
+            for metric in each(scope, "metrics"):
+                for kind in ("sum", "gauge", "histogram", "exponentialHistogram", "exponential_histogram"):
+                    data = metric.get(kind)
+                    for point in each(data, "dataPoints") + each(data, "data_points"):
+                        for exemplar in each(point, "exemplars"):
+                            strip(exemplar)
+
+
+# Validation -------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Outcome:
+    accepted: Accepted  # the items of the points kept, ready for the stream
+    points: int  # the sender's points stored
+    rejected: int
+    reasons: list[tuple[str, str]]  # (which point, why), the first LISTED_REASONS
+    warnings: dict[str, int]
+
+
+def _validate(spec: IngestKind, mapping: Mapping, now: float, config: CollectorConfig) -> _Outcome:
+    """Validate the mapped items as the JSON API does, but drop the points of invalid items (each point
+    whole) and keep the rest. validate_items reports every bad item of a pass (up to its listing limit): drop
+    them and validate again; each pass removes at least one point, so this ends."""
+    rejected, reasons = mapping.rejected, list(mapping.reasons)
+    warnings = dict(mapping.warnings)
+    alive = mapping.points
+    while True:
+        alive = _without_orphans(alive)
+        items: list[dict[str, Any]] = []
+        owners: list[int] = []
+        for index, point in enumerate(alive):
+            items.extend(point.items)
+            owners.extend([index] * len(point.items))
+        try:
+            accepted = validate_items(spec, items, now, config.max_items, config.max_age, config.max_skew)
+        except Rejected as exc:
+            if exc.status != 400 or not exc.errors or any(e.index is None for e in exc.errors):
+                raise _Refused(exc.status, INVALID_ARGUMENT, exc.message) from None
+            bad: dict[int, str] = {}
+            for error in exc.errors:
+                bad.setdefault(owners[error.index], _reason(error))
+            for index, reason in bad.items():
+                point = alive[index]
+                if not point.counted:
+                    warnings[f"{point.where} dropped: {reason}"] = 1
+                    continue
+                rejected += 1
+                if len(reasons) < LISTED_REASONS:
+                    reasons.append((point.where, reason))
+            alive = [point for index, point in enumerate(alive) if index not in bad]
+            continue
+        return _Outcome(
+            accepted=accepted,
+            points=sum(1 for point in alive if point.counted),
+            rejected=rejected,
+            reasons=reasons,
+            warnings=warnings,
+        )
+
+
+def _reason(error: ItemError) -> str:
+    # "timestamp is 7200s in the past" names its field already; "Input should be ..." does not.
+    if not error.field or error.reason.startswith(error.field.split(".")[0]):
+        return error.reason
+    return f"{error.field}: {error.reason}"
+
+
+def _without_orphans(points: list[MappedPoint]) -> list[MappedPoint]:
+    """Synthesised points (target_info) only while their resource still has points of its own."""
+    live = {point.resource for point in points if point.counted}
+    if all(point.counted or point.resource in live for point in points):
+        return points
+    return [point for point in points if point.counted or point.resource in live]
+
+
+def _summary(reasons: list[tuple[str, str]], count: int) -> str:
+    """The first reasons in a sentence: `metric 'x' point 2: why; ... (and N more)`."""
+    shown = reasons[:SUMMARISED_REASONS]
+    text = "; ".join(f"{where}: {why}" for where, why in shown)
+    if count > len(shown):
+        text += f" (and {count - len(shown)} more)"
+    return text
+
+
+def _partial_message(outcome: _Outcome, signal: _Signal) -> str:
+    parts = []
+    if outcome.rejected:
+        total = outcome.rejected + outcome.points
+        summary = _summary(outcome.reasons, outcome.rejected)
+        parts.append(f"{outcome.rejected} of {total} {signal.noun} rejected: {summary}")
+    for warning, count in outcome.warnings.items():
+        parts.append(f"warning: {warning}" + (f" ({count}x)" if count > 1 else ""))
+    return ". ".join(parts)
+
+
+# Responses --------------------------------------------------------------------------------------------------
+def _message_response(message: ProtoMessage, encoding: str, status: int = 200) -> web.Response:
+    if encoding == JSON:
+        # OTLP/JSON: lowerCamelCase keys, int64 as decimal strings (proto3 JSON mapping), {} when empty.
+        body = orjson.dumps(json_format.MessageToDict(message))
+    else:
+        body = message.SerializeToString()
+    return web.Response(body=body, status=status, headers={"Content-Type": _RESPONSE_TYPES[encoding]})
+
+
+def _status_response(refused: _Refused, encoding: str) -> web.Response:
+    """A google.rpc.Status (with a google.rpc.BadRequest detail listing rejected points, if any). Encoded by
+    hand: the runtime depends on opentelemetry-proto only, which does not ship the google.rpc types."""
+    violations = refused.violations
+    if encoding == JSON:
+        document: dict[str, Any] = {"code": refused.code, "message": refused.message}
+        if violations:
+            document["details"] = [
+                {
+                    "@type": _BAD_REQUEST_TYPE,
+                    "fieldViolations": [{"field": f, "description": d} for f, d in violations],
+                }
+            ]
+        body = orjson.dumps(document)
+    else:
+        body = _field_varint(1, refused.code) + _field_bytes(2, refused.message.encode())
+        if violations:
+            bad_request = b"".join(
+                _field_bytes(1, _field_bytes(1, f.encode()) + _field_bytes(2, d.encode()))
+                for f, d in violations
+            )
+            body += _field_bytes(
+                3, _field_bytes(1, _BAD_REQUEST_TYPE.encode()) + _field_bytes(2, bad_request)
+            )
+    headers = {"Content-Type": _RESPONSE_TYPES[encoding], **(refused.headers or {})}
+    return web.Response(body=body, status=refused.status, headers=headers)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_varint(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _field_bytes(number: int, value: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(value)) + value

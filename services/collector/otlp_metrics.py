@@ -1,0 +1,535 @@
+"""OTLP metrics to tripwire samples, as the OpenTelemetry-to-Prometheus compatibility spec maps them.
+
+Spec: https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/ ("OTLP Metric points
+to Prometheus"). What we do, section by section:
+
+- Metric names and attribute keys: invalid characters become `_`, runs of `_` collapse to one. Unit suffixes
+  are not appended (names stay as sent, only sanitised); monotonic sums get `_total` if they lack it.
+- Resource attributes: `service.namespace`/`service.name` become `job`, `service.instance.id` becomes
+  `instance`; the other resource attributes go on one `target_info` sample per resource and request (value 1,
+  labels `job`, `instance` and the attributes), not onto every series ("MUST NOT" unless configured: see
+  `OtlpOptions.promote_resource_attributes`).
+- Instrumentation scope: `otel_scope_name` / `otel_scope_version` labels on every point (the spec's default).
+- Gauge and non-monotonic cumulative Sum: samples. Monotonic cumulative Sum: samples of the running total (a
+  Prometheus counter). Monotonic delta Sum: `increment` items, which the evaluator accumulates into the same
+  counter. Non-monotonic delta Sum: rejected (the spec drops it: a delta of a level is no series).
+- Histogram: `_bucket{le=...}` (cumulative over `le`, then `+Inf` = count), `_sum` (when set), `_count`; as
+  samples when cumulative, as increments of the same series when delta (the spec's "aggregate delta into
+  cumulative", done by the evaluator).
+- Summary: `{quantile=...}` samples plus `_sum` and `_count`.
+- Exponential histogram: rejected with a reason (its cumulative form maps to a native histogram, which
+  tripwire does not store).
+- Points flagged NO_RECORDED_VALUE (a staleness signal we cannot represent) are skipped, not rejected.
+
+This module also holds the attribute and label helpers the log mapping shares (`otlp_logs`).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    DataPointFlags,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from shared.config import CollectorConfig
+
+CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+NO_RECORDED_VALUE = DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
+
+SERVICE_NAME = "service.name"
+SERVICE_NAMESPACE = "service.namespace"
+SERVICE_INSTANCE_ID = "service.instance.id"
+IDENTIFYING_ATTRIBUTES = frozenset({SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_INSTANCE_ID})
+LISTED_REASONS = 100  # (where, reason) pairs kept for the response; the count is always exact
+
+EXPONENTIAL_REASON = (
+    "exponential histograms are not supported: their Prometheus form is a native histogram, which tripwire "
+    "does not store; configure the SDK for explicit-bucket histograms (e.g. "
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=explicit_bucket_histogram)"
+)
+
+
+# Options, limits and the mapping result ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class OtlpOptions:
+    """Choices the spec leaves configurable; the defaults are the spec's defaults."""
+
+    # otel_scope_name / otel_scope_version labels ("MUST ... by default"; SHOULD be possible to disable).
+    scope_labels: bool = True
+    # One target_info sample per resource per request, carrying the non-identifying resource attributes.
+    target_info: bool = True
+    # Resource attributes (OTel names, e.g. "deployment.environment") also copied onto every series/event
+    # ("MAY be copied to labels ... if required by the exporter configuration").
+    promote_resource_attributes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The collector's per-item limits (collector.* in tripwire.yml)."""
+
+    max_labels: int
+    max_label_name_length: int
+    max_label_value_length: int
+    max_name_length: int
+
+    @classmethod
+    def from_config(cls, config: CollectorConfig) -> Limits:
+        return cls(
+            max_labels=config.max_labels,
+            max_label_name_length=config.max_label_name_length,
+            max_label_value_length=config.max_label_value_length,
+            max_name_length=config.max_name_length,
+        )
+
+
+@dataclass(slots=True)
+class MappedPoint:
+    """One OTLP data point (or log record) as the stream items that represent it, kept or dropped whole:
+    a histogram missing one bucket would be worse than no histogram."""
+
+    items: list[dict[str, Any]]
+    where: str
+    resource: int
+    counted: bool = True  # False for items we synthesise (target_info): not a data point of the sender's
+
+
+@dataclass(slots=True)
+class Mapping:
+    """The result of mapping one request: the points, and what was rejected, skipped or adjusted."""
+
+    points: list[MappedPoint] = field(default_factory=list)
+    rejected: int = 0
+    reasons: list[tuple[str, str]] = field(default_factory=list)  # (which point, why), the first ones
+    skipped: int = 0
+    warnings: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, where: str, reason: str, count: int = 1) -> None:
+        self.rejected += count
+        if len(self.reasons) < LISTED_REASONS:
+            self.reasons.append((where, reason))
+
+    def warn(self, message: str) -> None:
+        """A change we made to accepted data (counted per kind, so a flood stays one line)."""
+        self.warnings[message] = self.warnings.get(message, 0) + 1
+
+
+# Names, attribute values, labels ----------------------------------------------------------------------------
+_INVALID_METRIC_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
+_INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_UNDERSCORES = re.compile(r"__+")
+_NAME_CACHE_LIMIT = 10_000
+_metric_names: dict[str, str] = {}
+_label_names: dict[str, str] = {}
+
+
+def sanitize_metric_name(name: str) -> str:
+    """A Prometheus metric name: invalid characters become `_`, runs of `_` collapse (spec: "MUST")."""
+    known = _metric_names.get(name)
+    if known is not None:
+        return known
+    clean = _UNDERSCORES.sub("_", _INVALID_METRIC_CHARS.sub("_", name))
+    if clean[:1].isdigit():
+        clean = "_" + clean  # a name may not start with a digit
+    if len(_metric_names) < _NAME_CACHE_LIMIT:
+        _metric_names[name] = clean
+    return clean
+
+
+def sanitize_label_name(key: str) -> str:
+    """A Prometheus label name for an attribute key ("" if nothing is left). A leading digit gets `key_`,
+    as Prometheus' own OTLP translator does; collapsing `_` runs also keeps names clear of reserved `__`."""
+    known = _label_names.get(key)
+    if known is not None:
+        return known
+    clean = _UNDERSCORES.sub("_", _INVALID_LABEL_CHARS.sub("_", key))
+    if clean[:1].isdigit():
+        clean = "key_" + clean
+    if len(_label_names) < _NAME_CACHE_LIMIT:
+        _label_names[key] = clean
+    return clean
+
+
+def format_float(value: float) -> str:
+    """Go's strconv.FormatFloat(v, 'f', -1, 64), as Prometheus' OTLP translator writes `le` and `quantile`
+    (1 -> "1", 0.005 -> "0.005", never an exponent), so rules written against Prometheus match."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    text = format(Decimal(repr(value)), "f")  # repr is the shortest round-trip form
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _json_value(value: AnyValue) -> Any:
+    """An AnyValue as plain JSON data (bytes as base64, non-finite doubles as strings)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else format_float(number)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if kind == "array_value":
+        return [_json_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _json_value(kv.value) for kv in value.kvlist_value.values}
+    return None
+
+
+def attribute_text(value: AnyValue) -> str:
+    """An attribute value as a label value: strings as they are, scalars as Go's pdata AsString() writes them
+    (what Prometheus shows), arrays and maps as JSON (the attribute spec's non-OTLP mapping)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return format_float(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if kind in ("array_value", "kvlist_value"):
+        return orjson.dumps(_json_value(value)).decode()
+    return ""  # unset, or a kind we do not map (string_value_strindex refers to a profiles dictionary)
+
+
+def any_value_text(value: AnyValue) -> str:
+    """A log body as message text: a string as it is, anything else as JSON."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    json_value = _json_value(value)
+    return "" if json_value is None else orjson.dumps(json_value).decode()
+
+
+def attribute_labels(
+    attributes: Iterable[KeyValue],
+    reserved: Sequence[str] | frozenset[str] = (),
+    skip: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """Attributes as labels: keys sanitised, keys in `reserved` (labels we set ourselves) renamed
+    `exported_<key>` as Prometheus does with clashing target labels, keys in `skip` left out. Keys that
+    sanitise alike get their values joined with `;` in the order of the original keys (spec: "MUST"). Empty
+    values are dropped: in Prometheus an empty label is no label."""
+    labels: dict[str, str] = {}
+    sources: dict[str, list[tuple[str, str]]] = {}
+    for kv in attributes:
+        if kv.key in skip:
+            continue
+        name = sanitize_label_name(kv.key)
+        if not name:
+            continue
+        if name in reserved:
+            name = "exported_" + name
+        text = attribute_text(kv.value)
+        if name in sources:
+            sources[name].append((kv.key, text))
+        else:
+            sources[name] = [(kv.key, text)]
+    for name, pairs in sources.items():
+        text = pairs[0][1] if len(pairs) == 1 else ";".join(v for _, v in sorted(pairs))
+        if text:
+            labels[name] = text
+    return labels
+
+
+def check_labels(labels: dict[str, str], limits: Limits, added: int = 0) -> str | None:
+    """Why `labels` (plus `added` more, set per item) break the collector's limits, or None."""
+    count = len(labels) + added
+    if count > limits.max_labels:
+        return f"{count} labels; the limit is {limits.max_labels} (collector.max_labels)"
+    for name, value in labels.items():
+        if len(name) > limits.max_label_name_length:
+            return (
+                f"label name {name[:64]!r}... is longer than {limits.max_label_name_length} characters "
+                "(collector.max_label_name_length)"
+            )
+        if len(value) > limits.max_label_value_length:
+            return (
+                f"value of label {name!r} is longer than {limits.max_label_value_length} characters "
+                "(collector.max_label_value_length)"
+            )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceContext:
+    """What one resource contributes: identity labels (job/instance), promoted attributes, target_info's."""
+
+    attributes: dict[str, str]
+    identity: dict[str, str]
+    promoted: dict[str, str]
+    info: dict[str, str]
+
+    @classmethod
+    def of(cls, resource: Resource, options: OtlpOptions) -> ResourceContext:
+        attributes = {kv.key: attribute_text(kv.value) for kv in resource.attributes}
+        identity: dict[str, str] = {}
+        name, namespace = attributes.get(SERVICE_NAME, ""), attributes.get(SERVICE_NAMESPACE, "")
+        # job = "<service.namespace>/<service.name>", or the name alone; no name, no job (as Prometheus).
+        if name:
+            identity["job"] = f"{namespace}/{name}" if namespace else name
+        if attributes.get(SERVICE_INSTANCE_ID):
+            identity["instance"] = attributes[SERVICE_INSTANCE_ID]
+        promoted = attribute_labels(
+            (kv for kv in resource.attributes if kv.key in options.promote_resource_attributes),
+            reserved=tuple(identity),
+        )
+        info = attribute_labels(
+            (kv for kv in resource.attributes if kv.key not in IDENTIFYING_ATTRIBUTES),
+            reserved=("job", "instance"),
+        )
+        return cls(attributes=attributes, identity=identity, promoted=promoted, info=info)
+
+
+def scope_labels(scope: InstrumentationScope, options: OtlpOptions) -> dict[str, str]:
+    if not options.scope_labels:
+        return {}
+    labels = {}
+    if scope.name:
+        labels["otel_scope_name"] = scope.name
+    if scope.version:
+        labels["otel_scope_version"] = scope.version
+    return labels
+
+
+def timestamp(time_unix_nano: int, now: float) -> float:
+    """Unix seconds; an unset time (0) is the receive time, as the JSON API does for a missing timestamp."""
+    return time_unix_nano / 1e9 if time_unix_nano else now
+
+
+# Metrics ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """Labels every point of one metric starts from: identity and scope labels win over point attributes
+    (clashing attributes become exported_*), promoted resource attributes give way to them."""
+
+    fixed: dict[str, str]
+    promoted: dict[str, str]
+    limits: Limits
+
+    def labels(
+        self, attributes: Iterable[KeyValue], extra: tuple[str, ...] = ()
+    ) -> tuple[dict[str, str], str | None]:
+        """The point's labels, and why they break the limits (None if they don't). `extra` names labels the
+        caller adds per item (le, quantile): attributes with those names become exported_*."""
+        labels = attribute_labels(attributes, (*self.fixed, *extra))
+        for name, value in self.promoted.items():
+            labels.setdefault(name, value)
+        labels.update(self.fixed)
+        return labels, check_labels(labels, self.limits, len(extra))
+
+
+def _item(name: str, labels: dict[str, str], value: float, kind: str, ts: float) -> dict[str, Any]:
+    return {"name": name, "labels": labels, "value": value, "kind": kind, "timestamp": ts}
+
+
+def _number(point: NumberDataPoint) -> float | None:
+    which = point.WhichOneof("value")
+    if which == "as_double":
+        return point.as_double
+    if which == "as_int":
+        return float(point.as_int)
+    return None
+
+
+def map_metrics(
+    request: ExportMetricsServiceRequest, now: float, limits: Limits, options: OtlpOptions
+) -> Mapping:
+    """Every data point of `request` as stream items (or a reason it cannot be one)."""
+    out = Mapping()
+    for r_index, resource_metrics in enumerate(request.resource_metrics):
+        resource = ResourceContext.of(resource_metrics.resource, options)
+        first = len(out.points)
+        for scope_metrics in resource_metrics.scope_metrics:
+            series = _Series(
+                fixed={**resource.identity, **scope_labels(scope_metrics.scope, options)},
+                promoted=resource.promoted,
+                limits=limits,
+            )
+            for metric in scope_metrics.metrics:
+                _map_metric(metric, series, now, r_index, out)
+        if options.target_info and resource.info and len(out.points) > first:
+            # Stamped with the receive time: "this resource reported now", inside the window whatever the
+            # points' own times (a rejected one must not take target_info with it).
+            info = {**resource.info, **resource.identity}
+            out.points.append(
+                MappedPoint(
+                    items=[_item("target_info", info, 1.0, "sample", now)],
+                    where=f"target_info of resource {r_index}",
+                    resource=r_index,
+                    counted=False,
+                )
+            )
+    return out
+
+
+def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out: Mapping) -> None:
+    data_type = metric.WhichOneof("data")
+    if data_type is None:
+        return  # a metric without data carries no points
+    data = getattr(metric, data_type)
+    points = data.data_points
+    label = f"metric {metric.name!r}"
+    if not points:
+        return
+    if data_type == "exponential_histogram":
+        out.reject(label, EXPONENTIAL_REASON, len(points))
+        return
+    base = sanitize_metric_name(metric.name)
+    if not base:
+        out.reject(label, "metric has no name", len(points))
+        return
+    # The longest name we derive must fit: base plus a suffix.
+    longest = base + {"sum": "_total", "histogram": "_bucket", "summary": "_count"}.get(data_type, "")
+    if len(longest) > series.limits.max_name_length:
+        out.reject(
+            label,
+            f"metric name is longer than {series.limits.max_name_length} characters "
+            "(collector.max_name_length)",
+            len(points),
+        )
+        return
+    if data_type == "gauge":
+        _map_numbers(points, base, "sample", series, now, resource, label, out)
+    elif data_type == "sum":
+        temporality, monotonic = data.aggregation_temporality, data.is_monotonic
+        name = base + "_total" if monotonic and not base.endswith("_total") else base
+        if temporality == CUMULATIVE:
+            _map_numbers(points, name, "sample", series, now, resource, label, out)
+        elif temporality == DELTA and monotonic:
+            _map_numbers(points, name, "increment", series, now, resource, label, out)
+        elif temporality == DELTA:
+            out.reject(
+                label,
+                "non-monotonic sums with delta temporality have no Prometheus form (the spec drops them); "
+                "export UpDownCounters with cumulative temporality",
+                len(points),
+            )
+        else:
+            out.reject(label, "aggregation temporality is unspecified", len(points))
+    elif data_type == "histogram":
+        if data.aggregation_temporality not in (CUMULATIVE, DELTA):
+            out.reject(label, "aggregation temporality is unspecified", len(points))
+            return
+        kind = "sample" if data.aggregation_temporality == CUMULATIVE else "increment"
+        for index, point in enumerate(points):
+            _map_histogram(point, base, kind, series, now, resource, f"{label} point {index}", out)
+    elif data_type == "summary":
+        for index, point in enumerate(points):
+            where = f"{label} point {index}"
+            if point.flags & NO_RECORDED_VALUE:
+                out.skipped += 1
+                continue
+            labels, problem = series.labels(point.attributes, ("quantile",))
+            if problem:
+                out.reject(where, problem)
+                continue
+            ts = timestamp(point.time_unix_nano, now)
+            items = [
+                _item(base, {**labels, "quantile": format_float(q.quantile)}, q.value, "sample", ts)
+                for q in sorted(point.quantile_values, key=lambda q: q.quantile)
+            ]
+            items.append(_item(base + "_sum", labels, point.sum, "sample", ts))
+            items.append(_item(base + "_count", labels, float(point.count), "sample", ts))
+            out.points.append(MappedPoint(items, where, resource))
+    else:  # a data type newer than this code
+        out.reject(label, f"metric type {data_type!r} is not supported", len(points))
+
+
+def _map_numbers(
+    points: Sequence[NumberDataPoint],
+    name: str,
+    kind: str,
+    series: _Series,
+    now: float,
+    resource: int,
+    label: str,
+    out: Mapping,
+) -> None:
+    for index, point in enumerate(points):
+        where = f"{label} point {index}"
+        if point.flags & NO_RECORDED_VALUE:
+            out.skipped += 1
+            continue
+        value = _number(point)
+        if value is None:
+            out.reject(where, "data point has no value")
+            continue
+        if kind == "increment" and value < 0:
+            out.reject(where, f"a monotonic delta sum cannot decrease (value {format_float(value)})")
+            continue
+        labels, problem = series.labels(point.attributes)
+        if problem:
+            out.reject(where, problem)
+            continue
+        ts = timestamp(point.time_unix_nano, now)
+        out.points.append(MappedPoint([_item(name, labels, value, kind, ts)], where, resource))
+
+
+def _map_histogram(
+    point: HistogramDataPoint,
+    base: str,
+    kind: str,
+    series: _Series,
+    now: float,
+    resource: int,
+    where: str,
+    out: Mapping,
+) -> None:
+    if point.flags & NO_RECORDED_VALUE:
+        out.skipped += 1
+        return
+    bounds, counts = list(point.explicit_bounds), list(point.bucket_counts)
+    if counts and len(counts) != len(bounds) + 1:
+        out.reject(
+            where,
+            f"{len(counts)} bucket_counts for {len(bounds)} explicit_bounds (expected {len(bounds) + 1})",
+        )
+        return
+    if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in itertools.pairwise(bounds)):
+        out.reject(where, "explicit_bounds must be finite and strictly increasing")
+        return
+    labels, problem = series.labels(point.attributes, ("le",))
+    if problem:
+        out.reject(where, problem)
+        return
+    ts = timestamp(point.time_unix_nano, now)
+    bucket = base + "_bucket"
+    items: list[dict[str, Any]] = []
+    cumulative = 0
+    # Buckets count per interval; Prometheus' `le` buckets count everything at or below the bound.
+    for bound, count in zip(bounds, counts, strict=False):  # no counts: only the +Inf bucket
+        cumulative += count
+        items.append(_item(bucket, {**labels, "le": format_float(bound)}, float(cumulative), kind, ts))
+    items.append(_item(bucket, {**labels, "le": "+Inf"}, float(point.count), kind, ts))
+    if point.HasField("sum"):
+        items.append(_item(base + "_sum", labels, point.sum, kind, ts))
+    items.append(_item(base + "_count", labels, float(point.count), kind, ts))
+    out.points.append(MappedPoint(items, where, resource))

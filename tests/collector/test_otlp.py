@@ -1,0 +1,776 @@
+"""The collector's OTLP/HTTP receiver against a real Redis, fed by the real OpenTelemetry Python SDK.
+
+The SDK's OTLP/HTTP exporters speak protobuf only, so the OTLP/JSON tests build their bodies with
+`google.protobuf.json_format` (plus OTLP/JSON's own deviations: hex trace ids, integer enums) and post them
+with aiohttp. The SDK exports from its own threads with a blocking HTTP client, so flushes and shutdowns run
+in a worker thread (`asyncio.to_thread`) while this loop serves the collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+    KeyValueList,
+)
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+    Summary,
+    SummaryDataPoint,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResource
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import Counter as SdkCounter
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality as SdkTemporality
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from services.collector.app import build
+from services.collector.otlp import add_otlp_routes
+from services.collector.otlp_logs import level_of, map_logs
+from services.collector.otlp_metrics import Limits, OtlpOptions, format_float, map_metrics
+from services.collector.publish import Publisher
+from services.local_redis import free_port
+from shared.clock import Clock, FakeClock
+from shared.codec import decode_entry
+from shared.config import CollectorConfig, Config
+from shared.service import Service
+from shared.streams import Keys
+
+NOW = 1_763_800_000.0
+NOW_NS = int(NOW * 1e9)
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+JSON = {"Content-Type": "application/json"}
+CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+LIMITS = Limits.from_config(CollectorConfig())
+SDK_RESOURCE = {
+    "service.name": "checkout",
+    "service.namespace": "shop",
+    "service.instance.id": "pod-1",
+    "deployment.environment": "test",
+}
+
+
+# Running a collector ---------------------------------------------------------------------------------------
+@dataclass
+class Collector:
+    service: Service
+    client: TestClient
+
+    @property
+    def url(self) -> str:
+        """Base URL for the SDK's exporters (they run in other threads, so they need a real socket)."""
+        return str(self.client.make_url("")).rstrip("/")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: Config, clock: Clock | None = None, publisher: Publisher | None = None
+) -> AsyncIterator[Collector]:
+    """The collector app with the OTLP routes, on a free port. With `publisher`, a bare Service carries only
+    the OTLP routes (app.build makes its own Publisher)."""
+    if publisher is None:
+        service = build(config, clock)
+        # Once app.build registers the OTLP routes itself, its wiring is what gets tested.
+        if not any(r.resource and r.resource.canonical == "/v1/metrics" for r in service.web.router.routes()):
+            add_otlp_routes(
+                service,
+                Publisher(
+                    service.redis,
+                    config.streams.maxlen,
+                    config.collector.retry_after,
+                    config.collector.max_in_flight,
+                ),
+            )
+    else:
+        service = Service("collector", config, clock or FakeClock(NOW))
+        add_otlp_routes(service, publisher)
+    await service.start()
+    client = TestClient(TestServer(service.web))
+    await client.start_server()
+    try:
+        yield Collector(service, client)
+    finally:
+        await client.close()
+        await service.stop()
+
+
+@pytest.fixture
+async def collector(make_config) -> AsyncIterator[Collector]:
+    """Real time: the SDK stamps points with the wall clock, which must fall in the accepted window."""
+    async with running(make_config()) as c:
+        yield c
+
+
+@pytest.fixture
+async def faked(make_config) -> AsyncIterator[Collector]:
+    """A fake clock at NOW, for hand-built requests."""
+    async with running(make_config(), FakeClock(NOW)) as c:
+        yield c
+
+
+async def stream_items(redis: Redis, stream: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for _, fields in await redis.xrange(stream):
+        items.extend(decode_entry(fields).items)
+    return items
+
+
+def named(items: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [item for item in items if item["name"] == name]
+
+
+# Building OTLP requests -----------------------------------------------------------------------------------
+def kv(key: str, value: str | int | float | bool) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def attrs(**values: str | int | float | bool) -> list[KeyValue]:
+    return [kv(k.replace("__", "."), v) for k, v in values.items()]
+
+
+def metrics_request(*metrics: Metric, resource: dict[str, str] | None = None) -> ExportMetricsServiceRequest:
+    res = resource if resource is not None else {"service.name": "api"}
+    return ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                resource=ProtoResource(attributes=[kv(k, v) for k, v in res.items()]),
+                scope_metrics=[ScopeMetrics(scope=InstrumentationScope(name="test"), metrics=list(metrics))],
+            )
+        ]
+    )
+
+
+def gauge(name: str, *points: NumberDataPoint) -> Metric:
+    return Metric(name=name, gauge=Gauge(data_points=list(points)))
+
+
+def counter(
+    name: str, *points: NumberDataPoint, temporality: int = CUMULATIVE, monotonic: bool = True
+) -> Metric:
+    return Metric(
+        name=name,
+        sum=Sum(aggregation_temporality=temporality, is_monotonic=monotonic, data_points=list(points)),
+    )
+
+
+def point(value: float, ts: float = NOW, **labels: str | int | float | bool) -> NumberDataPoint:
+    return NumberDataPoint(as_double=value, time_unix_nano=int(ts * 1e9), attributes=attrs(**labels))
+
+
+def logs_request(*records: LogRecord, service: str = "agent") -> ExportLogsServiceRequest:
+    return ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                resource=ProtoResource(attributes=[kv("service.name", service)]),
+                scope_logs=[
+                    ScopeLogs(scope=InstrumentationScope(name="app.logger"), log_records=list(records))
+                ],
+            )
+        ]
+    )
+
+
+def record(message: str = "hello", severity: int = 9, ts: float = NOW, **labels: str | int) -> LogRecord:
+    return LogRecord(
+        time_unix_nano=int(ts * 1e9),
+        severity_number=severity,  # type: ignore[arg-type]
+        body=AnyValue(string_value=message),
+        attributes=attrs(**labels),
+    )
+
+
+def status_of(body: bytes) -> tuple[status_pb2.Status, list[tuple[str, str]]]:
+    """A protobuf google.rpc.Status and its BadRequest field violations."""
+    status = status_pb2.Status.FromString(body)
+    violations: list[tuple[str, str]] = []
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad)
+        violations.extend((v.field, v.description) for v in bad.field_violations)
+    return status, violations
+
+
+async def post_proto(c: Collector, path: str, message: Any, **headers: str) -> ClientResponse:
+    return await c.client.post(path, data=message.SerializeToString(), headers={**PROTOBUF, **headers})
+
+
+# The real SDK, protobuf ------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def meter_provider(url: str, **exporter: Any) -> AsyncIterator[MeterProvider]:
+    # The reader exports only when flushed (an hour's interval), so each test decides when points travel.
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"{url}/v1/metrics", **exporter), export_interval_millis=3_600_000
+    )
+    provider = MeterProvider(
+        metric_readers=[reader], resource=Resource.create(SDK_RESOURCE), shutdown_on_exit=False
+    )
+    try:
+        yield provider
+    finally:
+        # Shutting down exports once more, over HTTP to this loop's server: from a thread, or it would hang.
+        await asyncio.to_thread(provider.shutdown)
+
+
+async def flush(provider: MeterProvider | LoggerProvider) -> None:
+    assert await asyncio.to_thread(provider.force_flush)
+
+
+async def test_sdk_counter_arrives_with_job_instance_and_scope(
+    collector: Collector, redis: Redis, keys: Keys
+):
+    async with meter_provider(collector.url) as provider:
+        orders = provider.get_meter("orders", "1.2.3").create_counter("orders.placed")
+        orders.add(3, {"payment.method": "card", "retry": False})
+        await flush(provider)
+        assert await redis.xlen(keys.metrics) == 1  # one request, one batch
+        items = await stream_items(redis, keys.metrics)
+
+    [sample] = named(items, "orders_placed_total")
+    assert sample["labels"] == {
+        "job": "shop/checkout",
+        "instance": "pod-1",
+        "otel_scope_name": "orders",
+        "otel_scope_version": "1.2.3",
+        "payment_method": "card",
+        "retry": "false",
+    }
+    assert (sample["value"], sample["kind"]) == (3.0, "sample")
+    # The other resource attributes travel once, on target_info, not on every series.
+    [info] = named(items, "target_info")
+    assert info["labels"]["job"] == "shop/checkout"
+    assert info["labels"]["instance"] == "pod-1"
+    assert info["labels"]["deployment_environment"] == "test"
+    assert info["labels"]["telemetry_sdk_language"] == "python"
+    assert "service_name" not in info["labels"]
+
+
+async def test_sdk_log_record_arrives_as_a_log_event(collector: Collector, redis: Redis, keys: Keys):
+    provider = LoggerProvider(resource=Resource.create(SDK_RESOURCE), shutdown_on_exit=False)
+    processor = BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{collector.url}/v1/logs"))
+    provider.add_log_record_processor(processor)
+    try:
+        logger = provider.get_logger("agent.budget", "0.4")
+        logger.emit(
+            severity_number=SeverityNumber.ERROR,
+            severity_text="ERROR",
+            body="Budget exceeded",
+            attributes={"agent_type": "planner", "tokens": 1200},
+        )
+        try:
+            raise ValueError("card declined")
+        except ValueError as exc:
+            logger.emit(severity_number=SeverityNumber.WARN, body="payment failed", exception=exc)
+        await flush(provider)
+    finally:
+        await asyncio.to_thread(provider.shutdown)
+
+    events = await stream_items(redis, keys.logs)
+    assert [(e["service"], e["level"], e["message"]) for e in events] == [
+        ("checkout", "error", "Budget exceeded"),
+        ("checkout", "warn", "payment failed"),
+    ]
+    first, second = events
+    assert first["labels"] == {
+        "instance": "pod-1",
+        "service_namespace": "shop",
+        "otel_scope_name": "agent.budget",
+        "otel_scope_version": "0.4",
+        "agent_type": "planner",
+        "tokens": "1200",
+    }
+    assert first["timestamp"] == pytest.approx(collector.service.clock.now(), abs=60)
+    # The exception's type is a fine label; its message and stack trace are unbounded and stay out.
+    assert second["labels"]["exception_type"] == "ValueError"
+    assert not {"exception_message", "exception_stacktrace"} & second["labels"].keys()
+
+
+async def test_cumulative_sums_are_samples_and_delta_sums_increments(
+    collector: Collector, redis: Redis, keys: Keys
+):
+    delta = {SdkCounter: SdkTemporality.DELTA, SdkHistogram: SdkTemporality.DELTA}
+    async with (
+        meter_provider(collector.url) as cumulative_provider,
+        meter_provider(collector.url, preferred_temporality=delta) as delta_provider,
+    ):
+        running_total = cumulative_provider.get_meter("m").create_counter("jobs_total")
+        deltas = delta_provider.get_meter("m").create_counter("events")
+        for amount in (2, 3):
+            running_total.add(amount)
+            deltas.add(amount)
+            await flush(cumulative_provider)
+            await flush(delta_provider)
+        items = await stream_items(redis, keys.metrics)
+
+    assert [(s["value"], s["kind"]) for s in named(items, "jobs_total")] == [(2.0, "sample"), (5.0, "sample")]
+    assert [(s["value"], s["kind"]) for s in named(items, "events_total")] == [
+        (2.0, "increment"),
+        (3.0, "increment"),
+    ]
+
+
+async def test_histogram_buckets_are_cumulative_with_inf_sum_and_count(
+    collector: Collector, redis: Redis, keys: Keys
+):
+    delta = {SdkHistogram: SdkTemporality.DELTA}
+    async with (
+        meter_provider(collector.url) as provider,
+        meter_provider(collector.url, preferred_temporality=delta) as delta_provider,
+    ):
+        for p in (provider, delta_provider):
+            duration = p.get_meter("http").create_histogram(
+                "http.server.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 0.5, 1.0]
+            )
+            for value in (0.05, 0.3, 0.7, 2.0):
+                duration.record(value, {"route": "/pay"})
+            await flush(p)
+        items = await stream_items(redis, keys.metrics)
+
+    for kind in ("sample", "increment"):
+        buckets = [s for s in named(items, "http_server_duration_bucket") if s["kind"] == kind]
+        assert [(b["labels"]["le"], b["value"]) for b in buckets] == [
+            ("0.1", 1.0),
+            ("0.5", 2.0),
+            ("1", 3.0),
+            ("+Inf", 4.0),
+        ]
+        assert all(b["labels"]["route"] == "/pay" for b in buckets)
+        [total] = [s for s in named(items, "http_server_duration_sum") if s["kind"] == kind]
+        [count] = [s for s in named(items, "http_server_duration_count") if s["kind"] == kind]
+        assert total["value"] == pytest.approx(3.05)
+        assert count["value"] == 4.0
+
+
+async def test_gzip_from_the_sdk_and_by_hand(collector: Collector, redis: Redis, keys: Keys):
+    async with meter_provider(collector.url, compression=Compression.Gzip) as provider:
+        provider.get_meter("m").create_up_down_counter("queue.depth").add(7)
+        await flush(provider)
+    body = metrics_request(gauge("temperature", point(21.5, ts=collector.service.clock.now())))
+    response = await collector.client.post(
+        "/v1/metrics",
+        data=gzip.compress(body.SerializeToString()),
+        headers={**PROTOBUF, "Content-Encoding": "gzip"},
+    )
+    assert response.status == 200, await response.read()
+    items = await stream_items(redis, keys.metrics)
+    # A non-monotonic sum (UpDownCounter) is a gauge: no _total.
+    assert named(items, "queue_depth")[0]["value"] == 7.0
+    assert named(items, "temperature")[0]["value"] == 21.5
+
+
+# OTLP/JSON -------------------------------------------------------------------------------------------------
+async def test_json_metrics_and_response_in_json(faked: Collector, redis: Redis, keys: Keys):
+    request = metrics_request(counter("http.requests", point(5, **{"http__status_code": 500})))
+    response = await faked.client.post("/v1/metrics", data=json_format.MessageToJson(request), headers=JSON)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert await response.json() == {}
+    [sample] = named(await stream_items(redis, keys.metrics), "http_requests_total")
+    assert sample["labels"] == {"job": "api", "otel_scope_name": "test", "http_status_code": "500"}
+    assert sample["timestamp"] == NOW
+
+
+async def test_json_logs_with_hex_ids_int_enums_and_structured_body(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    body = AnyValue(kvlist_value=KeyValueList(values=[kv("event", "login"), kv("ok", True)]))
+    request = logs_request(
+        LogRecord(time_unix_nano=NOW_NS, severity_number=13, body=body, attributes=attrs(user__tier="gold"))
+    )
+    document = json_format.MessageToDict(request)
+    log_record = document["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    # OTLP/JSON deviations from proto3 JSON: ids in hex, enums as integers, int64 as strings.
+    log_record["traceId"] = "5B8EFFF798038103D269B633813FC60C"
+    log_record["spanId"] = "EEE19B7EC3C1B174"
+    log_record["severityNumber"] = 13
+    log_record["timeUnixNano"] = str(NOW_NS)
+    log_record["someFutureField"] = {"ignored": True}
+    response = await faked.client.post("/v1/logs", data=orjson.dumps(document), headers=JSON)
+    assert response.status == 200, await response.text()
+    assert await response.json() == {}
+    [event] = await stream_items(redis, keys.logs)
+    assert event == {
+        "service": "agent",
+        "level": "warn",
+        "message": '{"event":"login","ok":true}',
+        "labels": {"otel_scope_name": "app.logger", "user_tier": "gold"},
+        "timestamp": NOW,
+    }
+
+
+# Partial success and rejections ----------------------------------------------------------------------------
+async def test_invalid_points_are_dropped_and_reported_the_rest_is_stored(
+    make_config, redis: Redis, keys: Keys
+):
+    async with running(make_config(collector={"max_labels": 4}), FakeClock(NOW)) as c:
+        request = metrics_request(
+            gauge(
+                "temperature",
+                point(20.0, room="a"),
+                point(21.0, ts=NOW - 7200, room="b"),  # older than collector.max_age
+                point(22.0, a="1", b="2", c="3", d="4"),  # job + scope + 4 attributes > 4 labels
+            ),
+            Metric(
+                name="latency",
+                exponential_histogram=ExponentialHistogram(
+                    aggregation_temporality=CUMULATIVE,
+                    data_points=[ExponentialHistogramDataPoint(time_unix_nano=NOW_NS, count=1)],
+                ),
+            ),
+        )
+        response = await post_proto(c, "/v1/metrics", request)
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/x-protobuf"
+        reply = ExportMetricsServiceResponse.FromString(await response.read())
+        assert reply.HasField("partial_success")
+        assert reply.partial_success.rejected_data_points == 3
+        message = reply.partial_success.error_message
+        assert message.startswith("3 of 4 data points rejected")
+        assert "collector.max_age" in message
+        assert "collector.max_labels" in message
+        assert "exponential histograms are not supported" in message
+
+        # The same in JSON: partialSuccess, int64 as a string.
+        response = await c.client.post("/v1/metrics", data=json_format.MessageToJson(request), headers=JSON)
+        reply_json = await response.json()
+        assert reply_json["partialSuccess"]["rejectedDataPoints"] == "3"
+        assert reply_json["partialSuccess"]["errorMessage"] == message
+
+    items = await stream_items(redis, keys.metrics)
+    assert [(s["labels"].get("room"), s["value"]) for s in named(items, "temperature")] == [("a", 20.0)] * 2
+
+
+async def test_nothing_valid_is_400_with_a_status_and_stores_nothing(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    request = logs_request(record(ts=NOW + 3600), record(ts=NOW - 7200))
+    response = await post_proto(faked, "/v1/logs", request)
+    assert response.status == 400
+    assert response.headers["Content-Type"] == "application/x-protobuf"
+    status, violations = status_of(await response.read())
+    assert status.code == 3  # INVALID_ARGUMENT
+    assert status.message.startswith("all 2 log records were rejected")
+    assert [field for field, _ in violations] == [
+        "log record 0 (service 'agent')",
+        "log record 1 (service 'agent')",
+    ]
+    assert "in the future" in violations[0][1]
+    assert "in the past" in violations[1][1]
+
+    response = await faked.client.post("/v1/logs", data=json_format.MessageToJson(request), headers=JSON)
+    assert response.status == 400
+    reply = await response.json()
+    assert reply["code"] == 3
+    assert reply["details"][0]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert len(reply["details"][0]["fieldViolations"]) == 2
+    assert await redis.exists(keys.logs) == 0
+
+
+async def test_bad_content_type_garbage_and_bad_gzip(faked: Collector, redis: Redis, keys: Keys):
+    response = await faked.client.post("/v1/metrics", data=b"x", headers={"Content-Type": "text/plain"})
+    assert response.status == 415
+    assert "application/x-protobuf" in (await response.json())["message"]
+
+    response = await faked.client.post("/v1/metrics", data=b"\xff\xff\xff\xff garbage", headers=PROTOBUF)
+    assert response.status == 400
+    status, _ = status_of(await response.read())
+    assert "not a valid ExportMetricsServiceRequest (protobuf)" in status.message
+
+    for junk in (b"{not json", b"[1, 2]", b'{"resourceLogs": "nope"}'):
+        response = await faked.client.post("/v1/logs", data=junk, headers=JSON)
+        assert response.status == 400, junk
+        assert "not a valid ExportLogsServiceRequest (OTLP/JSON)" in (await response.json())["message"]
+
+    response = await faked.client.post(
+        "/v1/logs", data=b"not gzip", headers={**PROTOBUF, "Content-Encoding": "gzip"}
+    )
+    assert response.status == 400
+    assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
+
+
+async def test_empty_request_is_success(faked: Collector, redis: Redis, keys: Keys):
+    response = await post_proto(faked, "/v1/logs", ExportLogsServiceRequest())
+    assert response.status == 200
+    assert ExportLogsServiceResponse.FromString(await response.read()) == ExportLogsServiceResponse()
+    assert await redis.exists(keys.logs) == 0
+
+
+async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis, keys: Keys):
+    config = make_config(collector={"max_body_bytes": 2048, "max_items": 4})
+    async with running(config, FakeClock(NOW)) as c:
+        big = logs_request(*(record("x" * 100) for _ in range(40)))
+        response = await post_proto(c, "/v1/logs", big)
+        assert response.status == 413
+        assert "limit of 2048 bytes" in status_of(await response.read())[0].message
+        # One histogram point with 2 bounds is 5 items: _bucket x3, _sum, _count.
+        histogram = Metric(
+            name="latency",
+            histogram=Histogram(
+                aggregation_temporality=CUMULATIVE,
+                data_points=[
+                    HistogramDataPoint(
+                        time_unix_nano=NOW_NS,
+                        count=3,
+                        sum=1.0,
+                        bucket_counts=[1, 1, 1],
+                        explicit_bounds=[0.1, 1],
+                    )
+                ],
+            ),
+        )
+        response = await post_proto(c, "/v1/metrics", metrics_request(histogram))
+        assert response.status == 413
+        assert "request maps to 5 samples" in status_of(await response.read())[0].message
+    assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
+
+
+async def test_bearer_token_is_required_when_configured(make_config, redis: Redis, keys: Keys):
+    config = make_config()
+    config.ingest_token = SecretStr("s3cret")
+    async with running(config) as c:
+        body = metrics_request(gauge("up", point(1, ts=c.service.clock.now())))
+        missing = await post_proto(c, "/v1/metrics", body)
+        wrong = await post_proto(c, "/v1/metrics", body, Authorization="Bearer nope")
+        assert (missing.status, wrong.status) == (401, 401)
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        assert status_of(await missing.read())[0].code == 16  # UNAUTHENTICATED
+        # The SDK sends the token as a header.
+        async with meter_provider(c.url, headers={"Authorization": "Bearer s3cret"}) as provider:
+            provider.get_meter("m").create_counter("logins").add(1)
+            await flush(provider)
+    assert named(await stream_items(redis, keys.metrics), "logins_total")
+
+
+async def test_redis_down_is_503_with_retry_after(make_config, redis: Redis, keys: Keys):
+    # A Publisher whose Redis is a closed port: nothing listens there.
+    dead = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    config = make_config(collector={"retry_after": "3s"})
+    try:
+        async with running(config, publisher=Publisher(dead, 1000, retry_after=3.0)) as c:
+            response = await post_proto(c, "/v1/metrics", metrics_request(gauge("up", point(1))))
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "3"
+            status, _ = status_of(await response.read())
+            assert status.code == 14  # UNAVAILABLE
+            assert "redis is unavailable" in status.message
+            text = await (await c.client.get("/metrics")).text()
+            assert 'tripwire_otlp_requests_total{code="503",encoding="protobuf",signal="metrics"} 1.0' in text
+            # Not counted as accepted or rejected: the client will send the points again.
+            assert "tripwire_otlp_points_total{" not in text
+    finally:
+        await dead.aclose()
+    assert await redis.exists(keys.metrics) == 0
+
+
+async def test_self_metrics(faked: Collector):
+    await post_proto(faked, "/v1/metrics", metrics_request(gauge("up", point(1), point(1, ts=NOW - 7200))))
+    await faked.client.post("/v1/logs", data=b"{}", headers=JSON)
+
+    text = await (await faked.client.get("/metrics")).text()
+    assert 'tripwire_otlp_requests_total{code="200",encoding="protobuf",signal="metrics"} 1.0' in text
+    assert 'tripwire_otlp_requests_total{code="200",encoding="json",signal="logs"} 1.0' in text
+    assert 'tripwire_otlp_points_total{outcome="accepted",signal="metrics"} 1.0' in text
+    assert 'tripwire_otlp_points_total{outcome="rejected",signal="metrics"} 1.0' in text
+
+
+# The mapping, without HTTP ---------------------------------------------------------------------------------
+def mapped_items(
+    request: ExportMetricsServiceRequest, options: OtlpOptions | None = None
+) -> list[dict[str, Any]]:
+    mapping = map_metrics(request, NOW, LIMITS, options or OtlpOptions(target_info=False))
+    return [item for p in mapping.points for item in p.items]
+
+
+def test_names_and_keys_are_sanitised_and_clashes_joined_in_key_order():
+    request = metrics_request(
+        gauge(
+            "http.server.active-requests",
+            point(1, **{"a.b": "dot", "a-b": "dash", "2xx": "x", "job": "mine"}),
+        )
+    )
+    [item] = mapped_items(request)
+    assert item["name"] == "http_server_active_requests"
+    # "a-b" sorts before "a.b": values joined with ";" in that order (spec: Metric Attributes).
+    assert item["labels"] == {
+        "a_b": "dash;dot",
+        "key_2xx": "x",
+        "exported_job": "mine",
+        "job": "api",
+        "otel_scope_name": "test",
+    }
+
+
+def test_total_suffix_only_where_missing_and_scope_labels_optional():
+    request = metrics_request(counter("requests_total", point(1)), counter("bytes", point(2)))
+    items = mapped_items(request, OtlpOptions(scope_labels=False, target_info=False))
+    assert [(i["name"], i["labels"]) for i in items] == [
+        ("requests_total", {"job": "api"}),
+        ("bytes_total", {"job": "api"}),
+    ]
+
+
+def test_resource_attributes_can_be_promoted():
+    request = metrics_request(
+        gauge("up", point(1)),
+        resource={"service.name": "api", "deployment.environment": "prod", "host.name": "h"},
+    )
+    [item] = mapped_items(
+        request,
+        OtlpOptions(target_info=False, promote_resource_attributes=frozenset({"deployment.environment"})),
+    )
+    assert item["labels"]["deployment_environment"] == "prod"
+    assert "host_name" not in item["labels"]
+
+
+def test_unmappable_points_are_rejected_or_skipped_with_reasons():
+    no_value = NumberDataPoint(time_unix_nano=NOW_NS)
+    stale = NumberDataPoint(time_unix_nano=NOW_NS, as_double=1, flags=1)  # NO_RECORDED_VALUE
+    request = metrics_request(
+        counter("updown", point(1), temporality=DELTA, monotonic=False),
+        counter("decreasing", point(-1), temporality=DELTA),
+        counter("unspecified", point(1), temporality=0),
+        gauge("empty", no_value),
+        gauge("stale", stale),
+    )
+    mapping = map_metrics(request, NOW, LIMITS, OtlpOptions())
+    assert mapping.points == []
+    assert mapping.skipped == 1
+    assert mapping.rejected == 4
+    reasons = dict(mapping.reasons)
+    assert "non-monotonic sums with delta temporality" in reasons["metric 'updown'"]
+    assert "cannot decrease" in reasons["metric 'decreasing' point 0"]
+    assert "unspecified" in reasons["metric 'unspecified'"]
+    assert reasons["metric 'empty' point 0"] == "data point has no value"
+
+
+def test_summary_and_attribute_value_types():
+    summary = Metric(
+        name="rpc.latency",
+        summary=Summary(
+            data_points=[
+                SummaryDataPoint(
+                    time_unix_nano=NOW_NS,
+                    count=10,
+                    sum=4.5,
+                    quantile_values=[
+                        SummaryDataPoint.ValueAtQuantile(quantile=0.99, value=0.9),
+                        SummaryDataPoint.ValueAtQuantile(quantile=0.5, value=0.3),
+                    ],
+                    attributes=[
+                        kv("ratio", 1.0),
+                        kv("count", 3),
+                        KeyValue(
+                            key="tags",
+                            value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="a")])),
+                        ),
+                        KeyValue(key="raw", value=AnyValue(bytes_value=b"\x01\x02")),
+                    ],
+                )
+            ]
+        ),
+    )
+    items = mapped_items(metrics_request(summary))
+    assert [(i["name"], i["labels"].get("quantile"), i["value"]) for i in items] == [
+        ("rpc_latency", "0.5", 0.3),
+        ("rpc_latency", "0.99", 0.9),
+        ("rpc_latency_sum", None, 4.5),
+        ("rpc_latency_count", None, 10.0),
+    ]
+    assert {k: items[0]["labels"][k] for k in ("ratio", "count", "tags", "raw")} == {
+        "ratio": "1",
+        "count": "3",
+        "tags": '["a"]',
+        "raw": "AQI=",
+    }
+
+
+def test_le_and_quantile_values_are_written_as_prometheus_writes_them():
+    assert [format_float(v) for v in (1.0, 0.005, 2.5e-7, 1e21, 250.0)] == [
+        "1",
+        "0.005",
+        "0.00000025",
+        "1000000000000000000000",
+        "250",
+    ]
+
+
+def test_log_levels_and_limits():
+    assert [level_of(n, "") for n in (1, 5, 9, 12, 13, 17, 21, 24)] == [
+        "trace",
+        "debug",
+        "info",
+        "info",
+        "warn",
+        "error",
+        "fatal",
+        "fatal",
+    ]
+    assert [level_of(0, t) for t in ("WARNING", "Error", "CRITICAL", "notice", "WARN2", "", "whatever")] == [
+        "warn",
+        "error",
+        "fatal",
+        "info",
+        "warn",
+        "info",
+        "info",
+    ]
+    limits = Limits(max_labels=3, max_label_name_length=256, max_label_value_length=10, max_name_length=256)
+    request = logs_request(record(a="1", b="2", c="3", d="4", long="x" * 11, service="svc"), service="agent")
+    mapping = map_logs(request, NOW, limits, OtlpOptions(scope_labels=False))
+    [event] = [item for p in mapping.points for item in p.items]
+    # A record is never dropped over its labels: the excess is, with a warning.
+    assert event["labels"] == {"a": "1", "b": "2", "c": "3"}
+    assert len(mapping.warnings) == 2
+    # A clash with the event's own fields is renamed like a target-label clash.
+    mapping = map_logs(logs_request(record(service="svc")), NOW, LIMITS, OtlpOptions())
+    assert mapping.points[0].items[0]["labels"]["exported_service"] == "svc"

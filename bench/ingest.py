@@ -6,7 +6,11 @@ paths measure software, not the disk), or TRIPWIRE_REDIS_URL:
 - collector: the real service as a subprocess; an aiohttp client posts pre-encoded 1,000-sample requests
   with a few in flight, like several instrumented apps would;
 - raw, pipelined: redis-py XADD of the very entries the collector writes (same bytes), 50 per pipeline;
-- raw, one by one: one XADD round trip per entry, which is what one request costs the collector at minimum.
+- raw, one by one: one XADD round trip per entry, which is what one request costs the collector at minimum;
+- raw, concurrent: one XADD per request with as many connections as the collector has requests in flight:
+  the baseline for the issue's target (JSON path >= 0.8x of it);
+- OTLP: the same samples as OTLP/HTTP protobuf (`ExportMetricsServiceRequest`) to POST /v1/metrics, when
+  the collector serves that route (skipped with a note while it answers 404).
 
 Usage: python bench/ingest.py [--requests 300] [--concurrency 8] [--rounds 3]
 """
@@ -37,27 +41,50 @@ from services.local_redis import free_port, redis_server_binary, spawn_redis_ser
 from shared.codec import encode_batch  # noqa: E402
 
 BATCH = 1000
+TARGET_RATIO = 0.8  # the issue's target: JSON path >= 0.8x raw XADD of the same data, same connections
+OTLP_PATH = "/v1/metrics"
+
+
+def _sample_fields(seed: int, i: int) -> tuple[dict[str, str], float]:
+    """The labels and timestamp of sample `i` of request `seed` (shared by the JSON and OTLP bodies)."""
+    labels = {
+        "service": f"svc-{(seed + i) % 20}",
+        "route": f"/api/v1/items/{i % 50}",
+        "method": ("GET", "POST", "PUT")[i % 3],
+        "status": ("200", "200", "200", "404", "500")[i % 5],
+    }
+    return labels, time.time() + i / 1000
 
 
 def make_request(seed: int) -> bytes:
     """A realistic 1,000-sample request: increments of an HTTP counter over services, routes and codes."""
-    now = time.time()
-    samples = [
-        {
-            "name": "http_requests_total",
-            "labels": {
-                "service": f"svc-{(seed + i) % 20}",
-                "route": f"/api/v1/items/{i % 50}",
-                "method": ("GET", "POST", "PUT")[i % 3],
-                "status": ("200", "200", "200", "404", "500")[i % 5],
-            },
-            "value": 1,
-            "kind": "increment",
-            "timestamp": now + i / 1000,
-        }
-        for i in range(BATCH)
-    ]
+    samples = []
+    for i in range(BATCH):
+        labels, ts = _sample_fields(seed, i)
+        sample = {"name": "http_requests_total", "labels": labels, "value": 1, "kind": "increment"}
+        samples.append({**sample, "timestamp": ts})
     return orjson.dumps({"samples": samples})
+
+
+def make_otlp_request(seed: int) -> bytes:
+    """The same 1,000 samples as one OTLP delta Sum with 1,000 data points, serialized as protobuf."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add()
+    metric.name = "http_requests_total"
+    metric.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
+    metric.sum.is_monotonic = True
+    for i in range(BATCH):
+        labels, ts = _sample_fields(seed, i)
+        point = metric.sum.data_points.add()
+        point.time_unix_nano = int(ts * 1e9)
+        point.start_time_unix_nano = point.time_unix_nano - 1_000_000_000
+        point.as_int = 1
+        point.attributes.extend(KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in labels.items())
+    return request.SerializeToString()
 
 
 def start_redis() -> tuple[str, subprocess.Popen[bytes] | None, Path | None]:
@@ -101,7 +128,13 @@ def start_collector(redis_url: str, prefix: str) -> tuple[subprocess.Popen[bytes
     return proc, base, workdir
 
 
-async def bench_collector(base: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
+async def bench_collector(
+    base: str,
+    bodies: list[bytes],
+    concurrency: int,
+    path: str = "/api/v1/metrics",
+    content_type: str = "application/json",
+) -> tuple[float, list[float]]:
     latencies: list[float] = []
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
@@ -115,17 +148,26 @@ async def bench_collector(base: str, bodies: list[bytes], concurrency: int) -> t
             while not queue.empty():
                 body = queue.get_nowait()
                 t = time.perf_counter()
-                async with session.post(
-                    base + "/api/v1/metrics", data=body, headers={"Content-Type": "application/json"}
-                ) as r:
-                    if r.status != 202:
-                        raise RuntimeError(f"HTTP {r.status}: {await r.text()}")
+                async with session.post(base + path, data=body, headers={"Content-Type": content_type}) as r:
+                    if r.status >= 300:
+                        raise RuntimeError(f"{path}: HTTP {r.status}: {await r.text()}")
                 latencies.append(time.perf_counter() - t)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return len(bodies) * BATCH / elapsed, latencies
+
+
+async def otlp_route_status(base: str) -> int:
+    """The status POST /v1/metrics answers to an empty protobuf export (404: the route is not there)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            base + OTLP_PATH, data=b"", headers={"Content-Type": "application/x-protobuf"}
+        ) as response,
+    ):
+        return response.status
 
 
 async def encoded_entries(bodies: list[bytes]) -> list[dict[bytes, bytes]]:
@@ -156,9 +198,59 @@ async def bench_raw_single(client: Redis, stream: str, entries: list[dict[bytes,
     return len(entries) * BATCH / (time.perf_counter() - started)
 
 
+async def bench_raw_concurrent(
+    client: Redis, stream: str, entries: list[dict[bytes, bytes]], concurrency: int
+) -> float:
+    """One XADD per request from `concurrency` workers, i.e. as many connections as requests in flight."""
+    pending = iter(entries)
+
+    async def worker() -> None:
+        for fields in pending:  # a shared iterator: each entry is written once, by whichever worker is free
+            await client.xadd(stream, fields, maxlen=1_000_000, approximate=True)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(entries) * BATCH / (time.perf_counter() - started)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(
+    results: dict[str, list[float]], latencies: list[float], otlp_latencies: list[float], concurrency: int
+) -> None:
+    collector_rate = statistics.median(results["collector"])
+    rows = [
+        ("collector", "POST /api/v1/metrics (collector)"),
+        ("otlp", "POST /v1/metrics, OTLP protobuf"),
+        ("pipelined", "raw redis-py XADD, pipelines of 50"),
+        ("single", "raw redis-py XADD, one per entry"),
+        ("concurrent", f"raw redis-py XADD, {concurrency} connections"),
+    ]
+    for name, label in rows:
+        if not results[name]:
+            continue
+        rate = statistics.median(results[name])
+        print(f"  {label:<38} {rate:>12,.0f} samples/s   ({collector_rate / rate:.2f}x of this)")
+    if not results["otlp"]:
+        print(f"  OTLP protobuf: skipped (POST {OTLP_PATH} answers 404: OTLP routes are not registered)")
+    print(
+        f"  collector request latency: p50 {pct(latencies, 0.5) * 1000:.1f} ms, "
+        f"p99 {pct(latencies, 0.99) * 1000:.1f} ms"
+    )
+    if otlp_latencies:
+        print(
+            f"  OTLP request latency: p50 {pct(otlp_latencies, 0.5) * 1000:.1f} ms, "
+            f"p99 {pct(otlp_latencies, 0.99) * 1000:.1f} ms"
+        )
+    ratio = collector_rate / statistics.median(results["concurrent"])
+    verdict = "met" if ratio >= TARGET_RATIO else "not met"
+    print(
+        f"  JSON path vs raw XADD, same data and connections: {ratio:.3f}x "
+        f"(target >= {TARGET_RATIO}x: {verdict})"
+    )
 
 
 async def main() -> None:
@@ -173,41 +265,53 @@ async def main() -> None:
     redis_url, redis_proc, redis_dir = start_redis()
     collector, base, workdir = start_collector(redis_url, "bench")
     client = Redis.from_url(redis_url)
+    # The concurrent baseline's own client, capped at the collector's requests in flight.
+    pooled = Redis.from_url(redis_url, max_connections=args.concurrency)
     try:
         bodies = [make_request(i) for i in range(args.requests)]
         entries = await encoded_entries(bodies)
-        results: dict[str, list[float]] = {"collector": [], "pipelined": [], "single": []}
+        otlp_status = await otlp_route_status(base)
+        otlp_bodies = [make_otlp_request(i) for i in range(args.requests)] if otlp_status != 404 else []
+        results: dict[str, list[float]] = {
+            "collector": [],
+            "otlp": [],
+            "pipelined": [],
+            "single": [],
+            "concurrent": [],
+        }
         latencies: list[float] = []
+        otlp_latencies: list[float] = []
         for _ in range(args.rounds):
             await client.delete("bench:{metrics}", "bench:raw")
             rate, lat = await bench_collector(base, bodies, args.concurrency)
             results["collector"].append(rate)
             latencies.extend(lat)
+            stored = await client.xlen("bench:{metrics}")
+            assert stored == args.requests, f"collector stored {stored} of {args.requests} requests"
+            if otlp_bodies:
+                rate, lat = await bench_collector(
+                    base, otlp_bodies, args.concurrency, OTLP_PATH, "application/x-protobuf"
+                )
+                results["otlp"].append(rate)
+                otlp_latencies.extend(lat)
             await client.delete("bench:raw")
             results["pipelined"].append(await bench_raw_pipelined(client, "bench:raw", entries, 50))
             await client.delete("bench:raw")
             results["single"].append(await bench_raw_single(client, "bench:raw", entries))
-        assert await client.xlen("bench:{metrics}") == args.requests, "collector did not store every request"
+            await client.delete("bench:raw")
+            results["concurrent"].append(
+                await bench_raw_concurrent(pooled, "bench:raw", entries, args.concurrency)
+            )
 
-        body_kb = sum(map(len, bodies)) / len(bodies) / 1024
         print(
-            f"ingest benchmark: {args.requests} requests x {BATCH} samples ({body_kb:.0f} KiB JSON each), "
+            f"ingest benchmark: {args.requests} requests x {BATCH} samples "
+            f"({sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB JSON each), "
             f"{args.concurrency} in flight, median of {args.rounds} rounds; Redis {redis_url}"
         )
-        collector_rate = statistics.median(results["collector"])
-        for name, label in (
-            ("collector", "POST /api/v1/metrics (collector)"),
-            ("pipelined", "raw redis-py XADD, pipelines of 50"),
-            ("single", "raw redis-py XADD, one per entry"),
-        ):
-            rate = statistics.median(results[name])
-            print(f"  {label:<38} {rate:>12,.0f} samples/s   ({collector_rate / rate:.2f}x of this)")
-        print(
-            f"  collector request latency: p50 {pct(latencies, 0.5) * 1000:.1f} ms, "
-            f"p99 {pct(latencies, 0.99) * 1000:.1f} ms"
-        )
+        report(results, latencies, otlp_latencies, args.concurrency)
     finally:
         await client.aclose()
+        await pooled.aclose()
         collector.terminate()
         collector.wait(timeout=15)
         shutil.rmtree(workdir, ignore_errors=True)

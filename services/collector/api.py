@@ -1,4 +1,8 @@
-"""The collector's HTTP routes: JSON ingest of metric samples and log events."""
+"""The collector's HTTP routes: JSON ingest of metric samples and log events.
+
+Cheapest refusals come first: the bearer token, then the per-client rate limit (both before the body is
+read), then the body's size, then validation; only a batch valid as a whole is published.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import uuid
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, parse_body
+from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
 from services.collector.publish import Publisher, Unavailable
+from services.collector.rate_limit import rate_limiter_for
 from shared.service import Service
 from shared.streams import Keys
 from shared.webapp import BadBody, BodyTooLarge, error_response, json_response, read_body, require_token
@@ -61,13 +66,19 @@ def add_routes(service: Service, publisher: Publisher) -> None:
     keys = Keys(config.redis.prefix)
     metrics = IngestMetrics(service.registry)
     auth = require_token(config.ingest_token, "ingest")
+    limiter = rate_limiter_for(service)
+    # One instance for the service's lifetime: it caches the names it has seen valid under these limits.
+    limits = limits_from(config)
 
     def endpoint(spec: IngestKind, stream: str, path: str) -> None:
+        latency = metrics.latency.labels(path)
+
         async def handle(request: web.Request) -> web.Response:
             started = time.perf_counter()
-            response = await _ingest(request, spec, stream)
+            refused = limiter.check(request)
+            response = refused if refused is not None else await _ingest(request, spec, stream)
             metrics.requests.labels(path, str(response.status)).inc()
-            metrics.latency.labels(path).observe(time.perf_counter() - started)
+            latency.observe(time.perf_counter() - started)
             return response
 
         service.web.router.add_post(path, auth(handle))
@@ -83,6 +94,7 @@ def add_routes(service: Service, publisher: Publisher) -> None:
                 config.collector.max_items,
                 config.collector.max_age,
                 config.collector.max_skew,
+                limits=limits,
             )
         except BodyTooLarge as exc:
             return error_response(413, "too_large", str(exc))

@@ -3,10 +3,21 @@
 A request is validated whole: if any item is invalid, the request is rejected with every bad item's index
 and reason, and nothing is published. Items without a timestamp get the receive time here, so every item
 on a stream carries its own time.
+
+Validation runs in two tiers with one set of rules. The schema (shared.events: `MetricSample`, `LogEvent`)
+is the single source of truth. A hand-written fast path accepts only items of the common shape whose verdict
+it can tell equal to the schema's (names already found valid, plain strings and numbers) and builds the
+stream item directly; it never rejects. Anything it does not take goes through the schema, which gives the
+verdict and the precise error message. The fast path costs ~0.85 µs a sample, a model ~4 µs.
+
+On top of the schema, `IngestLimits` (collector.max_labels, max_label_name_length, max_label_value_length,
+max_name_length) cap what one item may carry; they can only tighten the schema, never loosen it, because the
+evaluator re-validates every item against the same schema.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +25,18 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.events import LogEvent, MetricSample
+from shared.config import CollectorConfig, Config
+from shared.events import MAX_LABEL_VALUE_LENGTH, LogEvent, MetricSample
 
 MAX_LISTED_ERRORS = 1000
 DEFAULT_MAX_AGE = 3600.0
 DEFAULT_MAX_SKEW = 600.0
+# Bound on the caches of names known valid, so a flood of random names cannot grow them without limit.
+KNOWN_NAMES_LIMIT = 100_000
+# Longest name quoted back in an error message.
+_QUOTED = 100
+# Plain ints the fast path converts itself; a bigger one goes to the schema, which decides.
+_INT_RANGE = 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +66,89 @@ class Rejected(Exception):
 class Accepted:
     items_json: bytes
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """What one sample or log event may carry beyond the schema's own rules (see the module docstring).
+
+    Build it with `limits_from(config)`; `DEFAULT_LIMITS` holds the config's declared defaults. Each instance
+    remembers the metric and label names it has seen valid under its limits, so the fast path checks a name
+    with one set lookup; keep one instance per configuration rather than building one per request.
+    """
+
+    max_labels: int
+    max_label_name_length: int
+    max_label_value_length: int
+    max_name_length: int
+    metric_names: set[str] = field(default_factory=set, compare=False, repr=False)
+    label_names: set[str] = field(default_factory=set, compare=False, repr=False)
+
+    def remember(self, names: set[str], name: str) -> None:
+        """Note `name` as valid under these limits (bounded: past the cap, names are checked every time)."""
+        if len(names) < KNOWN_NAMES_LIMIT:
+            names.add(name)
+
+    def problems(self, model: MetricSample | LogEvent) -> list[tuple[str, str]]:
+        """(field, reason) for each limit a schema-valid sample or log event exceeds."""
+        found: list[tuple[str, str]] = []
+        if isinstance(model, MetricSample):
+            if len(model.name) > self.max_name_length:
+                found.append(
+                    (
+                        "name",
+                        f"metric name '{model.name[:_QUOTED]}' is longer than {self.max_name_length} "
+                        "characters (collector.max_name_length)",
+                    )
+                )
+        elif len(model.service) > self.max_name_length:
+            found.append(
+                (
+                    "service",
+                    f"service '{model.service[:_QUOTED]}' is longer than {self.max_name_length} "
+                    "characters (collector.max_name_length)",
+                )
+            )
+        labels = model.labels
+        if len(labels) > self.max_labels:
+            found.append(
+                ("labels", f"{len(labels)} labels; the limit is {self.max_labels} (collector.max_labels)")
+            )
+        # Like the schema's own label checks: the first offending name and the first offending value.
+        long_name = next((n for n in labels if len(n) > self.max_label_name_length), None)
+        if long_name is not None:
+            found.append(
+                (
+                    "labels",
+                    f"label name '{long_name[:_QUOTED]}' is longer than {self.max_label_name_length} "
+                    "characters (collector.max_label_name_length)",
+                )
+            )
+        long_value = next((n for n, v in labels.items() if len(v) > self.max_label_value_length), None)
+        if long_value is not None:
+            found.append(
+                (
+                    "labels",
+                    f"value of label '{long_value[:_QUOTED]}' is longer than {self.max_label_value_length} "
+                    "characters (collector.max_label_value_length)",
+                )
+            )
+        return found
+
+
+def limits_from(config: Config | CollectorConfig) -> IngestLimits:
+    """The per-item limits of a collector configuration (the whole Config or its `collector` section)."""
+    collector = config.collector if isinstance(config, Config) else config
+    return IngestLimits(
+        max_labels=collector.max_labels,
+        max_label_name_length=collector.max_label_name_length,
+        max_label_value_length=collector.max_label_value_length,
+        max_name_length=collector.max_name_length,
+    )
+
+
+# For callers that pass no limits: the defaults declared in CollectorConfig, never a second copy of them.
+DEFAULT_LIMITS = limits_from(CollectorConfig())
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +193,8 @@ def parse_body(
     max_items: int,
     max_age: float = DEFAULT_MAX_AGE,
     max_skew: float = DEFAULT_MAX_SKEW,
+    *,
+    limits: IngestLimits | None = None,
 ) -> Accepted:
     """Validate a request body for `spec`; raises Rejected with every problem found. Timestamps must lie in
     [now - max_age, now + max_skew]: anything else the evaluator would only drop, so the sender hears now."""
@@ -109,7 +212,7 @@ def parse_body(
     items = document.get(spec.body_key)
     if not isinstance(items, list):
         raise Rejected(f"request body needs {spec.body_key!r}: a list of {spec.noun}")
-    return validate_items(spec, items, now, max_items, max_age, max_skew)
+    return validate_items(spec, items, now, max_items, max_age, max_skew, limits=limits)
 
 
 def validate_items(
@@ -119,55 +222,210 @@ def validate_items(
     max_items: int,
     max_age: float = DEFAULT_MAX_AGE,
     max_skew: float = DEFAULT_MAX_SKEW,
+    *,
+    limits: IngestLimits | None = None,
 ) -> Accepted:
     """Validate items (dicts in the stream's item shape, from any ingest path: JSON, OTLP, scrape) as one
-    batch: every problem found, or the batch ready for the stream. Raises Rejected."""
+    batch: every problem found, or the batch ready for the stream. Raises Rejected.
+
+    An item that breaks the schema is reported with the schema's errors; a schema-valid item with every
+    limit (`limits`, default: the config's defaults) and timestamp-window problem it has."""
     if len(items) > max_items:
         raise Rejected(
             f"request carries {len(items)} {spec.noun}; the limit is {max_items} per request "
             "(split the batch)",
             status=413,
         )
-    try:
-        models = spec.adapter.validate_python(items)
-    except ValidationError as exc:
-        raise _rejection(spec, exc, len(items)) from None
-    oldest, newest = now - max_age, now + max_skew
-    late = [
-        ItemError(i, "timestamp", _out_of_window(m.timestamp, now, max_age, max_skew))
-        for i, m in enumerate(models)
-        if m.timestamp is not None and not oldest <= m.timestamp <= newest
-    ]
-    if late:
+    check = _Check(spec, now, max_age, max_skew, limits or DEFAULT_LIMITS)
+    accept = _accept_samples if spec.kind == METRICS.kind else _accept_logs
+    for_stream = accept(items, check)
+    if check.errors:
         raise Rejected(
-            message=f"{len(late)} of {len(items)} {spec.noun} are invalid; "
+            message=f"{check.bad_items} of {len(items)} {spec.noun} are invalid; "
             "nothing from this request was accepted",
-            errors=late[:MAX_LISTED_ERRORS],
-            total_errors=len(late),
+            errors=check.errors[:MAX_LISTED_ERRORS],
+            total_errors=len(check.errors),
         )
-    # Plain dicts built from the models are ~5x cheaper than pydantic's dump_python here.
-    for_stream = [spec.to_item(model, now) for model in models]
     return Accepted(items_json=orjson.dumps(for_stream), count=len(for_stream))
+
+
+class _Check:
+    """One batch's validation context, and the slow path: the schema's verdict on one item."""
+
+    __slots__ = ("bad_items", "errors", "limits", "max_age", "max_skew", "newest", "now", "oldest", "spec")
+
+    def __init__(
+        self, spec: IngestKind, now: float, max_age: float, max_skew: float, limits: IngestLimits
+    ) -> None:
+        self.spec = spec
+        self.now = now
+        self.max_age = max_age
+        self.max_skew = max_skew
+        self.oldest = now - max_age
+        self.newest = now + max_skew
+        self.limits = limits
+        self.errors: list[ItemError] = []
+        self.bad_items = 0
+
+    def slow(self, index: int, item: Any) -> dict[str, Any] | None:
+        """`item` validated by the schema, then the limits and the timestamp window: the stream item, or
+        None with its errors recorded."""
+        try:
+            model: Any = self.spec.item.model_validate(item)
+        except ValidationError as exc:
+            self.bad_items += 1
+            self.errors.extend(
+                ItemError(index, ".".join(str(p) for p in err["loc"] if p != "[key]"), err["msg"])
+                for err in exc.errors(include_url=False)
+            )
+            return None
+        problems = self.limits.problems(model)
+        ts = model.timestamp
+        if ts is not None and not self.oldest <= ts <= self.newest:
+            problems.append(("timestamp", _out_of_window(ts, self.now, self.max_age, self.max_skew)))
+        if problems:
+            self.bad_items += 1
+            self.errors.extend(ItemError(index, where, reason) for where, reason in problems)
+            return None
+        # Valid under these limits: later items with the same names can take the fast path.
+        limits = self.limits
+        if isinstance(model, MetricSample):
+            limits.remember(limits.metric_names, model.name)
+        for name in model.labels:
+            limits.remember(limits.label_names, name)
+        return self.spec.to_item(model, self.now)
+
+
+# The fast paths below are written out flat on purpose: they run once per item of every request, and each
+# test only declines (falls back to the schema). They accept exactly what the schema accepts for the
+# shapes they take, and build the same stream item; tests/collector/test_ingest_properties.py checks that.
+
+_SAMPLE_KEYS = frozenset({"name", "labels", "value", "kind", "timestamp"})
+_LOG_KEYS = frozenset({"service", "level", "message", "labels", "timestamp"})
+_MAX_LEVEL_LENGTH = 32
+_MAX_MESSAGE_LENGTH = 65536
+
+
+def _accept_samples(items: list[Any], check: _Check) -> list[dict[str, Any]]:
+    limits = check.limits
+    known_names, known_labels = limits.metric_names, limits.label_names
+    max_labels = limits.max_labels
+    max_value = min(limits.max_label_value_length, MAX_LABEL_VALUE_LENGTH)
+    now, earliest, newest = check.now, max(check.oldest, 0.0), check.newest
+    keys, isfinite, slow = _SAMPLE_KEYS, math.isfinite, check.slow
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for index, item in enumerate(items):
+        if type(item) is dict and keys.issuperset(item):
+            name = item.get("name")
+            labels = item.get("labels", {})
+            value = item.get("value")
+            kind = item.get("kind", "sample")
+            ts = item.get("timestamp")
+            if (
+                type(name) is str  # before the set lookup: an unhashable name must not raise
+                and name in known_names
+                and type(labels) is dict
+                and len(labels) <= max_labels
+                and known_labels.issuperset(labels)
+                and type(kind) is str
+                and kind in ("sample", "increment")  # a tuple, compared by ==: nothing is hashed
+            ):
+                value_type = type(value)  # exact types: bool is an int subclass, and the schema refuses it
+                if value_type is float:
+                    ok = isfinite(value)
+                elif value_type is int and -_INT_RANGE <= value < _INT_RANGE:
+                    ok, value = True, float(value)
+                else:
+                    ok = False
+                if ts is None:
+                    ts = now  # absent or null: the receive time, as the schema's default
+                else:
+                    ts_type = type(ts)
+                    # The window (finite, never below 0) also turns away NaN, infinities and negatives.
+                    if ts_type is float:
+                        ok = ok and earliest <= ts <= newest
+                    elif ts_type is int and earliest <= ts <= newest:
+                        ts = float(ts)
+                    else:
+                        ok = False  # strings (RFC 3339), bools, outside the window: the schema decides
+                if ok:
+                    for label_value in labels.values():
+                        if type(label_value) is not str or len(label_value) > max_value:
+                            break
+                    else:
+                        append(
+                            {"name": name, "labels": labels, "value": value, "kind": kind, "timestamp": ts}
+                        )
+                        continue
+        accepted = slow(index, item)
+        if accepted is not None:
+            append(accepted)
+    return out
+
+
+def _accept_logs(items: list[Any], check: _Check) -> list[dict[str, Any]]:
+    limits = check.limits
+    known_labels = limits.label_names
+    max_labels = limits.max_labels
+    max_service = min(limits.max_name_length, MAX_LABEL_VALUE_LENGTH)
+    max_value = min(limits.max_label_value_length, MAX_LABEL_VALUE_LENGTH)
+    now, earliest, newest = check.now, max(check.oldest, 0.0), check.newest
+    keys, slow = _LOG_KEYS, check.slow
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for index, item in enumerate(items):
+        if type(item) is dict and keys.issuperset(item):
+            service = item.get("service")
+            level = item.get("level")
+            message = item.get("message", "")
+            labels = item.get("labels", {})
+            ts = item.get("timestamp")
+            if (
+                type(service) is str
+                and 0 < len(service) <= max_service
+                and type(level) is str
+                and 0 < len(level) <= _MAX_LEVEL_LENGTH  # measured before lowercasing, as the schema does
+                and type(message) is str
+                and len(message) <= _MAX_MESSAGE_LENGTH
+                and type(labels) is dict
+                and len(labels) <= max_labels
+                and known_labels.issuperset(labels)
+                and "service" not in labels
+                and "level" not in labels
+            ):
+                if ts is None:
+                    ok, ts = True, now
+                else:
+                    ts_type = type(ts)
+                    if ts_type is float:
+                        ok = earliest <= ts <= newest
+                    elif ts_type is int and earliest <= ts <= newest:
+                        ok, ts = True, float(ts)
+                    else:
+                        ok = False
+                if ok:
+                    for label_value in labels.values():
+                        if type(label_value) is not str or len(label_value) > max_value:
+                            break
+                    else:
+                        append(
+                            {
+                                "service": service,
+                                "level": level.lower(),
+                                "message": message,
+                                "labels": labels,
+                                "timestamp": ts,
+                            }
+                        )
+                        continue
+        accepted = slow(index, item)
+        if accepted is not None:
+            append(accepted)
+    return out
 
 
 def _out_of_window(ts: float, now: float, max_age: float, max_skew: float) -> str:
     if ts < now:
         return f"timestamp is {now - ts:.0f}s in the past; the limit is {max_age:.0f}s (collector.max_age)"
     return f"timestamp is {ts - now:.0f}s in the future; the limit is {max_skew:.0f}s (collector.max_skew)"
-
-
-def _rejection(spec: IngestKind, exc: ValidationError, total: int) -> Rejected:
-    errors = [
-        ItemError(
-            index=err["loc"][0] if err["loc"] and isinstance(err["loc"][0], int) else None,
-            field=".".join(str(p) for p in err["loc"][1:] if p != "[key]"),
-            reason=err["msg"],
-        )
-        for err in exc.errors(include_url=False)
-    ]
-    bad_items = len({e.index for e in errors})
-    return Rejected(
-        message=f"{bad_items} of {total} {spec.noun} are invalid; nothing from this request was accepted",
-        errors=errors[:MAX_LISTED_ERRORS],
-        total_errors=len(errors),
-    )

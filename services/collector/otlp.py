@@ -40,7 +40,17 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.collector.ingest import LOGS, METRICS, Accepted, IngestKind, ItemError, Rejected, validate_items
+from services.collector.ingest import (
+    LOGS,
+    METRICS,
+    Accepted,
+    IngestKind,
+    IngestLimits,
+    ItemError,
+    Rejected,
+    limits_from,
+    validate_items,
+)
 from services.collector.otlp_logs import map_logs
 from services.collector.otlp_metrics import (
     LISTED_REASONS,
@@ -51,6 +61,7 @@ from services.collector.otlp_metrics import (
     map_metrics,
 )
 from services.collector.publish import Publisher, Unavailable
+from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig
 from shared.service import Service
 from shared.streams import Keys
@@ -188,6 +199,8 @@ class _Receiver:
         self.options = options
         self.config: CollectorConfig = service.config.collector
         self.limits = Limits.from_config(self.config)
+        self.ingest_limits = limits_from(self.config)  # one object per config: the fast path relies on it
+        self.rate_limiter = rate_limiter_for(service)  # shared with the JSON API: one budget per client
         self.metrics = OtlpMetrics(service.registry)
         token = service.config.ingest_token
         self.expected = f"Bearer {token.get_secret_value()}".encode() if token is not None else None
@@ -218,6 +231,14 @@ class _Receiver:
                 "a valid bearer token is required for the ingest API",
                 headers={"WWW-Authenticate": 'Bearer realm="ingest"'},
             )
+        limited = self.rate_limiter.check(request)  # before the body is read: cheap to refuse
+        if limited is not None:
+            raise _Refused(
+                429,
+                RESOURCE_EXHAUSTED,
+                "too many requests for this ingest token or client (collector.rate_limit)",
+                headers={"Retry-After": limited.headers["Retry-After"]},
+            )
         if encoding is None:
             raise _Refused(
                 415,
@@ -243,7 +264,7 @@ class _Receiver:
                 f"_sum and _count); the limit is {self.config.max_items} per request (collector.max_items): "
                 "send smaller batches (e.g. the exporter's max_export_batch_size)",
             )
-        outcome = _validate(signal.spec, mapping, now, self.config)
+        outcome = _validate(signal.spec, mapping, now, self.config, self.ingest_limits)
         points = self.metrics.points
         if outcome.points == 0 and outcome.rejected:
             points.labels(signal.name, "rejected").inc(outcome.rejected)
@@ -340,7 +361,9 @@ class _Outcome:
     warnings: dict[str, int]
 
 
-def _validate(spec: IngestKind, mapping: Mapping, now: float, config: CollectorConfig) -> _Outcome:
+def _validate(
+    spec: IngestKind, mapping: Mapping, now: float, config: CollectorConfig, limits: IngestLimits
+) -> _Outcome:
     """Validate the mapped items as the JSON API does, but drop the points of invalid items (each point
     whole) and keep the rest. validate_items reports every bad item of a pass (up to its listing limit): drop
     them and validate again; each pass removes at least one point, so this ends."""
@@ -355,7 +378,9 @@ def _validate(spec: IngestKind, mapping: Mapping, now: float, config: CollectorC
             items.extend(point.items)
             owners.extend([index] * len(point.items))
         try:
-            accepted = validate_items(spec, items, now, config.max_items, config.max_age, config.max_skew)
+            accepted = validate_items(
+                spec, items, now, config.max_items, config.max_age, config.max_skew, limits=limits
+            )
         except Rejected as exc:
             if exc.status != 400 or not exc.errors or any(e.index is None for e in exc.errors):
                 raise _Refused(exc.status, INVALID_ARGUMENT, exc.message) from None

@@ -1,0 +1,412 @@
+"""Ingest limits: per-item label and name limits (400 with a reason per item) and the per-client rate limit
+(429 with Retry-After, before the body is read), driven by an injected clock so nothing sleeps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from unittest import mock
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from services.collector.app import build
+from services.collector.ingest import (
+    DEFAULT_LIMITS,
+    LOGS,
+    METRICS,
+    IngestLimits,
+    ItemError,
+    Rejected,
+    limits_from,
+    parse_body,
+    validate_items,
+)
+from services.collector.rate_limit import RateLimiter
+from shared.clock import FakeClock
+from shared.config import CollectorConfig, Config
+from shared.streams import Keys
+
+NOW = 1_763_800_000.0
+TIGHT = IngestLimits(max_labels=3, max_label_name_length=10, max_label_value_length=10, max_name_length=10)
+
+
+def rejection(spec: Any, items: list[Any], limits: IngestLimits = TIGHT) -> Rejected:
+    with pytest.raises(Rejected) as caught:
+        validate_items(spec, items, NOW, 100, limits=limits)
+    return caught.value
+
+
+# Per-item limits -----------------------------------------------------------------------------------------
+
+
+def test_default_limits_are_the_config_defaults():
+    defaults = CollectorConfig()
+    declared = IngestLimits(
+        max_labels=defaults.max_labels,
+        max_label_name_length=defaults.max_label_name_length,
+        max_label_value_length=defaults.max_label_value_length,
+        max_name_length=defaults.max_name_length,
+    )
+    assert declared == DEFAULT_LIMITS
+    assert (DEFAULT_LIMITS.max_labels, DEFAULT_LIMITS.max_label_value_length) == (64, 4096)
+    config = Config.model_validate({"collector": {"max_labels": 7}})
+    assert limits_from(config) == limits_from(config.collector)
+    assert limits_from(config).max_labels == 7
+
+
+@pytest.mark.parametrize(
+    ("item", "error"),
+    [
+        (
+            {"name": "up", "value": 1, "labels": {"a": "1", "b": "2", "c": "3", "d": "4"}},
+            ItemError(0, "labels", "4 labels; the limit is 3 (collector.max_labels)"),
+        ),
+        (
+            {"name": "up", "value": 1, "labels": {"a_long_name": "1"}},
+            ItemError(
+                0,
+                "labels",
+                "label name 'a_long_name' is longer than 10 characters (collector.max_label_name_length)",
+            ),
+        ),
+        (
+            {"name": "up", "value": 1, "labels": {"job": "12345678901"}},
+            ItemError(
+                0,
+                "labels",
+                "value of label 'job' is longer than 10 characters (collector.max_label_value_length)",
+            ),
+        ),
+        (
+            {"name": "a_long_name", "value": 1},
+            ItemError(
+                0,
+                "name",
+                "metric name 'a_long_name' is longer than 10 characters (collector.max_name_length)",
+            ),
+        ),
+    ],
+)
+def test_each_sample_limit_has_its_own_reason(item: dict[str, Any], error: ItemError):
+    rejected = rejection(METRICS, [item])
+    assert rejected.status == 400
+    assert rejected.message == "1 of 1 samples are invalid; nothing from this request was accepted"
+    assert rejected.errors == [error]
+
+
+def test_log_events_obey_the_same_limits():
+    rejected = rejection(
+        LOGS,
+        [
+            {"service": "checkout", "level": "info", "labels": {"a": "1", "b": "2", "c": "3", "d": "4"}},
+            {"service": "a_long_service", "level": "info"},
+            {"service": "ok", "level": "info", "labels": {"agent": "a_long_value"}},
+        ],
+    )
+    assert rejected.errors == [
+        ItemError(0, "labels", "4 labels; the limit is 3 (collector.max_labels)"),
+        ItemError(
+            1, "service", "service 'a_long_service' is longer than 10 characters (collector.max_name_length)"
+        ),
+        ItemError(
+            2,
+            "labels",
+            "value of label 'agent' is longer than 10 characters (collector.max_label_value_length)",
+        ),
+    ]
+
+
+def test_every_item_is_listed_with_every_problem_in_order():
+    rejected = rejection(
+        METRICS,
+        [
+            {"name": "ok", "value": 1},
+            {"name": "bad-name", "value": 1},  # the schema's own rule and message
+            {"name": "a_long_name", "value": 1, "labels": {"a": "1", "b": "2", "c": "3", "d": "4"}},
+            {"name": "ok", "value": 1, "timestamp": NOW - 7200},  # outside the window
+        ],
+    )
+    assert rejected.message == "3 of 4 samples are invalid; nothing from this request was accepted"
+    assert [(e.index, e.field) for e in rejected.errors] == [
+        (1, "name"),
+        (2, "name"),
+        (2, "labels"),
+        (3, "timestamp"),
+    ]
+    assert rejected.errors[0].reason.startswith("invalid metric name 'bad-name'")
+    assert (
+        rejected.errors[3].reason == "timestamp is 7200s in the past; the limit is 3600s (collector.max_age)"
+    )
+
+
+def test_limits_only_tighten_the_schema():
+    # The stream's schema allows label values up to 4096 characters and names up to 200; a looser config
+    # cannot let more through (the evaluator validates every item against the same schema).
+    loose = IngestLimits(
+        max_labels=64, max_label_name_length=1000, max_label_value_length=10_000, max_name_length=1000
+    )
+    rejected = rejection(METRICS, [{"name": "up", "value": 1, "labels": {"job": "x" * 4097}}], loose)
+    assert rejected.errors == [ItemError(0, "labels", "value of label 'job' is longer than 4096 characters")]
+    rejected = rejection(METRICS, [{"name": "n" * 201, "value": 1}], loose)
+    assert rejected.errors[0].field == "name"
+    assert rejected.errors[0].reason.endswith("(at most 200 characters)")
+
+
+def test_names_known_valid_under_loose_limits_are_rechecked_under_tight_ones():
+    # The fast path trusts names it has seen valid, per IngestLimits: a name cached under the defaults
+    # must not slip past a tighter configuration.
+    item = {"name": "eleven_char", "value": 1, "labels": {"label_elevn": "v"}}
+    assert validate_items(METRICS, [item], NOW, 10).count == 1
+    assert validate_items(METRICS, [item], NOW, 10).count == 1  # now from the defaults' cache
+    rejected = rejection(METRICS, [item])
+    assert [e.field for e in rejected.errors] == ["name", "labels"]
+
+
+def test_limits_at_their_bound_are_accepted():
+    item = {"name": "ten_chars_", "value": 1, "labels": {"a": "x" * 10, "b": "", "ten_chars_": "v"}}
+    for _ in range(2):  # once through the schema, once through the fast path
+        accepted = validate_items(METRICS, [item], NOW, 10, limits=TIGHT)
+        assert orjson.loads(accepted.items_json)[0]["labels"] == item["labels"]
+
+
+def test_parse_body_takes_limits():
+    raw = orjson.dumps({"samples": [{"name": "up", "value": 1, "labels": {"a": "1", "b": "2"}}]})
+    one_label = IngestLimits(
+        max_labels=1, max_label_name_length=10, max_label_value_length=10, max_name_length=10
+    )
+    with pytest.raises(Rejected):
+        parse_body(METRICS, raw, NOW, 10, limits=one_label)
+    assert parse_body(METRICS, raw, NOW, 10).count == 1
+
+
+# Through the HTTP API ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+async def _serve(config: Config, clock: FakeClock) -> AsyncIterator[TestClient]:
+    service = build(config, clock)
+    await service.start()
+    client = TestClient(TestServer(service.web))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await service.stop()
+
+
+async def test_limit_violations_answer_400_per_item_and_store_nothing(
+    make_config, clock: FakeClock, redis: Redis, keys: Keys
+):
+    config = make_config(collector={"max_labels": 2, "max_label_value_length": 5, "max_name_length": 8})
+    async for client in _serve(config, clock):
+        response = await client.post(
+            "/api/v1/metrics",
+            json={
+                "samples": [
+                    {"name": "up", "value": 1, "labels": {"a": "1"}},
+                    {"name": "up", "value": 1, "labels": {"a": "1", "b": "2", "c": "3"}},
+                    {"name": "up", "value": 1, "labels": {"job": "toolong"}},
+                    {"name": "way_too_long", "value": 1},
+                ]
+            },
+        )
+        assert response.status == 400
+        reply = await response.json()
+        assert reply["status"] == "error" and reply["errorType"] == "bad_data"
+        assert reply["error"] == "3 of 4 samples are invalid; nothing from this request was accepted"
+        assert reply["errors"] == [
+            {"index": 1, "field": "labels", "reason": "3 labels; the limit is 2 (collector.max_labels)"},
+            {
+                "index": 2,
+                "field": "labels",
+                "reason": "value of label 'job' is longer than 5 characters "
+                "(collector.max_label_value_length)",
+            },
+            {
+                "index": 3,
+                "field": "name",
+                "reason": "metric name 'way_too_long' is longer than 8 characters "
+                "(collector.max_name_length)",
+            },
+        ]
+        response = await client.post(
+            "/api/v1/logs", json={"logs": [{"service": "a_long_service", "level": "info"}]}
+        )
+        assert response.status == 400
+        assert (await response.json())["errors"][0]["field"] == "service"
+    assert await redis.exists(keys.metrics, keys.logs) == 0
+
+
+async def test_rate_limit_answers_429_with_retry_after_then_recovers(
+    make_config, clock: FakeClock, redis: Redis, keys: Keys
+):
+    config = make_config(collector={"rate_limit": 0.5, "rate_limit_burst": 2})
+    body = {"samples": [{"name": "x", "value": 1}]}
+    async for client in _serve(config, clock):
+        assert (await client.post("/api/v1/metrics", json=body)).status == 202
+        assert (await client.post("/api/v1/logs", json={"logs": []})).status == 202  # one budget for both
+        refused = await client.post("/api/v1/metrics", json=body)
+        assert refused.status == 429
+        assert refused.headers["Retry-After"] == "2"  # one token at 0.5/s
+        reply = await refused.json()
+        assert reply["status"] == "error" and reply["errorType"] == "rate_limited"
+        assert "0.5 requests/s per client address with bursts of 2" in reply["error"]
+        clock.set(NOW + 1)
+        assert (await client.post("/api/v1/metrics", json=body)).headers["Retry-After"] == "1"
+        clock.set(NOW + 2)
+        assert (await client.post("/api/v1/metrics", json=body)).status == 202
+        text = await (await client.get("/metrics")).text()
+        assert 'tripwire_ingest_rate_limited_total{endpoint="/api/v1/metrics"} 2.0' in text
+        assert 'tripwire_ingest_requests_total{code="429",endpoint="/api/v1/metrics"} 2.0' in text
+    assert await redis.xlen(keys.metrics) == 2
+
+
+async def test_rate_limit_refuses_before_reading_the_body(
+    make_config, clock: FakeClock, redis: Redis, keys: Keys
+):
+    config = make_config(collector={"rate_limit": 1, "rate_limit_burst": 1, "max_body_bytes": 2048})
+    async for client in _serve(config, clock):
+        assert (await client.post("/api/v1/metrics", json={"samples": []})).status == 202
+        # Over the size limit (413 if the body were looked at) and not even JSON: the budget speaks first.
+        response = await client.post("/api/v1/metrics", data=b"x" * 10_000)
+        assert response.status == 429
+        assert response.headers["Retry-After"] == "1"
+    assert await redis.exists(keys.metrics) == 0
+
+
+async def test_with_a_token_the_budget_is_the_tokens_and_refused_auth_spends_none(
+    make_config, clock: FakeClock, redis: Redis, keys: Keys
+):
+    config = make_config(collector={"rate_limit": 1, "rate_limit_burst": 1})
+    config.ingest_token = SecretStr("s3cret")
+    body = {"samples": [{"name": "x", "value": 1}]}
+    right = {"Authorization": "Bearer s3cret"}
+    async for client in _serve(config, clock):
+        for _ in range(3):
+            assert (await client.post("/api/v1/metrics", json=body)).status == 401
+        assert (await client.post("/api/v1/metrics", json=body, headers=right)).status == 202
+        refused = await client.post("/api/v1/metrics", json=body, headers=right)
+        assert refused.status == 429
+        assert "per ingest token" in (await refused.json())["error"]
+    assert await redis.xlen(keys.metrics) == 1
+
+
+async def test_rate_limit_off_by_default(make_config, clock: FakeClock):
+    async for client in _serve(make_config(), clock):
+        for _ in range(150):  # past the default burst of 100
+            assert (await client.post("/api/v1/logs", json={"logs": []})).status == 202
+
+
+# The limiter on its own ----------------------------------------------------------------------------------
+
+
+def request(address: str = "10.0.0.1", token: str | None = None) -> web.Request:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda key, default=None: (
+        (address, 40000) if key == "peername" else default
+    )
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return make_mocked_request("POST", "/api/v1/metrics", headers=headers, transport=transport)
+
+
+def test_each_token_has_its_own_bucket():
+    limiter = RateLimiter(1.0, 2, FakeClock(NOW), by_token=True)
+    assert limiter.check(request(token="a")) is None
+    assert limiter.check(request(token="a")) is None
+    refused = limiter.check(request(token="a"))
+    assert refused is not None and refused.status == 429
+    # Token b, even from the same address, is untouched by a's spending.
+    assert limiter.check(request(token="b")) is None
+    assert limiter.check(request(token="b")) is None
+    assert limiter.check(request(token="b")) is not None
+    assert len(limiter) == 2
+
+
+def test_without_tokens_each_address_has_its_own_bucket():
+    limiter = RateLimiter(1.0, 1, FakeClock(NOW), by_token=False)
+    assert limiter.check(request("10.0.0.1", token="a")) is None
+    # A token the collector does not use changes nothing: same address, same budget.
+    assert limiter.check(request("10.0.0.1", token="b")) is not None
+    assert limiter.check(request("10.0.0.2")) is None
+
+
+def test_retry_after_is_whole_seconds_and_at_least_one():
+    clock = FakeClock(NOW)
+    limiter = RateLimiter(4.0, 1, clock, by_token=False)
+    assert limiter.check(request()) is None
+    refused = limiter.check(request())
+    assert refused is not None and refused.headers["Retry-After"] == "1"  # 0.25s rounds up to 1
+    slow = RateLimiter(0.1, 1, clock, by_token=False)
+    assert slow.check(request()) is None
+    clock.set(NOW + 0.5)
+    refused = slow.check(request())
+    assert refused is not None and refused.headers["Retry-After"] == "10"  # 9.5s rounds up
+    assert orjson.loads(refused.body)["errorType"] == "rate_limited"  # type: ignore[arg-type]
+
+
+def test_tokens_refill_at_the_rate_up_to_the_burst():
+    clock = FakeClock(NOW)
+    limiter = RateLimiter(2.0, 3, clock, by_token=False)
+    assert [limiter.acquire("c") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("c") == pytest.approx(0.5)
+    clock.set(NOW + 0.5)
+    assert limiter.acquire("c") == 0.0
+    clock.set(NOW + 100)  # long idle: back to a full burst, not more
+    assert [limiter.acquire("c") for _ in range(4)][-1] > 0
+
+
+def test_a_clock_stepping_back_neither_refills_nor_locks_out():
+    clock = FakeClock(NOW)
+    limiter = RateLimiter(1.0, 1, clock, by_token=False)
+    assert limiter.acquire("c") == 0.0
+    clock.set(NOW - 3600)
+    assert limiter.acquire("c") == pytest.approx(1.0)  # no refill from going backwards
+    clock.set(NOW - 3599)
+    assert limiter.acquire("c") == 0.0  # one second later (on the new clock), a token is back
+
+
+def test_memory_is_bounded_by_idle_eviction_and_a_cap():
+    clock = FakeClock(NOW)
+    limiter = RateLimiter(1.0, 5, clock, by_token=False, max_clients=3)
+    for client in ("a", "b", "c", "d", "e"):
+        limiter.acquire(client)
+    assert len(limiter) == 3  # the least recently seen were dropped
+    clock.set(NOW + 5)  # burst / rate: every bucket is full again, so forgetting them changes nothing
+    limiter.acquire("f")
+    assert len(limiter) == 1
+
+
+def test_disabled_limiter_passes_everything_and_tracks_nothing():
+    limiter = RateLimiter(0.0, 1, FakeClock(NOW), by_token=False)
+    assert all(limiter.check(request(f"10.0.0.{i}")) is None for i in range(50))
+    assert len(limiter) == 0 and not limiter.enabled
+
+
+async def test_otlp_shares_the_json_apis_rate_limit_and_answers_429_with_retry_after(make_config):
+    """One budget per client across every ingest route; OTLP's refusal is a 429 with Retry-After too."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from services.collector.app import build
+
+    config = make_config(collector={"rate_limit": 1, "rate_limit_burst": 1})
+    service = build(config)
+    async with TestClient(TestServer(service.web)) as client:
+        first = await client.post("/api/v1/metrics", json={"samples": []})
+        assert first.status == 202
+        body = ExportMetricsServiceRequest().SerializeToString()
+        second = await client.post(
+            "/v1/metrics", data=body, headers={"Content-Type": "application/x-protobuf"}
+        )
+        assert second.status == 429 and int(second.headers["Retry-After"]) >= 1
+    await service.redis.aclose()

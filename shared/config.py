@@ -27,6 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from shared.durations import Duration
 from shared.events import LABEL_NAME_RE, METRIC_NAME_RE
 from shared.matchers import go_regex
+from shared.scrape_config import ScrapeConfigs
 from shared.yamlfile import ConfigError, ConfigErrors, Document, describe_error, load_yaml
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class Config(Section):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     rule_files: list[str] = Field(default_factory=list)
-    scrape_configs: list[dict[str, Any]] = Field(default_factory=list)
+    scrape_configs: ScrapeConfigs = Field(default_factory=list)
     log_metrics: list[LogMetricConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)

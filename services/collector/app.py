@@ -1,17 +1,15 @@
-"""The collector service: HTTP ingest in, one batch entry per request out onto the streams."""
+"""The collector service: events in over HTTP (the JSON API, OTLP/HTTP) and from Prometheus scrapes, one batch
+entry per request or scrape out onto the streams."""
 
 from __future__ import annotations
-
-import logging
 
 from services.collector.api import add_routes
 from services.collector.otlp import add_otlp_routes
 from services.collector.publish import Publisher
+from services.collector.scrape import start_scraping
 from shared.clock import Clock, SystemClock
 from shared.config import Config
 from shared.service import Service
-
-log = logging.getLogger(__name__)
 
 
 def build(config: Config, clock: Clock | None = None) -> Service:
@@ -24,10 +22,7 @@ def build(config: Config, clock: Clock | None = None) -> Service:
     )
     add_routes(service, publisher)
     add_otlp_routes(service, publisher)
-    if config.scrape_configs:
-        log.warning(
-            "scrape_configs are not implemented yet; %d scrape job(s) ignored", len(config.scrape_configs)
-        )
+    start_scraping(service, publisher)
     return service
 
 

@@ -1,0 +1,718 @@
+"""Prometheus scraping in the collector: every target of `scrape_configs` is fetched on its interval, parsed
+with prometheus-client's parsers, labelled and relabeled as Prometheus does, and published as ONE batch per
+scrape onto the metrics stream through the same Publisher (and validation) as the JSON API.
+
+Per scrape, as in Prometheus:
+- the samples as exposed (`_total`, `_bucket{le}`, `_sum`, `_count`, `{quantile}`), with the target's labels
+  attached (`honor_labels`: on a clash the target wins and the scraped value moves to `exported_<name>`,
+  unless honor_labels is true) and `metric_relabel_configs` applied;
+- timestamps: the sample's own if it has one (and `honor_timestamps`), else the scrape's start;
+- the report series `up`, `scrape_duration_seconds`, `scrape_samples_scraped` and
+  `scrape_samples_post_metric_relabeling`, with the target's labels. A target that times out, refuses,
+  answers other than 200, sends an unknown Content-Type or a body that does not parse, or exceeds
+  `sample_limit`, yields only the report series with `up 0`, and its reason is logged (rate-limited).
+
+Where tripwire differs, by necessity: samples the stream schema cannot carry (NaN/Inf values, reserved or
+over-long labels, timestamps outside collector.max_age/max_skew) are dropped one by one and counted in
+`tripwire_scrape_samples_dropped_total`, instead of failing the scrape; no staleness markers are written (the
+schema carries finite values only); `sample_limit: 0` means collector.max_items, not unlimited, because one
+scrape is one stream entry.
+
+Timing: each target has its own loop, first due at a random phase within its interval (so targets spread
+out), then every interval. A scrape never overlaps the previous one of the same target: ticks that pass
+while it runs (a slow publish, say) are skipped and counted. When Redis refuses the batch (Publisher raises
+Unavailable) the scrape is lost, counted, and the next interval tries again: nothing is reported stored that
+is not in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import random
+import ssl
+import time
+import uuid
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import parser as text_parser
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from yarl import URL
+
+from services.collector.ingest import METRICS, Accepted, IngestLimits, Rejected, limits_from, validate_items
+from services.collector.publish import Publisher, Unavailable
+from services.collector.relabel import METRIC_NAME, Target, relabel, sample_labels, targets_of
+from shared.clock import Clock
+from shared.config import Config, read_secret_file
+from shared.durations import format_duration
+from shared.scrape_config import ScrapeConfig
+from shared.service import Service
+from shared.streams import Keys
+from shared.tasks import cancel_and_wait
+from shared.yamlfile import ConfigError
+
+log = logging.getLogger(__name__)
+
+# What Prometheus 3 asks for (its default scrape_protocols, in its order), with legacy-name escaping: our
+# streams carry legacy names only, so a UTF-8-capable exporter is asked to escape them.
+ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=1.0.0;escaping=underscores;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,"
+    "*/*;q=0.1"
+)
+USER_AGENT = "tripwire-collector"
+# A target's failure is logged when it starts or changes, then at most once per this many seconds.
+LOG_EVERY = 60.0
+REPORT_SERIES = (
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+)
+
+SUCCESS = "success"
+
+
+class ScrapeFailed(Exception):
+    """The scrape yields `up 0`: `outcome` is the short class (a metric label), `reason` the full story."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeLimits:
+    """The collector's limits as they apply to a scrape's batch."""
+
+    max_items: int
+    max_age: float
+    max_skew: float
+    item_limits: IngestLimits
+
+    @classmethod
+    def from_config(cls, config: Config) -> ScrapeLimits:
+        collector = config.collector
+        return cls(collector.max_items, collector.max_age, collector.max_skew, limits_from(config))
+
+
+@dataclass(slots=True)
+class ScrapeResult:
+    """What one scrape did (returned by `Scraper.scrape_once`, for tests and logs)."""
+
+    target: Target
+    started_at: float
+    outcome: str = SUCCESS
+    reason: str | None = None
+    duration: float = 0.0  # measured (monotonic), not the injected clock: it is the target's speed
+    protocol: str | None = None  # "openmetrics" or "text"
+    samples_scraped: int = 0
+    samples_post_relabel: int = 0
+    samples_published: int = 0  # items in the batch, report series included
+    dropped: dict[str, int] = field(default_factory=dict)
+    entry_id: str | None = None
+    publish_error: str | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.outcome == SUCCESS
+
+    @property
+    def published(self) -> bool:
+        return self.entry_id is not None
+
+
+class ScrapeMetrics:
+    """The scraper's own metrics, on the service's /metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.scrapes = Counter(
+            "tripwire_scrapes",
+            "Scrapes by job and outcome (success, timeout, connection_error, http_status, content_type, "
+            "parse_error, body_size_limit, sample_limit, credentials, tls).",
+            ["job", "outcome"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "tripwire_scrape_duration_seconds",
+            "Time to fetch and parse one scrape.",
+            ["job"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "tripwire_scrape_skipped_ticks",
+            "Scrape ticks skipped because the previous scrape of the same target was still running.",
+            ["job"],
+            registry=registry,
+        )
+        self.publish_failures = Counter(
+            "tripwire_scrape_publish_failures",
+            "Scrapes whose batch Redis did not store (down or slow); the next interval scrapes again.",
+            ["job"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "tripwire_scrape_samples_dropped",
+            "Scraped samples left out of their batch, by reason (invalid, non_finite, duplicate, no_name, "
+            "unsupported).",
+            ["job", "reason"],
+            registry=registry,
+        )
+        self.targets = Gauge(
+            "tripwire_scrape_targets", "Targets scraped, by job.", ["job"], registry=registry
+        )
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """A scrape body turned into stream items (before validation)."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    scraped: int = 0
+    post_relabel: int = 0
+    dropped: Tally[str] = field(default_factory=Tally)
+    failure: ScrapeFailed | None = None
+
+
+@dataclass(slots=True)
+class _Health:
+    """Per target: what was last logged, for rate-limited logging."""
+
+    failing: str | None = None
+    logged_at: float = -math.inf
+    suppressed: int = 0
+    dropped_logged_at: float = -math.inf
+    up: bool | None = None
+
+
+class Scraper:
+    """Scrapes the targets of `configs` and publishes each scrape as one batch on `stream`.
+
+    `session` may be None: the scraper then makes its own aiohttp session and `close()` closes it.
+    `rng` decides each target's phase offset (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[ScrapeConfig],
+        publisher: Publisher,
+        stream: str,
+        session: aiohttp.ClientSession | None,
+        clock: Clock,
+        limits: ScrapeLimits,
+        registry: CollectorRegistry,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.publisher = publisher
+        self.stream = stream
+        self.clock = clock
+        self.limits = limits
+        self.metrics = ScrapeMetrics(registry)
+        self._session = session
+        self._own_session = session is None
+        self._rng = rng or random.Random()
+        self._health: dict[tuple[str, tuple[tuple[str, str], ...]], _Health] = {}
+        self._publish_logged_at = -math.inf
+        self._tls: dict[str, ssl.SSLContext | bool | ScrapeFailed] = {}
+        self.targets: list[Target] = []
+        for job in configs:
+            targets, problems = targets_of(job)
+            for problem in problems:
+                log.warning("scrape target skipped: %s", problem, extra={"job": job.job_name})
+            self.targets.extend(targets)
+            self.metrics.targets.labels(job.job_name).set(len(targets))
+            self._tls[job.job_name] = _tls_for(job)
+
+    # Running ---------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Scrape every target until cancelled: one task per target, each on its own interval and phase.
+        Never returns (the service counts a returned loop as stopped)."""
+        if not self.targets:
+            log.warning("scrape_configs yield no targets to scrape (all dropped by relabeling or invalid)")
+        self._ensure_session()
+        tasks = [
+            asyncio.create_task(self._loop(target), name=f"scrape {target.job.job_name} {target.url}")
+            for target in self.targets
+        ]
+        try:
+            if tasks:
+                await asyncio.gather(*tasks)
+            await asyncio.Event().wait()
+        finally:
+            await cancel_and_wait(tasks)
+
+    async def _loop(self, target: Target) -> None:
+        interval = target.interval
+        job = target.job.job_name
+        due = self.clock.now() + self._rng.uniform(0, interval)
+        while True:
+            await self.clock.sleep_until(due)
+            try:
+                await self.scrape_once(target)
+            except Exception:
+                # A bug must cost one scrape, not the target's loop.
+                log.exception("scrape failed unexpectedly", extra={"job": job, "target": target.url})
+            due += interval
+            now = self.clock.now()
+            if due < now:
+                # This scrape ran past one or more ticks: skip them rather than run two at once.
+                missed = math.ceil((now - due) / interval)
+                due += missed * interval
+                self.metrics.skipped.labels(job).inc(missed)
+
+    async def close(self) -> None:
+        """Close the aiohttp session if the scraper made it."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def status(self) -> dict[str, object]:
+        """For /readyz details: how many targets there are and how many were up at their last scrape."""
+        up = sum(1 for health in self._health.values() if health.up)
+        return {"scrape_targets": len(self.targets), "scrape_targets_up": up}
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # No connection cap: each target holds at most one request at a time anyway.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+            )
+        return self._session
+
+    # One scrape ------------------------------------------------------------------------------------------
+    async def scrape_once(self, target: Target) -> ScrapeResult:
+        """Fetch, parse, label and publish one scrape of `target`. Never raises for the target's faults or
+        Redis being unavailable: the result says what happened."""
+        job = target.job
+        result = ScrapeResult(target=target, started_at=self.clock.now())
+        began = time.monotonic()
+        parsed = _Parsed()
+        try:
+            body, content_type = await self._fetch(target)
+            result.protocol = protocol_for(content_type, job.fallback_scrape_protocol)
+            parsed = await asyncio.to_thread(
+                parse_scrape, body, result.protocol, target, result.started_at, self._sample_limit(job)
+            )
+            if parsed.failure is not None:
+                raise parsed.failure
+        except ScrapeFailed as exc:
+            result.outcome, result.reason = exc.outcome, exc.reason
+        result.duration = time.monotonic() - began
+        result.samples_scraped, result.samples_post_relabel = parsed.scraped, parsed.post_relabel
+        items = parsed.items if result.up else []
+        items.extend(_report(target, result))
+        accepted, invalid, first_reason = await asyncio.to_thread(self._validated, items, self.clock.now())
+        if invalid:
+            parsed.dropped["invalid"] += invalid
+        result.dropped = dict(parsed.dropped)
+        self._record(result, first_reason)
+        if accepted is not None:
+            result.samples_published = accepted.count
+            try:
+                result.entry_id = await self.publisher.publish(
+                    self.stream, METRICS.kind, accepted.items_json, uuid.uuid4().hex
+                )
+            except Unavailable as exc:
+                result.publish_error = str(exc)
+                self._publish_failed(target, exc)
+        return result
+
+    def _sample_limit(self, job: ScrapeConfig) -> int:
+        return job.sample_limit or self.limits.max_items
+
+    async def _fetch(self, target: Target) -> tuple[bytes, str]:
+        job = target.job
+        tls = self._tls[job.job_name]
+        if isinstance(tls, ScrapeFailed):
+            raise tls
+        headers = {
+            "Accept": ACCEPT,
+            "User-Agent": USER_AGENT,
+            "X-Prometheus-Scrape-Timeout-Seconds": f"{target.timeout:g}",
+        }
+        if authorization := _authorization(job):
+            headers["Authorization"] = authorization
+        session = self._ensure_session()
+        try:
+            async with asyncio.timeout(target.timeout):
+                async with session.get(URL(target.url, encoded=True), headers=headers, ssl=tls) as response:
+                    if response.status != 200:
+                        raise ScrapeFailed(
+                            "http_status", f"server returned HTTP status {response.status} {response.reason}"
+                        )
+                    body = await _read(response, job.body_size_limit)
+                    return body, response.headers.get("Content-Type", "")
+        except TimeoutError:
+            raise ScrapeFailed(
+                "timeout",
+                f"no complete response within {format_duration(target.timeout)} (scrape_timeout)",
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ScrapeFailed("connection_error", f"{type(exc).__name__}: {exc}") from None
+
+    def _validated(self, items: list[dict[str, Any]], now: float) -> tuple[Accepted | None, int, str | None]:
+        """The batch without the items the stream schema refuses: (batch, how many were left out, the first
+        reason). Runs validate_items again without the bad ones until the rest passes."""
+        limits = self.limits
+        dropped, first_reason = 0, None
+        while items:
+            try:
+                accepted = validate_items(
+                    METRICS,
+                    items,
+                    now,
+                    len(items),
+                    limits.max_age,
+                    limits.max_skew,
+                    limits=limits.item_limits,
+                )
+            except Rejected as exc:
+                bad = {error.index for error in exc.errors if error.index is not None}
+                if not bad:
+                    raise  # a whole-batch refusal cannot happen with max_items=len(items): a bug
+                if first_reason is None:
+                    error = exc.errors[0]
+                    item = items[error.index] if error.index is not None else {}
+                    first_reason = f"{item.get('name', '?')}: {error.field}: {error.reason}"
+                dropped += len(bad)
+                items = [item for index, item in enumerate(items) if index not in bad]
+                continue
+            return accepted, dropped, first_reason
+        return None, dropped, first_reason
+
+    # Bookkeeping -----------------------------------------------------------------------------------------
+    def _record(self, result: ScrapeResult, first_invalid: str | None) -> None:
+        target = result.target
+        job = target.job.job_name
+        self.metrics.scrapes.labels(job, result.outcome).inc()
+        self.metrics.duration.labels(job).observe(result.duration)
+        for reason, count in result.dropped.items():
+            self.metrics.dropped.labels(job, reason).inc(count)
+        health = self._health.setdefault(target.identity, _Health())
+        now = self.clock.now()
+        context = {"job": job, "target": target.url, "instance": target.instance}
+        if result.up:
+            if health.failing is not None:
+                log.info("scrape target is up again", extra={**context, "was": health.failing})
+            health.failing, health.suppressed, health.logged_at = None, 0, -math.inf
+        elif result.outcome != health.failing or now - health.logged_at >= LOG_EVERY:
+            log.warning(
+                "scrape of %s failed (%s): %s",
+                target.url,
+                result.outcome,
+                result.reason,
+                extra={
+                    **context,
+                    "outcome": result.outcome,
+                    "reason": result.reason,
+                    "suppressed": health.suppressed,
+                },
+            )
+            health.failing, health.logged_at, health.suppressed = result.outcome, now, 0
+        else:
+            health.suppressed += 1
+        health.up = result.up
+        if result.dropped and now - health.dropped_logged_at >= LOG_EVERY:
+            log.warning(
+                "scrape of %s: %d sample(s) left out of the batch %s; first invalid: %s",
+                target.url,
+                sum(result.dropped.values()),
+                result.dropped,
+                first_invalid or "-",
+                extra={**context, "dropped": result.dropped},
+            )
+            health.dropped_logged_at = now
+
+    def _publish_failed(self, target: Target, exc: Unavailable) -> None:
+        self.metrics.publish_failures.labels(target.job.job_name).inc()
+        now = self.clock.now()
+        if now - self._publish_logged_at >= LOG_EVERY:
+            log.warning(
+                "scrape not stored, retrying next interval: %s",
+                exc,
+                extra={"job": target.job.job_name, "target": target.url},
+            )
+            self._publish_logged_at = now
+
+
+# Fetching ---------------------------------------------------------------------------------------------------
+async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    if limit <= 0:
+        return await response.read()
+    if response.content_length is not None and response.content_length > limit:
+        raise ScrapeFailed("body_size_limit", _too_large(limit))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ScrapeFailed("body_size_limit", _too_large(limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return f"body size limit exceeded: the response is larger than {limit} bytes (body_size_limit)"
+
+
+def _authorization(job: ScrapeConfig) -> str | None:
+    """The Authorization header, its secret read from its file now (files can be rotated between scrapes)."""
+    try:
+        if job.authorization is not None and job.authorization.credentials_file is not None:
+            secret = read_secret_file(job.authorization.credentials_file, "authorization.credentials_file")
+            return f"{job.authorization.type} {secret}"
+        if job.bearer_token_file is not None:
+            return f"Bearer {read_secret_file(job.bearer_token_file, 'bearer_token_file')}"
+        if job.basic_auth is not None:
+            password = ""
+            if job.basic_auth.password_file is not None:
+                password = read_secret_file(job.basic_auth.password_file, "basic_auth.password_file")
+            token = base64.b64encode(f"{job.basic_auth.username}:{password}".encode()).decode()
+            return f"Basic {token}"
+    except ConfigError as exc:
+        raise ScrapeFailed("credentials", str(exc)) from None
+    return None
+
+
+def _tls_for(job: ScrapeConfig) -> ssl.SSLContext | bool | ScrapeFailed:
+    """The `ssl` argument for aiohttp: True (verify with the system CAs) unless tls_config says otherwise; a
+    tls_config whose files cannot be loaded fails every scrape of the job with the reason."""
+    tls = job.tls_config
+    if tls is None:
+        return True
+    if tls.ca_file is None and tls.cert_file is None:
+        return not tls.insecure_skip_verify
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        log.error("tls_config of job %s cannot be loaded: %s", job.job_name, exc, extra={"job": job.job_name})
+        return ScrapeFailed("tls", f"tls_config cannot be loaded: {exc}")
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def protocol_for(content_type: str, fallback: str | None) -> str:
+    """ "openmetrics" or "text" for a response's Content-Type, as Prometheus 3 decides: a missing or unknown
+    type fails the scrape unless the job names a fallback_scrape_protocol."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/openmetrics-text":
+        return "openmetrics"
+    if media_type == "text/plain":
+        return "text"
+    if fallback is not None:
+        return "openmetrics" if fallback.startswith("OpenMetrics") else "text"
+    if not media_type:
+        raise ScrapeFailed(
+            "content_type",
+            "the target sent no Content-Type; set fallback_scrape_protocol (e.g. PrometheusText0.0.4) on the "
+            "job to parse it anyway",
+        )
+    raise ScrapeFailed(
+        "content_type",
+        f"unsupported Content-Type {content_type!r} (tripwire reads text/plain and "
+        "application/openmetrics-text); set fallback_scrape_protocol on the job to parse it anyway",
+    )
+
+
+# Parsing ----------------------------------------------------------------------------------------------------
+class _ExpositionError(Exception):
+    pass
+
+
+_Exposed = tuple[str, Mapping[str, str], float | None, float | None]
+
+
+def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
+    """(name, labels, value, timestamp) of every sample as exposed. Value None: a sample we cannot carry
+    (a native histogram). Raises _ExpositionError for a body that does not parse."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _ExpositionError(f"body is not UTF-8: {exc}") from None
+    if protocol == "openmetrics":
+        families: Iterable[Any] = openmetrics_parser.text_string_to_metric_families(text)
+        renamed: set[str] = set()
+    else:
+        families = text_parser.text_string_to_metric_families(text)
+        renamed = _counters_named_without_total(text)
+    try:
+        for family in families:
+            # prometheus-client's text parser renames the samples of `# TYPE foo counter` to foo_total;
+            # Prometheus stores them as exposed, so the rename is undone.
+            undo = family.type == "counter" and family.name in renamed
+            for sample in family.samples:
+                name = sample.name
+                if undo and name == family.name + "_total":
+                    name = family.name
+                if sample.native_histogram is not None:
+                    yield name, sample.labels, None, None
+                    continue
+                timestamp = None if sample.timestamp is None else float(sample.timestamp)
+                yield name, sample.labels, float(sample.value), timestamp
+    except _ExpositionError:
+        raise
+    except Exception as exc:  # the parsers raise ValueError mostly, but also IndexError, TypeError...
+        raise _ExpositionError(str(exc) or type(exc).__name__) from None
+
+
+def _counters_named_without_total(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("#") and "TYPE" in line:
+            parts = line.split()
+            if (
+                len(parts) == 4
+                and parts[1] == "TYPE"
+                and parts[3] == "counter"
+                and not parts[2].endswith("_total")
+            ):
+                names.add(parts[2])
+    return names
+
+
+def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, sample_limit: int) -> _Parsed:
+    """A scrape body as stream items, with the target's labels, metric relabeling and timestamps applied
+    (pure; the scraper runs it in a worker thread so a large body does not stall the event loop)."""
+    job = target.job
+    relabeling = job.metric_relabel_configs
+    parsed = _Parsed()
+    seen: set[tuple[str, tuple[tuple[str, str], ...], float]] = set()
+    try:
+        for exposed_name, exposed_labels, value, timestamp in _exposed(body, protocol):
+            parsed.scraped += 1
+            name = exposed_name
+            labels = sample_labels(exposed_labels, target.labels, job.honor_labels)
+            if relabeling:
+                labels[METRIC_NAME] = name
+                relabeled = relabel(labels, relabeling)
+                if relabeled is None:
+                    continue
+                name = relabeled.pop(METRIC_NAME, "")
+                labels = relabeled
+            parsed.post_relabel += 1
+            if parsed.post_relabel > sample_limit:
+                continue  # keep counting for the report; the scrape fails below
+            reason = _unusable(name, value)
+            if reason is not None:
+                parsed.dropped[reason] += 1
+                continue
+            at = timestamp if timestamp is not None and job.honor_timestamps else started_at
+            key = (name, tuple(sorted(labels.items())), at)
+            if key in seen:
+                parsed.dropped["duplicate"] += 1  # Prometheus refuses a second sample for a series and time
+                continue
+            seen.add(key)
+            parsed.items.append(
+                {"name": name, "labels": labels, "value": value, "kind": "sample", "timestamp": at}
+            )
+    except _ExpositionError as exc:
+        parsed.failure = ScrapeFailed("parse_error", f"cannot parse the {protocol} body: {exc}")
+        return parsed
+    if parsed.post_relabel > sample_limit:
+        which = "sample_limit" if job.sample_limit else "collector.max_items, as sample_limit is 0"
+        parsed.failure = ScrapeFailed(
+            "sample_limit",
+            f"sample limit exceeded: {parsed.post_relabel} samples after metric relabeling, the limit is "
+            f"{sample_limit} ({which})",
+        )
+    return parsed
+
+
+def _unusable(name: str, value: float | None) -> str | None:
+    if not name:
+        return "no_name"  # metric relabeling removed __name__
+    if value is None:
+        return "unsupported"
+    if not math.isfinite(value):
+        return "non_finite"  # the stream carries finite values only
+    return None
+
+
+def _report(target: Target, result: ScrapeResult) -> list[dict[str, Any]]:
+    """The report series Prometheus writes for every scrape, with the target's labels and the scrape's
+    start as their time (metric relabeling does not apply to them)."""
+    values = (
+        1.0 if result.up else 0.0,
+        result.duration,
+        float(result.samples_scraped),
+        float(result.samples_post_relabel),
+    )
+    return [
+        {
+            "name": name,
+            "labels": dict(target.labels),
+            "value": value,
+            "kind": "sample",
+            "timestamp": result.started_at,
+        }
+        for name, value in zip(REPORT_SERIES, values, strict=True)
+    ]
+
+
+# Wiring -----------------------------------------------------------------------------------------------------
+def with_resolved_paths(job: ScrapeConfig, resolve: Callable[[Path], Path]) -> ScrapeConfig:
+    """The job with its secret and certificate files made absolute against the config file's directory."""
+    update: dict[str, Any] = {}
+    if job.bearer_token_file is not None:
+        update["bearer_token_file"] = resolve(job.bearer_token_file)
+    if job.authorization is not None and job.authorization.credentials_file is not None:
+        update["authorization"] = job.authorization.model_copy(
+            update={"credentials_file": resolve(job.authorization.credentials_file)}
+        )
+    if job.basic_auth is not None and job.basic_auth.password_file is not None:
+        update["basic_auth"] = job.basic_auth.model_copy(
+            update={"password_file": resolve(job.basic_auth.password_file)}
+        )
+    if job.tls_config is not None:
+        files = {
+            key: resolve(path)
+            for key in ("ca_file", "cert_file", "key_file")
+            if (path := getattr(job.tls_config, key)) is not None
+        }
+        update["tls_config"] = job.tls_config.model_copy(update=files)
+    return job.model_copy(update=update) if update else job
+
+
+def start_scraping(service: Service, publisher: Publisher) -> Scraper | None:
+    """Scrape the service config's `scrape_configs` in the background (None when there are none): adds the
+    "scrape" loop, closes the HTTP session on stop, and reports target counts in /readyz details."""
+    config = service.config
+    if not config.scrape_configs:
+        return None
+    jobs = [with_resolved_paths(job, config.resolve) for job in config.scrape_configs]
+    scraper = Scraper(
+        jobs,
+        publisher,
+        Keys(config.redis.prefix).metrics,
+        None,
+        service.clock,
+        ScrapeLimits.from_config(config),
+        service.registry,
+    )
+    service.add_loop("scrape", scraper.run)
+    service.on_stop(scraper.close)
+    service.details.append(scraper.status)
+    log.info(
+        "scraping %d target(s) of %d job(s)",
+        len(scraper.targets),
+        len(jobs),
+        extra={"jobs": [job.job_name for job in jobs]},
+    )
+    return scraper

@@ -1,0 +1,845 @@
+"""Prometheus scraping against real HTTP targets on 127.0.0.1 and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, start_http_server
+from redis.asyncio import Redis
+
+from services.collector.publish import Publisher
+from services.collector.scrape import (
+    LOG_EVERY,
+    ScrapeFailed,
+    ScrapeLimits,
+    Scraper,
+    protocol_for,
+    start_scraping,
+)
+from shared.clock import FakeClock, SystemClock
+from shared.codec import decode_entry
+from shared.config import Config, load_config
+from shared.scrape_config import ScrapeConfig
+from shared.service import Service
+from shared.streams import Keys
+from shared.tasks import cancel_and_wait
+from shared.yamlfile import ConfigErrors
+from tests.polling import eventually
+from tests.redis_server import LocalRedisServer
+
+NOW = 1_763_800_000.0
+SCRAPE_LOGGER = "services.collector.scrape"
+
+
+class Exporter:
+    """A scrape target on 127.0.0.1: answers every GET with `body` (and records what it was asked)."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        self.status = 200
+        # While set and not released, requests wait: a slow or hanging target.
+        self.gate: asyncio.Event | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._server: TestServer | None = None
+
+    async def start(self) -> Exporter:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        return self
+
+    @property
+    def address(self) -> str:
+        assert self._server is not None
+        return f"127.0.0.1:{self._server.port}"
+
+    def hold(self) -> None:
+        self.gate = asyncio.Event()
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
+
+    async def stop(self) -> None:
+        self.release()
+        if self._server is not None:
+            await self._server.close()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append({"path": request.path_qs, "headers": dict(request.headers)})
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            return web.Response(
+                body=self.body, status=self.status, headers={"Content-Type": self.content_type}
+            )
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+async def exporter() -> AsyncIterator[Exporter]:
+    target = await Exporter().start()
+    yield target
+    await target.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def limits() -> ScrapeLimits:
+    return ScrapeLimits.from_config(Config())
+
+
+@pytest.fixture
+async def make_scraper(redis: Redis, keys: Keys, clock: FakeClock, limits: ScrapeLimits):
+    """A Scraper for jobs given as dicts (job_name defaults to "app"), publishing to this test's stream."""
+    made: list[Scraper] = []
+
+    def build(*jobs: dict[str, Any], publisher: Publisher | None = None, **options: Any) -> Scraper:
+        configs = [ScrapeConfig.model_validate({"job_name": "app", **job}) for job in jobs]
+        scraper = Scraper(
+            configs,
+            publisher or Publisher(redis, 100_000, 1.0),
+            keys.metrics,
+            None,
+            options.pop("clock", clock),
+            options.pop("limits", limits),
+            CollectorRegistry(),
+            **options,
+        )
+        made.append(scraper)
+        return scraper
+
+    yield build
+    for scraper in made:
+        await scraper.close()
+
+
+def static(*addresses: str, **extra: Any) -> dict[str, Any]:
+    return {"static_configs": [{"targets": list(addresses)}], **extra}
+
+
+async def batches(redis: Redis, keys: Keys) -> list[list[dict[str, Any]]]:
+    return [decode_entry(fields).items for _, fields in await redis.xrange(keys.metrics)]
+
+
+def named(items: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [item for item in items if item["name"] == name]
+
+
+def value_of(items: list[dict[str, Any]], name: str) -> float:
+    (item,) = named(items, name)
+    return item["value"]
+
+
+def metric(scraper: Scraper, name: str, **labels: str) -> float:
+    for collector in (
+        scraper.metrics.scrapes,
+        scraper.metrics.skipped,
+        scraper.metrics.publish_failures,
+        scraper.metrics.dropped,
+    ):
+        for family in collector.collect():
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+    return 0.0
+
+
+@contextlib.asynccontextmanager
+async def running(scraper: Scraper) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(scraper.run())
+    try:
+        yield task
+    finally:
+        await cancel_and_wait([task])
+
+
+# A real prometheus-client app ----------------------------------------------------------------------------
+@pytest.fixture
+def client_app() -> Iterator[tuple[str, CollectorRegistry]]:
+    """A prometheus-client app: its own registry served by start_http_server on a free port in a thread."""
+    registry = CollectorRegistry()
+    requests = Counter("http_requests", "Requests.", ["path"], registry=registry)
+    requests.labels("/checkout").inc(3)
+    Gauge("queue_depth", "Queue depth.", registry=registry).set(7)
+    latency = Histogram("latency_seconds", "Latency.", buckets=(0.1, 1.0), registry=registry)
+    latency.observe(0.5)
+    Summary("payload_bytes", "Payload size.", registry=registry).observe(512)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    yield f"127.0.0.1:{server.server_address[1]}", registry
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+async def test_scrapes_a_prometheus_client_app_onto_the_stream(client_app, make_scraper, redis, keys):
+    address, _ = client_app
+    scraper = make_scraper(static(address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert result.protocol == "openmetrics"  # prometheus-client honours our Accept header
+
+    (items,) = await batches(redis, keys)  # one scrape, one entry
+    target = {"job": "app", "instance": address}
+    assert named(items, "http_requests_total") == [
+        {
+            "name": "http_requests_total",
+            "labels": {"path": "/checkout", **target},
+            "value": 3.0,
+            "kind": "sample",
+            "timestamp": NOW,
+        }
+    ]
+    assert value_of(items, "queue_depth") == 7.0
+    buckets = {item["labels"]["le"]: item["value"] for item in named(items, "latency_seconds_bucket")}
+    assert buckets == {"0.1": 0.0, "1.0": 1.0, "+Inf": 1.0}
+    assert value_of(items, "latency_seconds_count") == 1.0
+    assert value_of(items, "latency_seconds_sum") == 0.5
+    assert value_of(items, "payload_bytes_sum") == 512.0
+    assert value_of(items, "up") == 1.0
+    assert named(items, "up")[0]["labels"] == target
+    exposed = [item for item in items if not item["name"].startswith(("up", "scrape_"))]
+    assert value_of(items, "scrape_samples_scraped") == len(exposed)
+    assert value_of(items, "scrape_samples_post_metric_relabeling") == len(exposed)
+    assert 0 < value_of(items, "scrape_duration_seconds") < 5
+    assert all(item["labels"]["job"] == "app" and item["timestamp"] == NOW for item in items)
+    assert metric(scraper, "tripwire_scrapes_total", job="app", outcome="success") == 1
+
+
+async def test_text_format_keeps_names_as_exposed_and_sample_timestamps(exporter, make_scraper, redis, keys):
+    exporter.body = f"""# HELP legacy_counter A counter named without _total.
+# TYPE legacy_counter counter
+legacy_counter 7
+# TYPE jobs_total counter
+jobs_total{{queue="a"}} 3
+# TYPE temperature gauge
+temperature 21.5 {int((NOW - 30) * 1000)}
+# TYPE rpc_seconds summary
+rpc_seconds{{quantile="0.5"}} 0.2
+rpc_seconds_sum 10
+rpc_seconds_count 50
+untyped_thing 1
+""".encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert result.protocol == "text"
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "legacy_counter") == 7.0
+    assert not named(items, "legacy_counter_total")
+    assert named(items, "jobs_total")[0]["labels"]["queue"] == "a"
+    assert named(items, "temperature")[0]["timestamp"] == NOW - 30  # its own timestamp (ms on the wire)
+    assert named(items, "rpc_seconds")[0]["labels"]["quantile"] == "0.5"
+    assert value_of(items, "rpc_seconds_count") == 50.0
+    assert named(items, "untyped_thing")[0]["timestamp"] == NOW
+    assert value_of(items, "scrape_samples_scraped") == 7
+
+
+async def test_honor_timestamps_false_uses_the_scrape_time(exporter, make_scraper, redis, keys):
+    exporter.body = f"temperature 21.5 {int((NOW - 30) * 1000)}\n".encode()
+    scraper = make_scraper(static(exporter.address, honor_timestamps=False))
+    await scraper.scrape_once(scraper.targets[0])
+    (items,) = await batches(redis, keys)
+    assert named(items, "temperature")[0]["timestamp"] == NOW
+
+
+async def test_openmetrics_content_type_is_parsed_as_openmetrics(exporter, make_scraper, redis, keys):
+    exporter.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    exporter.body = f"""# TYPE build info
+build_info{{version="1.2.3"}} 1
+# TYPE temperature_celsius gauge
+# UNIT temperature_celsius celsius
+temperature_celsius 21.5 {NOW - 30}
+# TYPE jobs counter
+jobs_total 3
+# EOF
+""".encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert result.protocol == "openmetrics"
+    (items,) = await batches(redis, keys)
+    assert named(items, "build_info")[0]["labels"]["version"] == "1.2.3"
+    assert named(items, "temperature_celsius")[0]["timestamp"] == NOW - 30  # seconds in OpenMetrics
+    assert value_of(items, "jobs_total") == 3.0
+
+
+async def test_openmetrics_without_eof_is_a_failed_scrape(exporter, make_scraper, redis, keys):
+    exporter.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    exporter.body = b"# TYPE jobs counter\njobs_total 3\n"
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "parse_error"
+    assert "EOF" in (result.reason or "")
+    (items,) = await batches(redis, keys)
+    assert [item["name"] for item in items] == [
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+    ]
+    assert value_of(items, "up") == 0.0
+
+
+# Failing targets -----------------------------------------------------------------------------------------
+async def test_a_hanging_target_is_down_within_its_timeout(exporter, make_scraper, redis, keys):
+    exporter.hold()  # never answers until the test ends
+    scraper = make_scraper(static(exporter.address, scrape_interval="1s", scrape_timeout="300ms"))
+    started = time.monotonic()
+    result = await scraper.scrape_once(scraper.targets[0])
+    elapsed = time.monotonic() - started
+    assert result.outcome == "timeout"
+    assert "300ms" in (result.reason or "")
+    assert elapsed < 3
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "up") == 0.0
+    assert 0.25 < value_of(items, "scrape_duration_seconds") < 3
+    assert exporter.requests[0]["headers"]["X-Prometheus-Scrape-Timeout-Seconds"] == "0.3"
+
+
+async def test_garbage_is_down_with_the_reason_logged_once_per_interval(
+    exporter, make_scraper, redis, keys, clock, caplog
+):
+    exporter.body = b"<html><body>Welcome to nginx!</body></html>\n"
+    scraper = make_scraper(static(exporter.address))
+    caplog.set_level(logging.WARNING, logger=SCRAPE_LOGGER)
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == SCRAPE_LOGGER and "failed" in r.getMessage()]
+
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "parse_error"
+    assert "invalid metric name" in (result.reason or "")
+    (record,) = failures()
+    assert "parse_error" in record.getMessage()
+    assert "invalid metric name" in record.getMessage()
+    assert record.reason == result.reason  # type: ignore[attr-defined]
+    # The same failure again soon after is not logged again...
+    await scraper.scrape_once(scraper.targets[0])
+    assert len(failures()) == 1
+    # ...but after LOG_EVERY it is, saying how many were left unlogged.
+    clock.set(NOW + LOG_EVERY)
+    await scraper.scrape_once(scraper.targets[0])
+    assert len(failures()) == 2
+    assert failures()[1].suppressed == 1  # type: ignore[attr-defined]
+    assert [value_of(items, "up") for items in await batches(redis, keys)] == [0.0, 0.0, 0.0]
+    assert metric(scraper, "tripwire_scrapes_total", job="app", outcome="parse_error") == 3
+
+
+async def test_not_utf8_is_a_parse_error(exporter, make_scraper):
+    exporter.body = b"metric 1\n\xff\xfe\n"
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "parse_error"
+    assert "UTF-8" in (result.reason or "")
+
+
+async def test_an_error_status_is_down(exporter, make_scraper, redis, keys):
+    exporter.status = 503
+    exporter.body = b"up 1\n"
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "http_status"
+    assert result.reason == "server returned HTTP status 503 Service Unavailable"
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "up") == 0.0
+
+
+async def test_a_refused_connection_is_down(make_scraper, redis, keys):
+    from services.local_redis import free_port
+
+    scraper = make_scraper(static(f"127.0.0.1:{free_port()}"))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "connection_error"
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "up") == 0.0
+    assert value_of(items, "scrape_samples_scraped") == 0.0
+
+
+async def test_unknown_content_type_fails_unless_a_fallback_protocol_is_set(
+    exporter, make_scraper, redis, keys
+):
+    exporter.content_type = "application/json"
+    exporter.body = b"jobs_total 3\n"
+    strict = make_scraper(static(exporter.address))
+    result = await strict.scrape_once(strict.targets[0])
+    assert result.outcome == "content_type"
+    assert "fallback_scrape_protocol" in (result.reason or "")
+
+    lenient = make_scraper(static(exporter.address, fallback_scrape_protocol="PrometheusText0.0.4"))
+    result = await lenient.scrape_once(lenient.targets[0])
+    assert result.up, result.reason
+    assert value_of((await batches(redis, keys))[-1], "jobs_total") == 3.0
+
+
+async def test_a_missing_content_type_fails_like_prometheus_3(make_scraper):
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\njobs_total 3")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        scraper = make_scraper(static(f"127.0.0.1:{port}"))
+        result = await scraper.scrape_once(scraper.targets[0])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.outcome == "content_type"
+    assert "no Content-Type" in (result.reason or "")
+
+
+def test_protocol_for_content_types():
+    assert protocol_for("application/openmetrics-text; version=1.0.0; charset=utf-8", None) == "openmetrics"
+    assert protocol_for("text/plain; version=0.0.4", None) == "text"
+    assert protocol_for("", "OpenMetricsText1.0.0") == "openmetrics"
+    assert protocol_for("text/html", "PrometheusText0.0.4") == "text"
+    with pytest.raises(ScrapeFailed, match="no Content-Type"):
+        protocol_for("", None)
+
+
+async def test_body_size_limit(exporter, make_scraper):
+    exporter.body = b"# a long comment\n" * 200 + b"jobs_total 3\n"
+    scraper = make_scraper(static(exporter.address, body_size_limit="1KB"))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "body_size_limit"
+
+
+# Labels and relabeling -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("honor_labels", "expected"),
+    [
+        (
+            False,
+            {
+                "job": "app",
+                "instance": "TARGET",
+                "exported_job": "pushed",
+                "exported_instance": "worker-7",
+                "path": "/",
+            },
+        ),
+        (True, {"job": "pushed", "instance": "worker-7", "path": "/"}),
+    ],
+)
+async def test_honor_labels(
+    exporter, make_scraper, redis, keys, honor_labels: bool, expected: dict[str, str]
+):
+    exporter.body = b'batch_runs_total{job="pushed",instance="worker-7",path="/"} 4\n'
+    scraper = make_scraper(static(exporter.address, honor_labels=honor_labels))
+    await scraper.scrape_once(scraper.targets[0])
+    (items,) = await batches(redis, keys)
+    expected = {k: exporter.address if v == "TARGET" else v for k, v in expected.items()}
+    assert named(items, "batch_runs_total")[0]["labels"] == expected
+    # The report series always carry the target's own labels.
+    assert named(items, "up")[0]["labels"] == {"job": "app", "instance": exporter.address}
+
+
+async def test_target_relabeling_selects_targets_and_sets_the_url(exporter, make_scraper, redis, keys):
+    exporter.body = b"jobs_total 1\n"
+    scraper = make_scraper(
+        {
+            "static_configs": [
+                {"targets": [exporter.address], "labels": {"env": "prod", "__param_format": "text"}},
+                {"targets": ["127.0.0.1:1"], "labels": {"env": "dev"}},
+            ],
+            "params": {"collect[]": ["cpu"]},
+            "relabel_configs": [
+                {"source_labels": ["env"], "regex": "prod", "action": "keep"},
+                {"target_label": "__metrics_path__", "replacement": "/custom/metrics"},
+                {"source_labels": ["__address__"], "regex": "(.*):.*", "target_label": "host"},
+                {"target_label": "instance", "replacement": "checkout-1"},
+            ],
+        }
+    )
+    assert [target.labels for target in scraper.targets] == [
+        {"job": "app", "env": "prod", "host": "127.0.0.1", "instance": "checkout-1"}
+    ]
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert exporter.requests[0]["path"] == "/custom/metrics?collect%5B%5D=cpu&format=text"
+    (items,) = await batches(redis, keys)
+    assert named(items, "jobs_total")[0]["labels"] == {
+        "job": "app",
+        "env": "prod",
+        "host": "127.0.0.1",
+        "instance": "checkout-1",
+    }
+
+
+async def test_metric_relabeling_drops_and_rewrites_samples(exporter, make_scraper, redis, keys):
+    exporter.body = b"""go_gc_duration_seconds{quantile="0.5"} 0.001
+go_goroutines 12
+http_requests_total{code="200",pod="web-1",le_noise="x"} 5
+http_requests_total{code="500",pod="web-1",le_noise="x"} 1
+"""
+    scraper = make_scraper(
+        static(
+            exporter.address,
+            metric_relabel_configs=[
+                {"source_labels": ["__name__"], "regex": "go_.*", "action": "drop"},
+                {
+                    "source_labels": ["code"],
+                    "regex": "(\\d)\\d\\d",
+                    "target_label": "class",
+                    "replacement": "${1}xx",
+                },
+                {"regex": "le_noise", "action": "labeldrop"},
+                {
+                    "source_labels": ["__name__"],
+                    "regex": "http_(.*)",
+                    "target_label": "__name__",
+                    "replacement": "web_$1",
+                },
+            ],
+        )
+    )
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert (result.samples_scraped, result.samples_post_relabel) == (4, 2)
+    (items,) = await batches(redis, keys)
+    assert not [item for item in items if item["name"].startswith("go_")]
+    assert [item["labels"] for item in named(items, "web_requests_total")] == [
+        {"code": "200", "pod": "web-1", "class": "2xx", "job": "app", "instance": exporter.address},
+        {"code": "500", "pod": "web-1", "class": "5xx", "job": "app", "instance": exporter.address},
+    ]
+    assert value_of(items, "scrape_samples_scraped") == 4
+    assert value_of(items, "scrape_samples_post_metric_relabeling") == 2
+    assert value_of(items, "up") == 1.0  # metric relabeling does not touch the report series
+
+
+# Limits and invalid samples ------------------------------------------------------------------------------
+async def test_exceeding_sample_limit_fails_the_scrape(exporter, make_scraper, redis, keys):
+    exporter.body = b"a 1\nb 2\nc 3\n"
+    scraper = make_scraper(static(exporter.address, sample_limit=2))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "sample_limit"
+    assert "3 samples after metric relabeling, the limit is 2" in (result.reason or "")
+    (items,) = await batches(redis, keys)
+    assert {item["name"] for item in items} == {
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+    }
+    assert value_of(items, "up") == 0.0
+    assert value_of(items, "scrape_samples_scraped") == 3.0
+
+
+async def test_sample_limit_counts_after_metric_relabeling(exporter, make_scraper):
+    exporter.body = b"a 1\nb 2\nc 3\n"
+    scraper = make_scraper(
+        static(
+            exporter.address,
+            sample_limit=2,
+            metric_relabel_configs=[{"source_labels": ["__name__"], "regex": "c", "action": "drop"}],
+        )
+    )
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+
+
+async def test_samples_the_stream_cannot_carry_are_dropped_and_counted(exporter, make_scraper, redis, keys):
+    limits = ScrapeLimits.from_config(Config.model_validate({"collector": {"max_label_value_length": 16}}))
+    exporter.body = f"""good 1
+not_a_number NaN
+too_old 1 {int((NOW - 7200) * 1000)}
+long_label{{v="{"x" * 40}"}} 1
+twice 1
+twice 2
+""".encode()
+    scraper = make_scraper(static(exporter.address), limits=limits)
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert result.dropped == {"non_finite": 1, "duplicate": 1, "invalid": 2}
+    (items,) = await batches(redis, keys)
+    assert {item["name"] for item in items} == {
+        "good",
+        "twice",
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+    }
+    assert value_of(items, "twice") == 1.0  # the first sample of a series and time wins
+    assert value_of(items, "scrape_samples_scraped") == 6
+    assert metric(scraper, "tripwire_scrape_samples_dropped_total", job="app", reason="invalid") == 2
+    assert metric(scraper, "tripwire_scrape_samples_dropped_total", job="app", reason="non_finite") == 1
+
+
+# Credentials ---------------------------------------------------------------------------------------------
+async def test_bearer_token_is_read_from_its_file_at_every_scrape(exporter, make_scraper, tmp_path: Path):
+    exporter.body = b"jobs_total 1\n"
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    scraper = make_scraper(static(exporter.address, authorization={"credentials_file": str(token)}))
+    await scraper.scrape_once(scraper.targets[0])
+    token.write_text("second\n")
+    await scraper.scrape_once(scraper.targets[0])
+    assert [r["headers"]["Authorization"] for r in exporter.requests] == ["Bearer first", "Bearer second"]
+
+    token.unlink()
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "credentials"
+    assert str(token) in (result.reason or "")
+    assert len(exporter.requests) == 2  # nothing was sent without the credentials
+
+
+async def test_a_tls_config_that_cannot_load_fails_the_scrape_with_the_reason(make_scraper, tmp_path: Path):
+    missing = tmp_path / "ca.pem"
+    scraper = make_scraper(static("127.0.0.1:1", scheme="https", tls_config={"ca_file": str(missing)}))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "tls"
+    assert "tls_config cannot be loaded" in (result.reason or "")
+
+
+async def test_insecure_skip_verify_is_accepted(exporter, make_scraper):
+    exporter.body = b"jobs_total 1\n"
+    scraper = make_scraper(static(exporter.address, tls_config={"insecure_skip_verify": True}))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason  # plain http here: the setting only matters for https
+
+
+# Timing ----------------------------------------------------------------------------------------------------
+async def test_a_slow_scrape_never_overlaps_the_next_and_skipped_ticks_are_counted(
+    exporter, make_scraper, clock, redis, keys
+):
+    exporter.body = b"jobs_total 1\n"
+    exporter.hold()
+    scraper = make_scraper(static(exporter.address, scrape_interval="10s", scrape_timeout="10s"))
+    async with running(scraper):
+        await eventually(lambda: _ready(clock.sleepers == 1), what="the target's loop to wait for its tick")
+        await clock.advance(10)  # past the first tick, whatever its phase
+        await eventually(lambda: _ready(exporter.in_flight == 1), what="the first scrape to reach the target")
+        await clock.advance(35)  # three more ticks pass while the scrape hangs
+        assert len(exporter.requests) == 1
+        exporter.release()
+        await eventually(
+            lambda: _ready(metric(scraper, "tripwire_scrape_skipped_ticks_total", job="app") >= 3),
+            what="skipped ticks to be counted",
+        )
+        await eventually(lambda: _ready(clock.sleepers == 1), what="the loop to wait for its next tick")
+        await clock.advance(10)
+        await eventually(lambda: _count(redis, keys, 2), what="the next scrape on the stream")
+    assert len(exporter.requests) == 2
+    assert exporter.max_in_flight == 1
+
+
+async def test_targets_start_at_random_phases_spread_over_the_interval(
+    exporter, make_scraper, clock, redis, keys
+):
+    exporter.body = b"jobs_total 1\n"
+    shards = [{"targets": [exporter.address], "labels": {"shard": str(i)}} for i in range(20)]
+    scraper = make_scraper({"static_configs": shards, "scrape_interval": "1m"}, rng=random.Random(7))
+    assert len(scraper.targets) == 20
+    async with running(scraper):
+        await eventually(lambda: _ready(clock.sleepers == 20), what="every target's loop to wait")
+        await clock.advance(60)
+        await eventually(lambda: _count(redis, keys, 20), what="one scrape of every target")
+    starts = sorted(named(items, "up")[0]["timestamp"] for items in await batches(redis, keys))
+    assert len(set(starts)) == 20
+    assert starts[0] >= NOW and starts[-1] < NOW + 60
+    assert starts[-1] - starts[0] > 30  # spread over the interval, not bunched at its start
+
+
+async def _ready(condition: bool) -> bool:
+    return condition
+
+
+async def _count(redis: Redis, keys: Keys, n: int) -> bool:
+    return await redis.xlen(keys.metrics) >= n
+
+
+# Redis down ----------------------------------------------------------------------------------------------
+async def test_redis_down_is_counted_and_scraping_resumes_when_it_is_back(
+    private_redis: LocalRedisServer, exporter, make_scraper, clock, keys
+):
+    exporter.body = b"jobs_total 1\n"
+    client = Redis.from_url(private_redis.url, socket_timeout=2, socket_connect_timeout=2)
+    scraper = make_scraper(
+        static(exporter.address, scrape_interval="10s"), publisher=Publisher(client, 100_000, 1.0)
+    )
+    try:
+        private_redis.stop()
+        async with running(scraper) as task:
+            await eventually(lambda: _ready(clock.sleepers == 1), what="the loop to wait")
+            await clock.advance(10)
+            await eventually(
+                lambda: _ready(metric(scraper, "tripwire_scrape_publish_failures_total", job="app") == 1),
+                what="the failed publish to be counted",
+            )
+            await eventually(lambda: _ready(clock.sleepers == 1), what="the loop to carry on")
+            assert not task.done()
+            private_redis.start()
+
+            async def stored() -> bool:
+                if clock.sleepers == 1:
+                    await clock.advance(10)
+                return await client.xlen(keys.metrics) >= 1
+
+            await eventually(stored, timeout=20, what="a scrape stored once redis is back")
+            assert not task.done()
+        first_stored = (await client.xrange(keys.metrics))[0]
+        items = decode_entry(first_stored[1]).items
+        assert value_of(items, "up") == 1.0
+        assert value_of(items, "jobs_total") == 1.0
+    finally:
+        await client.aclose()
+
+
+# Wiring ----------------------------------------------------------------------------------------------------
+async def test_start_scraping_runs_in_the_service_and_closes_on_stop(
+    make_config, exporter, redis, keys, tmp_path
+):
+    exporter.body = b"jobs_total 1\n"
+    (tmp_path / "token").write_text("s3cret\n")
+    config = make_config(
+        base_dir=tmp_path,
+        scrape_configs=[
+            {
+                "job_name": "app",
+                "scrape_interval": "200ms",
+                "bearer_token_file": "token",  # relative to the config file's directory
+                "static_configs": [{"targets": [exporter.address]}],
+            }
+        ],
+    )
+    service = Service("collector", config, SystemClock())
+    publisher = Publisher(service.redis, config.streams.maxlen, config.collector.retry_after)
+    scraper = start_scraping(service, publisher)
+    assert scraper is not None
+    await service.start()
+    try:
+        await eventually(lambda: _count(redis, keys, 2), what="scrapes on the stream")
+        assert exporter.requests[0]["headers"]["Authorization"] == "Bearer s3cret"
+        assert scraper.status() == {"scrape_targets": 1, "scrape_targets_up": 1}
+        assert await service.problems() == []
+    finally:
+        await service.stop()
+    assert scraper._session is None or scraper._session.closed
+    (items, *_) = await batches(redis, keys)
+    assert value_of(items, "up") == 1.0
+
+
+def test_start_scraping_without_scrape_configs_does_nothing(make_config):
+    service = Service("collector", make_config(), SystemClock())
+    assert start_scraping(service, Publisher(service.redis, 1000, 1.0)) is None
+
+
+# Config validation ---------------------------------------------------------------------------------------
+def _load(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "tripwire.yml"
+    path.write_text(text)
+    return load_config(path, environ={})
+
+
+def _errors(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigErrors) as caught:
+        _load(tmp_path, text)
+    return [str(error) for error in caught.value.errors]
+
+
+def test_job_defaults_come_from_global(tmp_path):
+    config = _load(
+        tmp_path,
+        """
+global:
+  scrape_interval: 5s
+scrape_configs:
+  - job_name: inherits
+  - job_name: own
+    scrape_interval: 1m
+""",
+    )
+    inherits, own = config.scrape_configs
+    # Tripwire's global default timeout is 10s; Prometheus cuts it to a shorter interval.
+    assert (inherits.scrape_interval, inherits.scrape_timeout) == (5.0, 5.0)
+    assert (own.scrape_interval, own.scrape_timeout) == (60.0, 10.0)
+    assert (own.metrics_path, own.scheme, own.honor_labels) == ("/metrics", "http", False)
+    assert _load(tmp_path, "scrape_configs: [{job_name: x}]").scrape_configs[0].scrape_interval == 15.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "scrape_configs:\n  - job_name: a\n  - job_name: b\n  - job_name: a\n",
+            ":4:5: scrape_configs.2.job_name: found multiple scrape configs with job name 'a'",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 6s\n",
+            ":4:5: scrape_configs.0.scrape_timeout: scrape_timeout 6s is greater than scrape_interval 5s "
+            "for job 'a'",
+        ),
+        (
+            "global: {scrape_interval: 5s}\nscrape_configs:\n  - job_name: a\n    scrape_timeout: 6s\n",
+            ":4:5: scrape_configs.0.scrape_timeout: scrape_timeout 6s is greater than scrape_interval 5s",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets:\n"
+            "          - ok:9100\n          - http://host:9100/metrics\n",
+            ":6:13: scrape_configs.0.static_configs.0.targets.1: target 'http://host:9100/metrics' must be "
+            "host:port",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    bearer_token: abc\n",
+            ":3:5: scrape_configs.0.bearer_token: bearer_token must not be written in a config file: "
+            "secrets are read only from files",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    authorization:\n      credentials: abc\n",
+            ":4:7: scrape_configs.0.authorization.credentials: authorization.credentials must not be written",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - source_labels: [x]\n"
+            "        regex: '(unclosed'\n",
+            ":5:9: scrape_configs.0.relabel_configs.0.regex: invalid regex '(unclosed'",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    metric_relabel_configs:\n      - source_labels: [x]\n",
+            ":4:9: scrape_configs.0.metric_relabel_configs.0: relabel configuration for replace action "
+            "requires 'target_label' value",
+        ),
+        (
+            "scrape_configs:\n  - job_name: a\n    scheme: ftp\n",
+            ":3:5: scrape_configs.0.scheme: Input should be 'http' or 'https'",
+        ),
+        (
+            "scrape_configs:\n  - static_configs: []\n",
+            ":2:5: scrape_configs.0.job_name: required field is missing",
+        ),
+    ],
+)
+def test_invalid_scrape_configs_say_where_and_why(tmp_path, text: str, expected: str):
+    errors = _errors(tmp_path, text)
+    assert any(expected in error for error in errors), errors
+
+
+def test_scrape_configs_from_the_environment(monkeypatch):
+    config = load_config(
+        None,
+        environ={"TRIPWIRE_SCRAPE_CONFIGS": '[{"job_name": "x", "static_configs": [{"targets": ["h:1"]}]}]'},
+    )
+    assert config.scrape_configs[0].static_configs[0].targets == ["h:1"]

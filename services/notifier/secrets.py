@@ -13,6 +13,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from shared.config import read_secret_file
+from shared.yamlfile import ConfigError
+
 _ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?\}$")
 
 
@@ -42,12 +45,9 @@ def read_secret(value: str | None, file: Path | None, what: str) -> str:
     """The secret from `file` (stripped) or from `value` (expanded if it is an env reference)."""
     if file is not None:
         try:
-            text = file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(f"{what}_file: cannot read {file}: {exc.strerror or exc}") from None
-        if not text:
-            raise SecretError(f"{what}_file: {file} is empty")
-        return text
+            return read_secret_file(file, f"{what}_file")
+        except ConfigError as exc:
+            raise SecretError(str(exc)) from None
     if value is None:
         raise SecretError(f"{what}: not configured")
     return expand(value, what)

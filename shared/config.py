@@ -98,9 +98,11 @@ class CollectorConfig(Section):
         default=64, ge=1, description="appends waiting on Redis at once; past that, ingest answers 503"
     )
     max_labels: int = Field(default=64, ge=1, description="labels per sample or log event")
-    max_label_name_length: int = Field(default=256, ge=1)
-    max_label_value_length: int = Field(default=4096, ge=1)
-    max_name_length: int = Field(default=256, ge=1, description="metric names and log service names")
+    # At most the stream schema's own limits (shared/events.py), which the evaluator checks again: these can
+    # only tighten them, never promise more than the evaluator will take.
+    max_label_name_length: int = Field(default=200, ge=1, le=200)
+    max_label_value_length: int = Field(default=4096, ge=1, le=4096)
+    max_name_length: int = Field(default=200, ge=1, le=200, description="metric names and log service names")
     rate_limit: float = Field(
         default=0.0, ge=0, description="requests per second per ingest token (or client address); 0: off"
     )
@@ -261,8 +263,13 @@ def read_secret_file(path: Path, key: str) -> str:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
     if not value:
         raise ConfigError(f"{key}: {path} is empty")
+    if "\n" in value or "\r" in value:
+        # A secret goes into a header or a URL: a line break there is refused by the client, or worse.
+        raise ConfigError(f"{key}: {path} holds more than one line")
     return value
 
 

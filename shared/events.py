@@ -156,13 +156,22 @@ def fast_sample(item: Any) -> tuple[str, dict[str, str], float, bool, float | No
     return name, labels, float(value), kind == "increment", None if ts is None else float(ts)
 
 
+def _lower_level(value: str) -> str:
+    # Checked again after lowercasing, which can lengthen a string ("İ" is two characters lowered): what is
+    # stored must pass this same schema when the evaluator reads it back.
+    lowered = value.lower()
+    if len(lowered) > 32:
+        raise ValueError("level is longer than 32 characters once lower-cased")
+    return lowered
+
+
 class LogEvent(BaseModel):
     """One log event; every event counts into `log_events_total{service, level, ...labels}`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     service: Annotated[str, Field(strict=True, min_length=1, max_length=MAX_LABEL_VALUE_LENGTH)]
-    level: Annotated[str, Field(strict=True, min_length=1, max_length=32), AfterValidator(str.lower)]
+    level: Annotated[str, Field(strict=True, min_length=1, max_length=32), AfterValidator(_lower_level)]
     message: Annotated[str, Field(strict=True, max_length=65536)] = ""
     labels: Labels = Field(default_factory=dict)
     timestamp: Timestamp = None

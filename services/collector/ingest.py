@@ -385,7 +385,9 @@ def _accept_logs(items: list[Any], check: _Check) -> list[dict[str, Any]]:
                 type(service) is str
                 and 0 < len(service) <= max_service
                 and type(level) is str
-                and 0 < len(level) <= _MAX_LEVEL_LENGTH  # measured before lowercasing, as the schema does
+                and 0 < len(level) <= _MAX_LEVEL_LENGTH
+                and len(level.lower())
+                <= _MAX_LEVEL_LENGTH  # lowercasing can lengthen (İ -> i̇), as the schema checks
                 and type(message) is str
                 and len(message) <= _MAX_MESSAGE_LENGTH
                 and type(labels) is dict

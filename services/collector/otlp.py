@@ -14,6 +14,7 @@ the JSON API's (`validate_items`), and an accepted request is one batch on its s
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -205,6 +206,31 @@ class _Receiver:
         token = service.config.ingest_token
         self.expected = f"Bearer {token.get_secret_value()}".encode() if token is not None else None
 
+    def _process(self, body: bytes, encoding: str, signal: _Signal, now: float) -> _Outcome:
+        """Decode, map and validate one request (runs in a worker thread)."""
+        message = _decode(body, encoding, signal)
+        estimate = _items_in(message, signal.name)
+        if estimate > self.config.max_items:
+            raise _Refused(
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request maps to {estimate} {signal.spec.noun} or more (a histogram point is one per bucket "
+                f"plus _sum and _count); the limit is {self.config.max_items} per request "
+                "(collector.max_items): send smaller batches (e.g. the exporter's max_export_batch_size)",
+            )
+        mapping = signal.mapper(message, now, self.limits, self.options)
+        total = sum(len(point.items) for point in mapping.points)
+        if total > self.config.max_items:
+            raise _Refused(
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request maps to {total} {signal.spec.noun}; the limit is {self.config.max_items} per "
+                "request (collector.max_items): send smaller batches",
+            )
+        outcome = _validate(signal.spec, mapping, now, self.config, self.ingest_limits)
+        outcome.skipped = mapping.skipped
+        return outcome
+
     def handler(self, signal: _Signal) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             started = time.perf_counter()
@@ -252,19 +278,10 @@ class _Receiver:
             raise _Refused(413, RESOURCE_EXHAUSTED, str(exc)) from None
         except BadBody as exc:
             raise _Refused(400, INVALID_ARGUMENT, str(exc)) from None
-        message = _decode(body, encoding, signal)
         now = self.service.clock.now()
-        mapping = signal.mapper(message, now, self.limits, self.options)
-        total = sum(len(point.items) for point in mapping.points)
-        if total > self.config.max_items:
-            raise _Refused(
-                413,
-                RESOURCE_EXHAUSTED,
-                f"request maps to {total} {signal.spec.noun} (a histogram point is one per bucket plus "
-                f"_sum and _count); the limit is {self.config.max_items} per request (collector.max_items): "
-                "send smaller batches (e.g. the exporter's max_export_batch_size)",
-            )
-        outcome = _validate(signal.spec, mapping, now, self.config, self.ingest_limits)
+        # Decoding, mapping and validating a 5 MB request is CPU work of seconds: off the event loop, so
+        # other requests and health checks are answered meanwhile.
+        outcome = await asyncio.to_thread(self._process, body, encoding, signal, now)
         points = self.metrics.points
         if outcome.points == 0 and outcome.rejected:
             points.labels(signal.name, "rejected").inc(outcome.rejected)
@@ -298,7 +315,7 @@ class _Receiver:
         # Counted once the answer is final: a 503 is retried, and its points would count twice.
         points.labels(signal.name, "accepted").inc(outcome.points)
         points.labels(signal.name, "rejected").inc(outcome.rejected)
-        points.labels(signal.name, "skipped").inc(mapping.skipped)
+        points.labels(signal.name, "skipped").inc(outcome.skipped)
         return _message_response(
             signal.response(outcome.rejected, _partial_message(outcome, signal)), encoding
         )
@@ -359,6 +376,28 @@ class _Outcome:
     rejected: int
     reasons: list[tuple[str, str]]  # (which point, why), the first LISTED_REASONS
     warnings: dict[str, int]
+    skipped: int = 0  # points with no recorded value: neither stored nor rejected
+
+
+def _items_in(message: ProtoMessage, signal_name: str) -> int:
+    """How many stream items a request will map to at least, counted on the decoded message before any
+    mapping (a small body can describe millions: empty log records, histograms with huge bucket lists)."""
+    total = 0
+    if signal_name == "logs":
+        for resource in message.resource_logs:  # type: ignore[attr-defined]
+            total += sum(len(scope.log_records) for scope in resource.scope_logs)
+        return total
+    for resource in message.resource_metrics:  # type: ignore[attr-defined]
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                kind = metric.WhichOneof("data")
+                if kind == "histogram":
+                    total += sum(len(p.explicit_bounds) + 3 for p in metric.histogram.data_points)
+                elif kind == "summary":
+                    total += sum(len(p.quantile_values) + 2 for p in metric.summary.data_points)
+                elif kind is not None:
+                    total += len(getattr(metric, kind).data_points)
+    return total
 
 
 def _validate(

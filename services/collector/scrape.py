@@ -258,14 +258,18 @@ class Scraper:
         interval = target.interval
         job = target.job.job_name
         due = self.clock.now() + self._rng.uniform(0, interval)
+        refused = 0  # scrapes in a row that Redis did not take
         while True:
             await self.clock.sleep_until(due)
             try:
-                await self.scrape_once(target)
+                result = await self.scrape_once(target)
             except Exception:
                 # A bug must cost one scrape, not the target's loop.
                 log.exception("scrape failed unexpectedly", extra={"job": job, "target": target.url})
-            due += interval
+            else:
+                refused = refused + 1 if result.publish_error else 0
+            # Back off while Redis refuses: 2, 4, then 8 intervals between scrapes, not every interval.
+            due += interval * (min(2**refused, 8) if refused else 1)
             now = self.clock.now()
             if due < now:
                 # This scrape ran past one or more ticks: skip them rather than run two at once.
@@ -301,18 +305,37 @@ class Scraper:
         began = time.monotonic()
         parsed = _Parsed()
         try:
-            body, content_type = await self._fetch(target)
-            result.protocol = protocol_for(content_type, job.fallback_scrape_protocol)
-            parsed = await asyncio.to_thread(
-                parse_scrape, body, result.protocol, target, result.started_at, self._sample_limit(job)
-            )
+            # One deadline for fetch and parse: a gzip bomb or a huge body must not stay "up" past
+            # scrape_timeout (the parse thread is not stopped, but its result is no longer waited for).
+            async with asyncio.timeout(target.timeout):
+                body, content_type = await self._fetch(target)
+                result.protocol = protocol_for(content_type, job.fallback_scrape_protocol)
+                parsed = await asyncio.to_thread(
+                    parse_scrape, body, result.protocol, target, result.started_at, self._sample_limit(job)
+                )
             if parsed.failure is not None:
                 raise parsed.failure
         except ScrapeFailed as exc:
             result.outcome, result.reason = exc.outcome, exc.reason
+        except TimeoutError:
+            parsed = _Parsed()
+            result.outcome = "timeout"
+            result.reason = (
+                f"no complete, parsed response within {format_duration(target.timeout)} (scrape_timeout)"
+            )
+        except Exception as exc:
+            # Whatever else (a credentials file aiohttp refuses, a relabelled address yarl cannot use):
+            # still `up 0` with a reason, so `up == 0` alerts fire.
+            parsed = _Parsed()
+            result.outcome, result.reason = "error", f"{type(exc).__name__}: {exc}"
         result.duration = time.monotonic() - began
         result.samples_scraped, result.samples_post_relabel = parsed.scraped, parsed.post_relabel
         items = parsed.items if result.up else []
+        reserved = [i for i in items if i["name"] in REPORT_SERIES]
+        if reserved:
+            # An exporter's own `up` or `scrape_*` would sit beside ours under the same labels and time.
+            items = [i for i in items if i["name"] not in REPORT_SERIES]
+            parsed.dropped["reserved_name"] += len(reserved)
         items.extend(_report(target, result))
         accepted, invalid, first_reason = await asyncio.to_thread(self._validated, items, self.clock.now())
         if invalid:
@@ -449,9 +472,14 @@ class Scraper:
 
 
 # Fetching ---------------------------------------------------------------------------------------------------
+# With no body_size_limit configured, still this much at most: one scrape is one stream entry, and a runaway
+# exporter (or a gzip bomb, decompressed as it is read) must not take the collector's memory.
+MAX_SCRAPE_BODY = 256 * 1024 * 1024
+
+
 async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
     if limit <= 0:
-        return await response.read()
+        limit = MAX_SCRAPE_BODY
     if response.content_length is not None and response.content_length > limit:
         raise ScrapeFailed("body_size_limit", _too_large(limit))
     chunks: list[bytes] = []

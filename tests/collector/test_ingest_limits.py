@@ -410,3 +410,18 @@ async def test_otlp_shares_the_json_apis_rate_limit_and_answers_429_with_retry_a
         )
         assert second.status == 429 and int(second.headers["Retry-After"]) >= 1
     await service.redis.aclose()
+
+
+async def test_a_level_longer_once_lower_cased_is_refused(make_config, redis, keys):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.collector.app import build
+
+    service = build(make_config())
+    async with TestClient(TestServer(service.web)) as client:
+        event = {"service": "checkout", "level": "İ" * 20, "message": "x"}  # 20 chars, 40 once lowered
+        response = await client.post("/api/v1/logs", json={"logs": [event]})
+        assert response.status == 400
+        assert "once lower-cased" in await response.text()
+    assert await redis.xlen(keys.logs) == 0
+    await service.redis.aclose()

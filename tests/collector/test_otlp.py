@@ -774,3 +774,22 @@ def test_log_levels_and_limits():
     # A clash with the event's own fields is renamed like a target-label clash.
     mapping = map_logs(logs_request(record(service="svc")), NOW, LIMITS, OtlpOptions())
     assert mapping.points[0].items[0]["labels"]["exported_service"] == "svc"
+
+
+async def test_a_small_body_describing_many_items_is_refused_before_it_is_expanded(make_config):
+    """200,000 empty log records fit in a few hundred KB: counted on the decoded message, refused with 413
+    before any mapping (which would take seconds and gigabytes at scale)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.collector.app import build
+
+    scope = ScopeLogs(log_records=[LogRecord() for _ in range(200_000)])
+    body = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[scope])]).SerializeToString()
+    service = build(make_config())
+    async with TestClient(TestServer(service.web)) as client:
+        response = await client.post(
+            "/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
+        )
+        assert response.status == 413
+        assert "200000 log events or more" in status_of(await response.read())[0].message
+    await service.redis.aclose()

@@ -843,3 +843,34 @@ def test_scrape_configs_from_the_environment(monkeypatch):
         environ={"TRIPWIRE_SCRAPE_CONFIGS": '[{"job_name": "x", "static_configs": [{"targets": ["h:1"]}]}]'},
     )
     assert config.scrape_configs[0].static_configs[0].targets == ["h:1"]
+
+
+async def test_an_exporters_own_up_is_dropped_not_published_beside_ours(exporter, make_scraper, redis, keys):
+    exporter.body = b"# TYPE up gauge\nup 5\njobs_total 1\n"
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    (items,) = await batches(redis, keys)
+    assert [i["value"] for i in named(items, "up")] == [1.0]
+    assert result.dropped.get("reserved_name") == 1
+
+
+async def test_any_other_failure_still_publishes_up_0_with_the_reason(exporter, make_scraper, redis, keys):
+    """An address relabelled into something the HTTP client cannot use: no crash, no missing `up`."""
+    exporter.body = b"jobs_total 1\n"
+    relabel = [{"target_label": "__address__", "replacement": "localhost:99999"}]
+    scraper = make_scraper(static(exporter.address, relabel_configs=relabel))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert not result.up and result.reason
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "up") == 0.0
+
+
+async def test_a_secret_file_of_several_lines_is_refused_with_a_reason(
+    exporter, make_scraper, tmp_path: Path
+):
+    token = tmp_path / "token"
+    token.write_text("line one\nline two\n")
+    scraper = make_scraper(static(exporter.address, authorization={"credentials_file": str(token)}))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "credentials" and "more than one line" in (result.reason or "")
+    assert exporter.requests == []

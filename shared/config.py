@@ -225,10 +225,14 @@ class Config(Section):
     notifier: NotifierConfig = Field(default_factory=NotifierConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     ingest_token_file: Path | None = None
+    # One line per client: `<name> <token>` (blank lines and # comments allowed). Each client gets its own
+    # ingest rate-limit budget, and its name (never its token) in logs.
+    ingest_tokens_file: Path | None = None
     admin_token_file: Path | None = None
     slack_signing_secret_file: Path | None = None
     # Only from the environment (a literal in YAML is refused before validation).
     ingest_token: SecretStr | None = None
+    ingest_tokens: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)  # from ingest_tokens_file
     admin_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
 
@@ -340,7 +344,7 @@ def _refuse_literal_secrets(doc: Document) -> list[ConfigError]:
             (key,),
             f"{key} must not be written in a config file: set {ENV_PREFIX}{key.upper()} or {key}_file",
         )
-        for key in _SECRET_KEYS
+        for key in (*_SECRET_KEYS, "ingest_tokens")
         if key in data
     ]
     redis = data.get("redis")
@@ -428,6 +432,40 @@ def _resolve_paths_and_secrets(config: Config) -> None:
             setattr(config, file_key, file_path)
             if getattr(config, key) is None:
                 setattr(config, key, SecretStr(read_secret_file(file_path, file_key)))
+    if config.ingest_tokens_file is not None:
+        config.ingest_tokens_file = config.resolve(config.ingest_tokens_file)
+        config.ingest_tokens = read_token_file(config.ingest_tokens_file)
+
+
+def read_token_file(path: Path) -> dict[str, SecretStr]:
+    """`<name> <token>` per line; errors name the line, never the token."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"ingest_tokens_file: cannot read {path}: {exc}") from None
+    tokens: dict[str, SecretStr] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, _, token = text.partition(" ")
+        token = token.strip()
+        if not token or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", name):
+            raise ConfigError(f"{path}:{number}: expected `<name> <token>` with a name of [A-Za-z0-9_.:-]")
+        if name in tokens:
+            raise ConfigError(f"{path}:{number}: client {name!r} is listed twice")
+        tokens[name] = SecretStr(token)
+    if not tokens:
+        raise ConfigError(f"ingest_tokens_file: {path} lists no tokens")
+    return tokens
+
+
+def ingest_credentials(config: Config) -> dict[str, SecretStr]:
+    """Every accepted ingest token by client name (`ingest_token` is the client "default")."""
+    tokens = dict(config.ingest_tokens)
+    if config.ingest_token is not None:
+        tokens.setdefault("default", config.ingest_token)
+    return tokens
 
 
 def rule_file_paths(config: Config) -> list[Path]:

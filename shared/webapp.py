@@ -29,24 +29,40 @@ def error_response(
     )
 
 
-def require_token(token: SecretStr | None, realm: str) -> Callable[[Handler], Handler]:
-    """Wrap a handler so it needs `Authorization: Bearer <token>` when a token is configured."""
+# The name of the client whose token a request carried (set by require_token; never the token itself).
+CLIENT = web.RequestKey("tripwire_client", str)
+
+
+def token_client(authorization: str, tokens: dict[str, SecretStr]) -> str | None:
+    """Which client's token an `Authorization` header carries (None: none of them). Every token is compared
+    in constant time, so neither a token nor which one matched leaks through timing."""
+    given = authorization.encode()
+    found = None
+    for name, token in tokens.items():
+        if hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
+            found = name
+    return found
+
+
+def require_token(token: SecretStr | dict[str, SecretStr] | None, realm: str) -> Callable[[Handler], Handler]:
+    """Wrap a handler so it needs `Authorization: Bearer <token>` when a token is configured (or one of
+    several clients' tokens: the request then carries the client's name as `request[CLIENT]`)."""
 
     def decorate(handler: Handler) -> Handler:
-        if token is None:
+        tokens = token if isinstance(token, dict) else ({"default": token} if token is not None else {})
+        if not tokens:
             return handler
-        expected = f"Bearer {token.get_secret_value()}".encode()
 
         async def checked(request: web.Request) -> web.StreamResponse:
-            given = request.headers.get("Authorization", "").encode()
-            # Constant-time comparison: the token must not leak through response timing.
-            if not hmac.compare_digest(given, expected):
+            client = token_client(request.headers.get("Authorization", ""), tokens)
+            if client is None:
                 return error_response(
                     401,
                     "unauthorized",
                     f"a valid bearer token is required for the {realm} API",
                     headers={"WWW-Authenticate": f'Bearer realm="{realm}"'},
                 )
+            request[CLIENT] = client
             return await handler(request)
 
         return checked

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
 from services.collector.publish import Publisher, Unavailable
 from services.collector.rate_limit import rate_limiter_for
+from shared.config import ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
 from shared.webapp import BadBody, BodyTooLarge, error_response, json_response, read_body, require_token
@@ -65,7 +66,7 @@ def add_routes(service: Service, publisher: Publisher) -> None:
     config = service.config
     keys = Keys(config.redis.prefix)
     metrics = IngestMetrics(service.registry)
-    auth = require_token(config.ingest_token, "ingest")
+    auth = require_token(ingest_credentials(config), "ingest")
     limiter = rate_limiter_for(service)
     # One instance for the service's lifetime: it caches the names it has seen valid under these limits.
     limits = limits_from(config)

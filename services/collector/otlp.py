@@ -15,7 +15,6 @@ the JSON API's (`validate_items`), and an accepted request is one batch on its s
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -63,10 +62,10 @@ from services.collector.otlp_metrics import (
 )
 from services.collector.publish import Publisher, Unavailable
 from services.collector.rate_limit import rate_limiter_for
-from shared.config import CollectorConfig
+from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import BadBody, BodyTooLarge, read_body
+from shared.webapp import CLIENT, BadBody, BodyTooLarge, read_body, token_client
 
 __all__ = ["OtlpOptions", "add_otlp_routes"]
 
@@ -203,8 +202,7 @@ class _Receiver:
         self.ingest_limits = limits_from(self.config)  # one object per config: the fast path relies on it
         self.rate_limiter = rate_limiter_for(service)  # shared with the JSON API: one budget per client
         self.metrics = OtlpMetrics(service.registry)
-        token = service.config.ingest_token
-        self.expected = f"Bearer {token.get_secret_value()}".encode() if token is not None else None
+        self.tokens = ingest_credentials(service.config)
 
     def _process(self, body: bytes, encoding: str, signal: _Signal, now: float) -> _Outcome:
         """Decode, map and validate one request (runs in a worker thread)."""
@@ -248,15 +246,16 @@ class _Receiver:
     async def _export(self, request: web.Request, signal: _Signal, encoding: str | None) -> web.Response:
         # The JSON ingest's token, checked here rather than with shared.webapp.require_token so that the 401
         # is an OTLP Status in the request's encoding. Constant-time: the token must not leak through timing.
-        if self.expected is not None and not hmac.compare_digest(
-            request.headers.get("Authorization", "").encode(), self.expected
-        ):
+        client = token_client(request.headers.get("Authorization", ""), self.tokens) if self.tokens else None
+        if self.tokens and client is None:
             raise _Refused(
                 401,
                 UNAUTHENTICATED,
                 "a valid bearer token is required for the ingest API",
                 headers={"WWW-Authenticate": 'Bearer realm="ingest"'},
             )
+        if client is not None:
+            request[CLIENT] = client  # the rate limiter's key
         limited = self.rate_limiter.check(request)  # before the body is read: cheap to refuse
         if limited is not None:
             raise _Refused(

@@ -28,8 +28,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.clock import Clock
+from shared.config import ingest_credentials
 from shared.service import Service
-from shared.webapp import error_response
+from shared.webapp import CLIENT, error_response
 
 DEFAULT_MAX_CLIENTS = 10_000
 
@@ -120,9 +121,9 @@ class RateLimiter:
         """Whose budget `request` spends: its bearer token when ingest takes tokens, else its peer address.
         (Behind a proxy every client shares the proxy's address; put the limit on the proxy there.)"""
         if self.by_token:
-            authorization = request.headers.get("Authorization")
-            if authorization:
-                return "token:" + authorization
+            client = request.get(CLIENT)  # set by the token check: the client's name, never its token
+            if client:
+                return "client:" + str(client)
         return "address:" + (request.remote or "")
 
     def check(self, request: web.Request) -> web.Response | None:
@@ -159,7 +160,7 @@ def rate_limiter_for(service: Service) -> RateLimiter:
             collector.rate_limit,
             collector.rate_limit_burst,
             service.clock,
-            by_token=service.config.ingest_token is not None,
+            by_token=bool(ingest_credentials(service.config)),
             registry=service.registry,
         )
         app[_LIMITER] = limiter

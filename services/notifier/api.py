@@ -122,7 +122,9 @@ class V2Api:
         """Serve a reloaded routing config."""
         self.inhibitor, self.tree, self.receivers, self.config_text = inhibitor, tree, receivers, config_text
 
-    def register(self, app: web.Application, admin: SecretStr | None, ingest: SecretStr | None) -> None:
+    def register(
+        self, app: web.Application, admin: SecretStr | None, ingest: SecretStr | dict[str, SecretStr] | None
+    ) -> None:
         admin_only, ingest_only = require_token(admin, "admin"), require_token(ingest, "ingest")
         app.router.add_get("/api/v2/alerts", self.list_alerts)
         app.router.add_post("/api/v2/alerts", ingest_only(self.post_alerts))

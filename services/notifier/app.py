@@ -41,7 +41,7 @@ from services.notifier.slack_actions import SlackActions
 from shared.alerts import Alert
 from shared.clock import Clock, SystemClock
 from shared.codec import PoisonEntry, decode_entry
-from shared.config import Config
+from shared.config import Config, ingest_credentials
 from shared.consumers import Acker, EntriesFailed, Entry
 from shared.flag_store import FlagStore
 from shared.reloading import ReloadMetrics
@@ -298,7 +298,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     api = V2Api(
         silences, alert_store, inhibitor, dispatcher.tree, names, publish, clock, shown_config(routing)
     )
-    api.register(service.web, config.admin_token, config.ingest_token)
+    api.register(service.web, config.admin_token, ingest_credentials(config))
     app = NotifierApp(service, dispatcher, [i for r in receivers.values() for i in r.integrations])
     register_kill_switch(service, config, app, deps, flag_store)
     service.consume(keys.alerts, NOTIFIER_GROUP, app.handle)

@@ -30,6 +30,7 @@ from services.collector.rate_limit import RateLimiter
 from shared.clock import FakeClock
 from shared.config import CollectorConfig, Config
 from shared.streams import Keys
+from shared.webapp import CLIENT
 
 NOW = 1_763_800_000.0
 TIGHT = IngestLimits(max_labels=3, max_label_name_length=10, max_label_value_length=10, max_name_length=10)
@@ -316,7 +317,10 @@ def request(address: str = "10.0.0.1", token: str | None = None) -> web.Request:
         (address, 40000) if key == "peername" else default
     )
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return make_mocked_request("POST", "/api/v1/metrics", headers=headers, transport=transport)
+    made = make_mocked_request("POST", "/api/v1/metrics", headers=headers, transport=transport)
+    if token:
+        made[CLIENT] = token  # what the token check sets: the client's name
+    return made
 
 
 def test_each_token_has_its_own_bucket():
@@ -425,3 +429,53 @@ async def test_a_level_longer_once_lower_cased_is_refused(make_config, redis, ke
         assert "once lower-cased" in await response.text()
     assert await redis.xlen(keys.logs) == 0
     await service.redis.aclose()
+
+
+async def test_each_client_of_ingest_tokens_file_has_its_own_budget(make_config, tmp_path):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.collector.app import build
+    from shared.config import read_token_file
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# client token\nbilling s3cret-billing\ncheckout s3cret-checkout\n")
+    config = make_config(collector={"rate_limit": 1, "rate_limit_burst": 1})
+    config.ingest_tokens = read_token_file(tokens)
+    service = build(config)
+    async with TestClient(TestServer(service.web)) as client:
+
+        async def post(token: str) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with client.post("/api/v1/metrics", json={"samples": []}, headers=headers) as response:
+                return response.status
+
+        assert await post("s3cret-billing") == 202
+        assert await post("s3cret-billing") == 429  # billing spent its burst
+        assert await post("s3cret-checkout") == 202  # checkout has its own
+        assert await post("not-a-token") == 401
+    await service.redis.aclose()
+
+
+def test_ingest_tokens_file_errors_name_the_line_never_the_token(tmp_path):
+    from shared.config import read_token_file
+    from shared.yamlfile import ConfigError
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("billing s3cret-one\nbilling s3cret-two\n")
+    with pytest.raises(ConfigError) as caught:
+        read_token_file(tokens)
+    assert f"{tokens}:2" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+def test_ingest_tokens_come_from_their_file_never_from_the_config(tmp_path):
+    from shared.config import load_config
+    from shared.yamlfile import ConfigErrors
+
+    (tmp_path / "tokens").write_text("billing s3cret\n")
+    (tmp_path / "tripwire.yml").write_text("ingest_tokens_file: tokens\n")
+    config = load_config(tmp_path / "tripwire.yml", environ={})
+    assert config.ingest_tokens["billing"].get_secret_value() == "s3cret"
+    (tmp_path / "bad.yml").write_text("ingest_tokens:\n  billing: s3cret\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path / "bad.yml", environ={})
+    assert "ingest_tokens must not be written in a config file" in str(caught.value)

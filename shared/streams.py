@@ -114,3 +114,44 @@ async def append_batch(
     fields = await encode_batch(kind, items_json, correlation_id)
     entry_id = await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+# Append unless this idempotency key was used: the key lives beside the stream (same hash tag, same slot)
+# and remembers the entry id, so a retry of a request whose answer was lost gets the same entry back.
+_APPEND_ONCE = """
+local existing = redis.call('GET', KEYS[2])
+if existing then
+  return {0, existing}
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[3])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[4])
+return {1, id}
+"""
+
+
+async def append_batch_once(
+    redis: Redis,
+    stream: str,
+    kind: str,
+    items_json: bytes,
+    correlation_id: str,
+    idempotency_key: str,
+    maxlen: int,
+    remember_for: int = 3600,
+) -> tuple[str, bool]:
+    """Like append_batch, but at most once per `idempotency_key` within `remember_for` seconds (one round
+    trip, atomic). Returns the entry id and whether this call appended it (False: a replay)."""
+    fields = await encode_batch(kind, items_json, correlation_id)
+    [(field, value)] = fields.items()
+    appended, entry_id = await redis.eval(
+        _APPEND_ONCE,
+        2,
+        stream,
+        f"{stream}:request:{idempotency_key}",
+        maxlen,
+        field,
+        value,
+        remember_for,
+    )
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return text, bool(appended)

@@ -20,7 +20,15 @@ from services.collector.rate_limit import rate_limiter_for
 from shared.config import ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import BadBody, BodyTooLarge, error_response, json_response, read_body, require_token
+from shared.webapp import (
+    CLIENT,
+    BadBody,
+    BodyTooLarge,
+    error_response,
+    json_response,
+    read_body,
+    require_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +121,14 @@ def add_routes(service: Service, publisher: Publisher) -> None:
             return json_response({"status": "success", "accepted": 0}, 202)
         # A caller's request id travels with the batch (for tracing) if it is a sane token; else we make one.
         given = request.headers.get("X-Request-Id", "")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        sane = _REQUEST_ID.fullmatch(given) is not None
+        request_id = given if sane else uuid.uuid4().hex
+        # A caller's request id is also its idempotency key (per client): a retried request is stored once.
+        once = f"{request.get(CLIENT, 'anonymous')}:{given}" if sane else None
         try:
-            entry_id = await publisher.publish(stream, spec.kind, accepted.items_json, request_id)
+            entry_id = await publisher.publish(
+                stream, spec.kind, accepted.items_json, request_id, idempotency_key=once
+            )
         except Unavailable as exc:
             return unavailable_response(exc)
         metrics.items.labels(path).inc(accepted.count)

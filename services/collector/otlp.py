@@ -292,12 +292,19 @@ class _Receiver:
                 violations=outcome.reasons,
             )
         if outcome.accepted.count:
-            # The caller's request id travels with the batch (for tracing) if it is a sane token.
+            # The caller's request id travels with the batch (for tracing) if it is a sane token, and is its
+            # idempotency key (per client): a retry whose first answer was lost is stored once.
             given = request.headers.get("X-Request-Id", "")
-            request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+            sane = _REQUEST_ID.fullmatch(given) is not None
+            request_id = given if sane else uuid.uuid4().hex
+            once = f"{request.get(CLIENT, 'anonymous')}:{given}" if sane else None
             try:
                 await self.publisher.publish(
-                    signal.stream, signal.spec.kind, outcome.accepted.items_json, request_id
+                    signal.stream,
+                    signal.spec.kind,
+                    outcome.accepted.items_json,
+                    request_id,
+                    idempotency_key=once,
                 )
             except Unavailable as exc:
                 raise _Refused(

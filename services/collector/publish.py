@@ -14,7 +14,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.streams import append_batch
+from shared.streams import append_batch, append_batch_once
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,18 @@ class Publisher:
         self.queue_wait = queue_wait
         self._slots = asyncio.Semaphore(max_in_flight)
 
-    async def publish(self, stream: str, kind: str, items_json: bytes, request_id: str) -> str:
-        """Append one batch; returns its entry id. Raises Unavailable (nothing stored)."""
+    async def publish(
+        self,
+        stream: str,
+        kind: str,
+        items_json: bytes,
+        request_id: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Append one batch; returns its entry id. Raises Unavailable (nothing stored, as far as we know).
+        With an `idempotency_key` (the caller's X-Request-Id, scoped to the client), a retry of a request
+        whose answer was lost (a timeout after Redis wrote it) gets the same entry, not a second one."""
         try:
             async with asyncio.timeout(self.queue_wait):
                 await self._slots.acquire()
@@ -47,6 +57,11 @@ class Publisher:
                 "events were not stored: redis is slow (too many appends waiting)", self.retry_after
             ) from None
         try:
+            if idempotency_key is not None:
+                entry_id, _ = await append_batch_once(
+                    self.redis, stream, kind, items_json, request_id, idempotency_key, self.maxlen
+                )
+                return entry_id
             return await append_batch(self.redis, stream, kind, items_json, request_id, self.maxlen)
         except RedisError as exc:
             log.warning("redis unavailable; refusing ingest", extra={"error": str(exc), "stream": stream})

@@ -479,3 +479,29 @@ def test_ingest_tokens_come_from_their_file_never_from_the_config(tmp_path):
     with pytest.raises(ConfigErrors) as caught:
         load_config(tmp_path / "bad.yml", environ={})
     assert "ingest_tokens must not be written in a config file" in str(caught.value)
+
+
+async def test_a_retried_request_with_the_same_request_id_is_stored_once(make_config, redis, keys):
+    """A client that lost the answer (a timeout after Redis wrote the batch) retries with the same
+    X-Request-Id: the same entry comes back, increments are not counted twice. Scoped per client."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.collector.app import build
+
+    service = build(make_config())
+    body = {"samples": [{"name": "jobs_total", "labels": {}, "value": 1, "kind": "increment"}]}
+    async with TestClient(TestServer(service.web)) as client:
+
+        async def post(request_id: str | None) -> str:
+            headers = {"X-Request-Id": request_id} if request_id else {}
+            async with client.post("/api/v1/metrics", json=body, headers=headers) as response:
+                assert response.status == 202
+                return (await response.json())["entry"]
+
+        first = await post("batch-0001")
+        assert await post("batch-0001") == first
+        assert await redis.xlen(keys.metrics) == 1
+        await post(None)
+        await post(None)  # no request id: no promise, two entries
+        assert await redis.xlen(keys.metrics) == 3
+    await service.redis.aclose()

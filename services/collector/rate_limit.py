@@ -20,6 +20,7 @@ Every ingest route shares one limiter per service, so a client's budget covers t
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ class RateLimiter:
             client = request.get(CLIENT)  # set by the token check: the client's name, never its token
             if client:
                 return "client:" + str(client)
-        return "address:" + (request.remote or "")
+        return "address:" + client_network(request.remote or "")
 
     def check(self, request: web.Request) -> web.Response | None:
         """None if `request` may proceed, else the 429 response to send. Call it before reading the body."""
@@ -165,3 +166,17 @@ def rate_limiter_for(service: Service) -> RateLimiter:
         )
         app[_LIMITER] = limiter
     return limiter
+
+
+def client_network(address: str) -> str:
+    """The unit a client address is limited by: the IPv4 address, or the IPv6 /64 (one host holds a whole
+    /64 and could otherwise take a fresh burst from every address in it)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -505,3 +505,12 @@ async def test_a_retried_request_with_the_same_request_id_is_stored_once(make_co
         await post(None)  # no request id: no promise, two entries
         assert await redis.xlen(keys.metrics) == 3
     await service.redis.aclose()
+
+
+def test_ipv6_clients_share_a_budget_per_64_and_mapped_ipv4_is_its_ipv4():
+    from services.collector.rate_limit import client_network
+
+    assert client_network("2001:db8:1:2::1") == client_network("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_network("2001:db8:1:3::1") != client_network("2001:db8:1:2::1")
+    assert client_network("::ffff:10.0.0.1") == client_network("10.0.0.1") == "10.0.0.1"
+    assert client_network("not-an-address") == "not-an-address"

@@ -77,6 +77,7 @@ class RedisRuntime:
     url: str
     kind: str  # "external", "redis-server", "embedded"
     stop: Callable[[], None] = lambda: None
+    directory: Path | None = None  # where a spawned redis-server keeps its AOF
 
 
 def _redis_explicitly_configured(config_path: Path | None) -> bool:
@@ -118,7 +119,7 @@ def _spawn_redis_server(binary: str, directory: Path) -> RedisRuntime:
         except subprocess.TimeoutExpired:
             process.kill()
 
-    return RedisRuntime(url, "redis-server", stop)
+    return RedisRuntime(url, "redis-server", stop, directory)
 
 
 @dataclass
@@ -253,7 +254,7 @@ class Supervisor:
     def _banner(self) -> None:
         redis_note = {
             "external": f"Redis at {self.redis.url}",
-            "redis-server": f"redis-server at {self.redis.url} (AOF in .tripwire/redis)",
+            "redis-server": f"redis-server at {self.redis.url} (AOF in {self.redis.directory})",
             "embedded": f"EMBEDDED Redis emulation at {self.redis.url} (nothing persists)",
         }[self.redis.kind]
         say("tripwire", f"up: {redis_note}")

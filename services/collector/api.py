@@ -7,21 +7,18 @@ read), then the body's size, then validation; only a batch valid as a whole is p
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
-from services.collector.publish import Publisher, Unavailable
+from services.collector.publish import Publisher, Unavailable, request_identity
 from services.collector.rate_limit import rate_limiter_for
 from shared.config import ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
 from shared.webapp import (
-    CLIENT,
     BadBody,
     BodyTooLarge,
     error_response,
@@ -31,8 +28,6 @@ from shared.webapp import (
 )
 
 log = logging.getLogger(__name__)
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 class IngestMetrics:
@@ -119,12 +114,7 @@ def add_routes(service: Service, publisher: Publisher) -> None:
             )
         if accepted.count == 0:
             return json_response({"status": "success", "accepted": 0}, 202)
-        # A caller's request id travels with the batch (for tracing) if it is a sane token; else we make one.
-        given = request.headers.get("X-Request-Id", "")
-        sane = _REQUEST_ID.fullmatch(given) is not None
-        request_id = given if sane else uuid.uuid4().hex
-        # A caller's request id is also its idempotency key (per client): a retried request is stored once.
-        once = f"{request.get(CLIENT, 'anonymous')}:{given}" if sane else None
+        request_id, once = request_identity(request)
         try:
             entry_id = await publisher.publish(
                 stream, spec.kind, accepted.items_json, request_id, idempotency_key=once

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,13 +52,12 @@ from services.collector.ingest import (
 from services.collector.otlp_logs import map_logs
 from services.collector.otlp_metrics import (
     LISTED_REASONS,
-    Limits,
     MappedPoint,
     Mapping,
     OtlpOptions,
     map_metrics,
 )
-from services.collector.publish import Publisher, Unavailable
+from services.collector.publish import Publisher, Unavailable, request_identity
 from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
@@ -79,7 +76,6 @@ _CONTENT_TYPES = {
     "application/json": JSON,
 }
 _RESPONSE_TYPES = {PROTOBUF: "application/x-protobuf", JSON: "application/json"}
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # Reasons spelled out in a message; a 400's BadRequest detail lists up to LISTED_REASONS.
 SUMMARISED_REASONS = 10
 
@@ -122,7 +118,7 @@ class _Signal:
     stream: str
     noun: str
     request_type: type[ProtoMessage]
-    mapper: Callable[[Any, float, Limits, OtlpOptions], Mapping]
+    mapper: Callable[[Any, float, IngestLimits, OtlpOptions], Mapping]
     response: Callable[[int, str], ProtoMessage]
 
 
@@ -198,8 +194,7 @@ class _Receiver:
         self.publisher = publisher
         self.options = options
         self.config: CollectorConfig = service.config.collector
-        self.limits = Limits.from_config(self.config)
-        self.ingest_limits = limits_from(self.config)  # one object per config: the fast path relies on it
+        self.limits = limits_from(self.config)  # one object per config: the fast path relies on it
         self.rate_limiter = rate_limiter_for(service)  # shared with the JSON API: one budget per client
         self.metrics = OtlpMetrics(service.registry)
         self.tokens = ingest_credentials(service.config)
@@ -225,7 +220,7 @@ class _Receiver:
                 f"request maps to {total} {signal.spec.noun}; the limit is {self.config.max_items} per "
                 "request (collector.max_items): send smaller batches",
             )
-        outcome = _validate(signal.spec, mapping, now, self.config, self.ingest_limits)
+        outcome = _validate(signal.spec, mapping, now, self.config, self.limits)
         outcome.skipped = mapping.skipped
         return outcome
 
@@ -292,12 +287,7 @@ class _Receiver:
                 violations=outcome.reasons,
             )
         if outcome.accepted.count:
-            # The caller's request id travels with the batch (for tracing) if it is a sane token, and is its
-            # idempotency key (per client): a retry whose first answer was lost is stored once.
-            given = request.headers.get("X-Request-Id", "")
-            sane = _REQUEST_ID.fullmatch(given) is not None
-            request_id = given if sane else uuid.uuid4().hex
-            once = f"{request.get(CLIENT, 'anonymous')}:{given}" if sane else None
+            request_id, once = request_identity(request)
             try:
                 await self.publisher.publish(
                     signal.stream,

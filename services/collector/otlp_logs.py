@@ -22,11 +22,11 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from services.collector.ingest import IngestLimits
 from services.collector.otlp_metrics import (
     SERVICE_INSTANCE_ID,
     SERVICE_NAME,
     SERVICE_NAMESPACE,
-    Limits,
     MappedPoint,
     Mapping,
     OtlpOptions,
@@ -79,7 +79,9 @@ def level_of(severity_number: int, severity_text: str) -> str:
     return _SEVERITY_TEXTS.get(text, "info")
 
 
-def map_logs(request: ExportLogsServiceRequest, now: float, limits: Limits, options: OtlpOptions) -> Mapping:
+def map_logs(
+    request: ExportLogsServiceRequest, now: float, limits: IngestLimits, options: OtlpOptions
+) -> Mapping:
     """Every log record of `request` as a log event (or a reason it cannot be one)."""
     out = Mapping()
     index = 0  # records are numbered across the whole request, so a reason points at one record
@@ -114,7 +116,7 @@ def _event(
     fixed: dict[str, str],
     promoted: dict[str, str],
     now: float,
-    limits: Limits,
+    limits: IngestLimits,
     out: Mapping,
 ) -> dict[str, Any]:
     labels = _labels(record, fixed, promoted, limits, out)
@@ -133,7 +135,7 @@ def _event(
 
 
 def _labels(
-    record: LogRecord, fixed: dict[str, str], promoted: dict[str, str], limits: Limits, out: Mapping
+    record: LogRecord, fixed: dict[str, str], promoted: dict[str, str], limits: IngestLimits, out: Mapping
 ) -> dict[str, str]:
     """Fixed labels first, then attributes in name order until the limit; over-long ones are dropped. A
     record is never lost over its labels: they describe it, the record is the data."""

@@ -47,7 +47,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from shared.config import CollectorConfig
+from services.collector.ingest import IngestLimits
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
@@ -78,25 +78,6 @@ class OtlpOptions:
     # Resource attributes (OTel names, e.g. "deployment.environment") also copied onto every series/event
     # ("MAY be copied to labels ... if required by the exporter configuration").
     promote_resource_attributes: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The collector's per-item limits (collector.* in tripwire.yml)."""
-
-    max_labels: int
-    max_label_name_length: int
-    max_label_value_length: int
-    max_name_length: int
-
-    @classmethod
-    def from_config(cls, config: CollectorConfig) -> Limits:
-        return cls(
-            max_labels=config.max_labels,
-            max_label_name_length=config.max_label_name_length,
-            max_label_value_length=config.max_label_value_length,
-            max_name_length=config.max_name_length,
-        )
 
 
 @dataclass(slots=True)
@@ -259,7 +240,7 @@ def attribute_labels(
     return labels
 
 
-def check_labels(labels: dict[str, str], limits: Limits, added: int = 0) -> str | None:
+def check_labels(labels: dict[str, str], limits: IngestLimits, added: int = 0) -> str | None:
     """Why `labels` (plus `added` more, set per item) break the collector's limits, or None."""
     count = len(labels) + added
     if count > limits.max_labels:
@@ -332,7 +313,7 @@ class _Series:
 
     fixed: dict[str, str]
     promoted: dict[str, str]
-    limits: Limits
+    limits: IngestLimits
 
     def labels(
         self, attributes: Iterable[KeyValue], extra: tuple[str, ...] = ()
@@ -360,7 +341,7 @@ def _number(point: NumberDataPoint) -> float | None:
 
 
 def map_metrics(
-    request: ExportMetricsServiceRequest, now: float, limits: Limits, options: OtlpOptions
+    request: ExportMetricsServiceRequest, now: float, limits: IngestLimits, options: OtlpOptions
 ) -> Mapping:
     """Every data point of `request` as stream items (or a reason it cannot be one)."""
     out = Mapping()

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import uuid
 
+from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.streams import append_batch, append_batch_once
+from shared.webapp import CLIENT
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +74,16 @@ class Publisher:
             ) from None
         finally:
             self._slots.release()
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def request_identity(request: web.Request) -> tuple[str, str | None]:
+    """The batch's request id and idempotency key. A caller's X-Request-Id travels with the batch (for
+    tracing) if it is a sane token, and is its idempotency key, scoped to the client, so a retry whose first
+    answer was lost is stored once; without one, a fresh id and no idempotency promise."""
+    given = request.headers.get("X-Request-Id", "")
+    if _REQUEST_ID.fullmatch(given) is None:
+        return uuid.uuid4().hex, None
+    return given, f"{request.get(CLIENT, 'anonymous')}:{given}"

@@ -69,9 +69,11 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.collector.app import build
+from services.collector.ingest import IngestLimits as Limits
+from services.collector.ingest import limits_from
 from services.collector.otlp import add_otlp_routes
 from services.collector.otlp_logs import level_of, map_logs
-from services.collector.otlp_metrics import Limits, OtlpOptions, format_float, map_metrics
+from services.collector.otlp_metrics import OtlpOptions, format_float, map_metrics
 from services.collector.publish import Publisher
 from services.local_redis import free_port
 from shared.clock import Clock, FakeClock
@@ -86,7 +88,7 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
-LIMITS = Limits.from_config(CollectorConfig())
+LIMITS = limits_from(CollectorConfig())
 SDK_RESOURCE = {
     "service.name": "checkout",
     "service.namespace": "shop",

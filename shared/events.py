@@ -11,6 +11,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -154,6 +155,59 @@ def fast_sample(item: Any) -> tuple[str, dict[str, str], float, bool, float | No
     if ts is not None and (not _finite(ts) or ts < 0):
         return None
     return name, labels, float(value), kind == "increment", None if ts is None else float(ts)
+
+
+class WireSample(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A metric sample of the common shape (Unix-seconds timestamp) as msgspec decodes it from a batch, in
+    C: the types, the `kind` values and the timestamp's sign are checked while parsing. `labels` is left as
+    the raw JSON of its object: a consumer that has seen those exact bytes before (for this name) needs no
+    dict, and `wire_labels` decodes and checks them when it has not. Names are checked by `names_valid`."""
+
+    name: str
+    value: float  # msgspec refuses NaN, infinities and numbers out of float range, as the schema does
+    labels: msgspec.Raw = msgspec.Raw(b"{}")
+    kind: Literal["sample", "increment"] = "sample"
+    timestamp: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+_WIRE_SAMPLES = msgspec.json.Decoder(list[WireSample])
+_WIRE_LABELS = msgspec.json.Decoder(
+    dict[str, Annotated[str, msgspec.Meta(max_length=MAX_LABEL_VALUE_LENGTH)]]
+)
+
+
+def decode_wire_samples(body: bytes) -> list[WireSample] | None:
+    """Every item of a JSON array of samples as a WireSample, if all of them have the common shape and
+    well-typed values; else None, and the caller parses the array and validates item by item (`fast_sample`,
+    then MetricSample for the precise reasons). With `wire_labels` and `names_valid` agreeing, the same
+    rules as MetricSample, about 4x cheaper than JSON parsing followed by `fast_sample`."""
+    try:
+        return _WIRE_SAMPLES.decode(body)
+    except msgspec.DecodeError:  # ValidationError included: another shape, or an invalid item
+        return None
+
+
+def wire_labels(sample: WireSample) -> dict[str, str] | None:
+    """A WireSample's labels, if they are an object of strings within the value-length limit and every
+    name (the metric's too) passes MetricSample's rules; else None."""
+    try:
+        labels = _WIRE_LABELS.decode(sample.labels)
+    except msgspec.DecodeError:
+        return None
+    return labels if names_valid(sample.name, labels) else None
+
+
+def names_valid(name: str, labels: dict[str, str]) -> bool:
+    """Whether a metric name and the label names pass MetricSample's rules (names seen valid are cached)."""
+    if name in _valid_metric_names and _valid_label_names.issuperset(labels):
+        return True
+    try:
+        _metric_name(name)
+        for label in labels:
+            _check_label_name(label)
+    except PydanticCustomError:
+        return False
+    return True
 
 
 def _lower_level(value: str) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
 from shared.matchers import Matcher
 
 LabelKey = tuple[tuple[str, str], ...]
+# The arrival cache holds at least this many keys, or twice the series count, before it starts over.
+ARRIVAL_CACHE_MIN = 100_000
 METRIC_NAME = "__name__"
 
 
@@ -41,6 +43,9 @@ class Series:
         if not ts_col or ts > ts_col[-1]:
             ts_col.append(ts)
             self.values.append(value)
+            return
+        if ts == ts_col[-1]:  # a batch that carries one series twice at one timestamp
+            self.values[-1] = value
             return
         i = bisect.bisect_left(ts_col, ts)
         if i < len(ts_col) and ts_col[i] == ts:
@@ -107,9 +112,10 @@ class SeriesStore:
         self.limits = limits or SeriesLimits()
         self._series: dict[LabelKey, Series] = {}
         self._by_name: dict[str, dict[LabelKey, Series]] = {}
-        # Ingest's lookup by (name, labels in arrival order): producers send labels in a stable order, so
-        # this skips building and sorting the canonical key for nearly every sample. Cleared on trim.
-        self._arrival: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
+        # Ingest's lookup by (name, labels in arrival order), or by a key the caller chose (see `ingest`):
+        # producers send labels in a stable order, so this skips building and sorting the canonical key for
+        # nearly every sample. It maps only samples `ingest` accepted; cleared (never replaced) on trim.
+        self.by_arrival: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
 
     def __len__(self) -> int:
         return len(self._series)
@@ -137,12 +143,22 @@ class SeriesStore:
         self._get(name, labels).increment(ts, delta)
 
     def ingest(
-        self, name: str, labels: dict[str, str], ts: float, value: float, increment: bool
+        self,
+        name: str,
+        labels: dict[str, str],
+        ts: float,
+        value: float,
+        increment: bool,
+        arrival: Hashable | None = None,
     ) -> str | None:
         """Apply one ingested sample (a value, or a counter increment) within the limits. Returns why it was
-        dropped (SERIES_LIMIT, METRIC_SERIES_LIMIT, SERIES_SAMPLES_LIMIT), or None once applied."""
-        arrival = (name, tuple(labels.items()))
-        series = self._arrival.get(arrival)
+        dropped (SERIES_LIMIT, METRIC_SERIES_LIMIT, SERIES_SAMPLES_LIMIT), or None once applied.
+
+        `arrival` is the key to remember the series under in `by_arrival` (default: the name and the labels
+        in arrival order); a caller with a cheaper identity of (name, labels) passes its own."""
+        if arrival is None:
+            arrival = (name, tuple(labels.items()))
+        series = self.by_arrival.get(arrival)
         if series is None:
             full = {**labels, METRIC_NAME: name}
             series = self._series.get(label_key(full))
@@ -155,7 +171,14 @@ class SeriesStore:
                 ):
                     return METRIC_SERIES_LIMIT
                 series = self.series_for(full)
-            self._arrival[arrival] = series
+            if len(self.by_arrival) >= max(ARRIVAL_CACHE_MIN, 2 * len(self._series)):
+                self.by_arrival.clear()  # many spellings of the same label sets: start over, stay bounded
+            self.by_arrival[arrival] = series
+        return self.apply(series, ts, value, increment)
+
+    def apply(self, series: Series, ts: float, value: float, increment: bool) -> str | None:
+        """Apply one sample to a series of this store within the per-series cap: SERIES_SAMPLES_LIMIT if
+        refused (a write at the newest timestamp still replaces it), else None."""
         cap = self.limits.max_samples_per_series
         if cap and len(series.timestamps) >= cap and ts != series.timestamps[-1]:
             return SERIES_SAMPLES_LIMIT
@@ -180,7 +203,7 @@ class SeriesStore:
         horizon = now - self.retention
         stale = [key for key, s in self._series.items() if not s.timestamps or s.timestamps[-1] <= horizon]
         if stale:
-            self._arrival.clear()
+            self.by_arrival.clear()
         for key in stale:
             series = self._series.pop(key)
             name = series.labels.get(METRIC_NAME, "")

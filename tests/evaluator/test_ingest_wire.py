@@ -1,0 +1,146 @@
+"""The evaluator's one-pass ingest of metric batches (msgspec WireSamples) against the item-by-item path it
+stands in for: the same store, the same drop counts, the same invalid items with the same reasons."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from services.evaluator import series as series_module
+from services.evaluator.ingest import IngestMetrics, Ingestor
+from services.evaluator.series import SeriesLimits, SeriesStore
+from shared.codec import PoisonEntry, decode_items, encode_batch
+from shared.consumers import Entry
+from tests.evaluator.test_ingest_rules import _items as odd_items
+
+NOW = 1_800_000_000.0
+REASONS = (
+    "invalid",
+    "too_old",
+    "too_far_in_future",
+    "series_limit",
+    "metric_series_limit",
+    "series_samples_limit",
+)
+
+
+def _ingestor(limits: SeriesLimits | None = None) -> Ingestor:
+    return Ingestor(
+        SeriesStore(retention=300, limits=limits), lambda: NOW, IngestMetrics(CollectorRegistry())
+    )
+
+
+def _entry(entry_id: str, body: bytes) -> Entry:
+    return Entry(entry_id.encode(), asyncio.run(encode_batch("metrics", body, "t")))
+
+
+def _contents(ingestor: Ingestor) -> dict[tuple[tuple[str, str], ...], tuple[list[float], list[float]]]:
+    return {tuple(sorted(s.labels.items())): (list(s.timestamps), list(s.values)) for s in ingestor.store}
+
+
+def _counts(ingestor: Ingestor) -> dict[str, float]:
+    metrics = ingestor.metrics
+    counts = {r: metrics.dropped.labels("s", r)._value.get() for r in REASONS}
+    counts["applied"] = metrics.samples.labels("s")._value.get()
+    return counts
+
+
+def _both_ways(body: bytes, limits: SeriesLimits | None = None) -> tuple[Ingestor, Any]:
+    """Apply `body` through the entry path (one-pass decode first) and item by item (orjson, then
+    fast_sample/MetricSample per item); assert both leave the same trace. Returns the first ingestor and
+    the invalid items, or the PoisonEntry both raised."""
+    wire, items = _ingestor(limits), _ingestor(limits)
+    try:
+        bad_wire = wire.apply_entry("s", "metrics", _entry("1-0", body))
+    except PoisonEntry as exc:
+        with pytest.raises(PoisonEntry):
+            decode_items(body)
+        return wire, exc
+    bad_items = items.apply_items("s", "metrics", decode_items(body))
+    assert bad_wire == bad_items
+    assert _contents(wire) == _contents(items)
+    assert _counts(wire) == _counts(items)
+    return wire, bad_wire
+
+
+_valid = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["up", "http_requests_total", "errors_total"]),
+        "value": st.one_of(st.integers(-5, 5), st.floats(-1e6, 1e6, allow_nan=False)),
+    },
+    optional={
+        "labels": st.dictionaries(
+            st.sampled_from(["job", "instance", "path"]), st.text(max_size=3), max_size=3
+        ),
+        "kind": st.sampled_from(["sample", "increment"]),
+        "timestamp": st.one_of(
+            st.floats(NOW - 400, NOW + 700, allow_nan=False), st.integers(int(NOW) - 400, int(NOW) + 700)
+        ),
+    },
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(st.lists(st.one_of(_valid, _valid, _valid, odd_items), max_size=12))
+def test_the_one_pass_path_leaves_the_same_trace_as_item_by_item(items: list[Any]):
+    try:
+        body = orjson.dumps(items)
+    except orjson.JSONEncodeError:  # ints beyond 64 bits: the stdlib writes them (and NaN, as bare NaN)
+        body = json.dumps(items).encode()
+    _both_ways(body)
+
+
+@settings(max_examples=100)
+@given(st.lists(_valid, min_size=1, max_size=20), st.integers(0, 3))
+def test_limits_are_applied_the_same_way(items: list[Any], cap: int):
+    _both_ways(
+        orjson.dumps(items), SeriesLimits(max_series=2, max_series_per_metric=1, max_samples_per_series=cap)
+    )
+
+
+def test_an_invalid_name_mid_batch_applies_the_rest_once_and_names_its_index():
+    items = [
+        {"name": "errors_total", "value": 1, "kind": "increment", "timestamp": NOW},
+        {"name": "bad name", "value": 1, "timestamp": NOW},
+        {"name": "errors_total", "value": 2, "kind": "increment", "timestamp": NOW},
+    ]
+    ingestor, bad = _both_ways(orjson.dumps(items))
+    assert [i for i, _ in bad] == [1] and "invalid metric name" in bad[0][1]
+    ((_, (_, values)),) = _contents(ingestor).items()
+    assert values == [3.0]
+
+
+def test_spellings_of_one_label_set_are_one_series():
+    body = (
+        b'[{"name":"up","labels":{"job":"a","instance":"x"},"value":1,"timestamp":%(t)d},'
+        b'{"name":"up","labels": {"instance": "x", "job": "a"},"value":2,"timestamp":%(t2)d},'
+        b'{"name":"up","labels":{"job":"\\u0061","instance":"x"},"value":3,"timestamp":%(t3)d}]'
+    ) % {b"t": int(NOW) - 2, b"t2": int(NOW) - 1, b"t3": int(NOW)}
+    ingestor, bad = _both_ways(body)
+    assert bad == []
+    assert _contents(ingestor) == {
+        (("__name__", "up"), ("instance", "x"), ("job", "a")): ([NOW - 2, NOW - 1, NOW], [1.0, 2.0, 3.0])
+    }
+
+
+def test_the_arrival_cache_starts_over_when_spellings_pile_up(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(series_module, "ARRIVAL_CACHE_MIN", 4)
+    ingestor = _ingestor()
+    for spaces in range(10):  # ten spellings of one label set, as a careless producer might send
+        labels = b'{"job":' + b" " * spaces + b'"a"}'
+        body = b'[{"name":"up","labels":%s,"value":%d,"timestamp":%d}]' % (
+            labels,
+            spaces,
+            int(NOW) - 10 + spaces,
+        )
+        assert ingestor.apply_entry("s", "metrics", _entry(f"{spaces + 1}-0", body)) == []
+        assert len(ingestor.store.by_arrival) <= 4
+    ((_, (_, values)),) = _contents(ingestor).items()
+    assert values == [float(v) for v in range(10)]

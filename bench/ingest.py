@@ -9,6 +9,8 @@ paths measure software, not the disk), or TRIPWIRE_REDIS_URL:
 - raw, one by one: one XADD round trip per entry, which is what one request costs the collector at minimum;
 - raw, concurrent: one XADD per request with as many connections as the collector has requests in flight:
   the baseline for the issue's target (JSON path >= 0.8x of it);
+- bare HTTP: bench/bare_http_ingest.py, an aiohttp handler that XADDs each body unparsed: the ceiling of
+  any ingest path in Python on aiohttp on this machine, HTTP's own cost next to raw XADD;
 - OTLP: the same samples as OTLP/HTTP protobuf (`ExportMetricsServiceRequest`) to POST /v1/metrics, when
   the collector serves that route (skipped with a note while it answers 404).
 
@@ -109,15 +111,27 @@ def start_collector(redis_url: str, prefix: str) -> tuple[subprocess.Popen[bytes
         f"redis:\n  url: {redis_url}\n  prefix: {prefix}\n"
         f"collector:\n  listen: 127.0.0.1:{port}\n  max_items: 10000\nlog:\n  level: warning\n"
     )
+    command = [sys.executable, "-m", "services.cli", "collector", "-c", str(config)]
+    return _serve(command, port, workdir), f"http://127.0.0.1:{port}", workdir
+
+
+def start_bare_server(redis_url: str, stream: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="tripwire-bench-bare-"))
+    command = [sys.executable, str(REPO / "bench" / "bare_http_ingest.py"), redis_url, stream, str(port)]
+    return _serve(command, port, workdir), f"http://127.0.0.1:{port}", workdir
+
+
+def _serve(command: list[str], port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """Start an HTTP server subprocess and wait until its port accepts connections."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "collector", "-c", str(config)],
+        command,
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=(workdir / "collector.log").open("wb"),
+        stderr=(workdir / "server.log").open("wb"),
     )
-    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -125,7 +139,7 @@ def start_collector(redis_url: str, prefix: str) -> tuple[subprocess.Popen[bytes
                 break
         except OSError:
             time.sleep(0.1)
-    return proc, base, workdir
+    return proc
 
 
 async def bench_collector(
@@ -224,6 +238,7 @@ def report(
     collector_rate = statistics.median(results["collector"])
     rows = [
         ("collector", "POST /api/v1/metrics (collector)"),
+        ("bare", "POST, bare aiohttp handler, no parsing"),
         ("otlp", "POST /v1/metrics, OTLP protobuf"),
         ("pipelined", "raw redis-py XADD, pipelines of 50"),
         ("single", "raw redis-py XADD, one per entry"),
@@ -245,12 +260,53 @@ def report(
             f"  OTLP request latency: p50 {pct(otlp_latencies, 0.5) * 1000:.1f} ms, "
             f"p99 {pct(otlp_latencies, 0.99) * 1000:.1f} ms"
         )
-    ratio = collector_rate / statistics.median(results["concurrent"])
+    raw = statistics.median(results["concurrent"])
+    ratio = collector_rate / raw
     verdict = "met" if ratio >= TARGET_RATIO else "not met"
     print(
         f"  JSON path vs raw XADD, same data and connections: {ratio:.3f}x "
         f"(target >= {TARGET_RATIO}x: {verdict})"
     )
+    bare = statistics.median(results["bare"])
+    print(
+        f"  ceiling, bare aiohttp handler vs raw XADD: {bare / raw:.3f}x; "
+        f"the collector reaches {collector_rate / bare:.2f}x of that ceiling"
+    )
+
+
+async def one_round(
+    args: argparse.Namespace,
+    client: Redis,
+    pooled: Redis,
+    bases: tuple[str, str],
+    data: tuple[list[bytes], list[bytes], list[dict[bytes, bytes]]],
+    results: dict[str, list[float]],
+) -> None:
+    """Each path once, in turn: collector, bare HTTP, OTLP, then the raw XADD baselines."""
+    base, bare_base = bases
+    bodies, otlp_bodies, entries = data
+    await client.delete("bench:{metrics}", "bench:raw")
+    rate, lat = await bench_collector(base, bodies, args.concurrency)
+    results["collector"].append(rate)
+    results["latency"].extend(lat)
+    stored = await client.xlen("bench:{metrics}")
+    assert stored == args.requests, f"collector stored {stored} of {args.requests} requests"
+    await client.delete("bench:bare")
+    rate, _ = await bench_collector(bare_base, bodies, args.concurrency)
+    results["bare"].append(rate)
+    assert await client.xlen("bench:bare") == args.requests
+    if otlp_bodies:
+        rate, lat = await bench_collector(
+            base, otlp_bodies, args.concurrency, OTLP_PATH, "application/x-protobuf"
+        )
+        results["otlp"].append(rate)
+        results["otlp_latency"].extend(lat)
+    await client.delete("bench:raw")
+    results["pipelined"].append(await bench_raw_pipelined(client, "bench:raw", entries, 50))
+    await client.delete("bench:raw")
+    results["single"].append(await bench_raw_single(client, "bench:raw", entries))
+    await client.delete("bench:raw")
+    results["concurrent"].append(await bench_raw_concurrent(pooled, "bench:raw", entries, args.concurrency))
 
 
 async def main() -> None:
@@ -264,6 +320,7 @@ async def main() -> None:
 
     redis_url, redis_proc, redis_dir = start_redis()
     collector, base, workdir = start_collector(redis_url, "bench")
+    bare, bare_base, bare_workdir = start_bare_server(redis_url, "bench:bare")
     client = Redis.from_url(redis_url)
     # The concurrent baseline's own client, capped at the collector's requests in flight.
     pooled = Redis.from_url(redis_url, max_connections=args.concurrency)
@@ -274,47 +331,29 @@ async def main() -> None:
         otlp_bodies = [make_otlp_request(i) for i in range(args.requests)] if otlp_status != 404 else []
         results: dict[str, list[float]] = {
             "collector": [],
+            "bare": [],
             "otlp": [],
             "pipelined": [],
             "single": [],
             "concurrent": [],
+            "latency": [],
+            "otlp_latency": [],
         }
-        latencies: list[float] = []
-        otlp_latencies: list[float] = []
         for _ in range(args.rounds):
-            await client.delete("bench:{metrics}", "bench:raw")
-            rate, lat = await bench_collector(base, bodies, args.concurrency)
-            results["collector"].append(rate)
-            latencies.extend(lat)
-            stored = await client.xlen("bench:{metrics}")
-            assert stored == args.requests, f"collector stored {stored} of {args.requests} requests"
-            if otlp_bodies:
-                rate, lat = await bench_collector(
-                    base, otlp_bodies, args.concurrency, OTLP_PATH, "application/x-protobuf"
-                )
-                results["otlp"].append(rate)
-                otlp_latencies.extend(lat)
-            await client.delete("bench:raw")
-            results["pipelined"].append(await bench_raw_pipelined(client, "bench:raw", entries, 50))
-            await client.delete("bench:raw")
-            results["single"].append(await bench_raw_single(client, "bench:raw", entries))
-            await client.delete("bench:raw")
-            results["concurrent"].append(
-                await bench_raw_concurrent(pooled, "bench:raw", entries, args.concurrency)
-            )
-
+            await one_round(args, client, pooled, (base, bare_base), (bodies, otlp_bodies, entries), results)
         print(
             f"ingest benchmark: {args.requests} requests x {BATCH} samples "
             f"({sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB JSON each), "
             f"{args.concurrency} in flight, median of {args.rounds} rounds; Redis {redis_url}"
         )
-        report(results, latencies, otlp_latencies, args.concurrency)
+        report(results, results["latency"], results["otlp_latency"], args.concurrency)
     finally:
         await client.aclose()
         await pooled.aclose()
-        collector.terminate()
-        collector.wait(timeout=15)
-        shutil.rmtree(workdir, ignore_errors=True)
+        for proc, directory in ((collector, workdir), (bare, bare_workdir)):
+            proc.terminate()
+            proc.wait(timeout=15)
+            shutil.rmtree(directory, ignore_errors=True)
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=15)

@@ -199,10 +199,25 @@ def wire_labels(sample: WireSample) -> dict[str, str] | None:
 
 def names_valid(name: str, labels: dict[str, str]) -> bool:
     """Whether a metric name and the label names pass MetricSample's rules (names seen valid are cached)."""
-    if name in _valid_metric_names and _valid_label_names.issuperset(labels):
+    return metric_name_valid(name) and label_names_valid(labels)
+
+
+def metric_name_valid(name: str) -> bool:
+    """Whether a metric name passes MetricSample's rules (names seen valid are cached)."""
+    if name in _valid_metric_names:
         return True
     try:
         _metric_name(name)
+    except PydanticCustomError:
+        return False
+    return True
+
+
+def label_names_valid(labels: dict[str, str]) -> bool:
+    """Whether every label name passes MetricSample's rules (names seen valid are cached)."""
+    if _valid_label_names.issuperset(labels):
+        return True
+    try:
         for label in labels:
             _check_label_name(label)
     except PydanticCustomError:

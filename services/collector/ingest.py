@@ -10,6 +10,10 @@ it can tell equal to the schema's (names already found valid, plain strings and 
 stream item directly; it never rejects. Anything it does not take goes through the schema, which gives the
 verdict and the precise error message. The fast path costs ~0.85 µs a sample, a model ~4 µs.
 
+Before both, a metrics body whose samples all have the common shape and are all valid is decoded, checked and
+re-encoded in one msgspec pass (`_parse_common_samples`): parsing, checks and encoding take ~0.85 µs a
+sample there, ~2.4 µs through orjson, the fast path and orjson.dumps. It never rejects either.
+
 On top of the schema, `IngestLimits` (collector.max_labels, max_label_name_length, max_label_value_length,
 max_name_length) cap what one item may carry; they can only tighten the schema, never loosen it, because the
 evaluator re-validates every item against the same schema.
@@ -22,11 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.config import CollectorConfig, Config
-from shared.events import MAX_LABEL_VALUE_LENGTH, LogEvent, MetricSample
+from shared.events import (
+    MAX_LABEL_VALUE_LENGTH,
+    LogEvent,
+    MetricSample,
+    WireSample,
+    label_names_valid,
+    metric_name_valid,
+)
 
 MAX_LISTED_ERRORS = 1000
 DEFAULT_MAX_AGE = 3600.0
@@ -83,8 +95,10 @@ class IngestLimits:
     max_name_length: int
     metric_names: set[str] = field(default_factory=set, compare=False, repr=False)
     label_names: set[str] = field(default_factory=set, compare=False, repr=False)
+    # Raw JSON of label objects found valid under these limits, for the one-pass path (`_parse_common`).
+    label_sets: set[bytes] = field(default_factory=set, compare=False, repr=False)
 
-    def remember(self, names: set[str], name: str) -> None:
+    def remember(self, names: set[Any], name: Any) -> None:
         """Note `name` as valid under these limits (bounded: past the cap, names are checked every time)."""
         if len(names) < KNOWN_NAMES_LIMIT:
             names.add(name)
@@ -198,6 +212,24 @@ def parse_body(
 ) -> Accepted:
     """Validate a request body for `spec`; raises Rejected with every problem found. Timestamps must lie in
     [now - max_age, now + max_skew]: anything else the evaluator would only drop, so the sender hears now."""
+    limits = limits or DEFAULT_LIMITS
+    if spec.kind == METRICS.kind:
+        accepted = _parse_common_samples(body, now, max_items, max_age, max_skew, limits)
+        if accepted is not None:
+            return accepted
+    return _parse_body_items(spec, body, now, max_items, max_age, max_skew, limits)
+
+
+def _parse_body_items(
+    spec: IngestKind,
+    body: bytes,
+    now: float,
+    max_items: int,
+    max_age: float,
+    max_skew: float,
+    limits: IngestLimits,
+) -> Accepted:
+    """`parse_body` item by item: JSON parsed to dicts, then `validate_items` (every error, precisely)."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -213,6 +245,65 @@ def parse_body(
     if not isinstance(items, list):
         raise Rejected(f"request body needs {spec.body_key!r}: a list of {spec.noun}")
     return validate_items(spec, items, now, max_items, max_age, max_skew, limits=limits)
+
+
+class _MetricsBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    samples: list[WireSample]
+
+
+_METRICS_BODY = msgspec.json.Decoder(_MetricsBody)
+_LABELS = msgspec.json.Decoder(dict[str, str])
+
+
+def _parse_common_samples(
+    body: bytes, now: float, max_items: int, max_age: float, max_skew: float, limits: IngestLimits
+) -> Accepted | None:
+    """A metrics request whose samples all have the common shape and are all valid, decoded and checked in
+    one msgspec pass and written back out the same way; None for anything else, which `_parse_body_items`
+    then judges item by item. It only accepts: every refusal and its reasons come from the full path.
+
+    Each sample's labels stay raw JSON, checked once per distinct spelling under `limits` and remembered;
+    the stream item carries them as sent. Same verdicts as the schema plus limits (checked by
+    tests/collector/test_ingest_properties.py); about 3x cheaper than the item-by-item path.
+    """
+    try:
+        samples = _METRICS_BODY.decode(body).samples
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    if len(samples) > max_items:
+        return None
+    known_names, known_label_sets = limits.metric_names, limits.label_sets
+    earliest, newest = max(now - max_age, 0.0), now + max_skew
+    for sample in samples:
+        name = sample.name
+        if name not in known_names:
+            if len(name) > limits.max_name_length or not metric_name_valid(name):
+                return None
+            limits.remember(known_names, name)
+        labels = bytes(sample.labels)
+        if labels not in known_label_sets:
+            if not _labels_valid(labels, limits):
+                return None
+            limits.remember(known_label_sets, labels)
+        ts = sample.timestamp
+        if ts is None:
+            sample.timestamp = now  # absent or null: the receive time, as the schema's default
+        elif not earliest <= ts <= newest:
+            return None
+    return Accepted(items_json=msgspec.json.encode(samples), count=len(samples))
+
+
+def _labels_valid(raw: bytes, limits: IngestLimits) -> bool:
+    """Whether a raw JSON label object holds only names and values the schema and `limits` accept."""
+    try:
+        labels = _LABELS.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    if len(labels) > limits.max_labels or not label_names_valid(labels):
+        return False
+    max_name = limits.max_label_name_length
+    max_value = min(limits.max_label_value_length, MAX_LABEL_VALUE_LENGTH)
+    return all(len(n) <= max_name and len(v) <= max_value for n, v in labels.items())
 
 
 def validate_items(

@@ -158,14 +158,15 @@ def fast_sample(item: Any) -> tuple[str, dict[str, str], float, bool, float | No
 
 
 class WireSample(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A metric sample of the common shape (Unix-seconds timestamp) as msgspec decodes it from a batch, in
-    C: the types, the `kind` values and the timestamp's sign are checked while parsing. `labels` is left as
-    the raw JSON of its object: a consumer that has seen those exact bytes before (for this name) needs no
-    dict, and `wire_labels` decodes and checks them when it has not. Names are checked by `names_valid`."""
+    """A metric sample on the metrics stream as the collector writes it (labels always present, Unix-seconds
+    timestamp), decoded by msgspec in C: the types, the `kind` values and the timestamp's sign are checked
+    while parsing. `labels` is left as the raw JSON of its object: a consumer that has seen those exact
+    bytes before (for this name) needs no dict, and `wire_labels` decodes and checks them when it has not.
+    Names are checked by `names_valid`. Items of any other shape take the item-by-item path."""
 
     name: str
     value: float  # msgspec refuses NaN, infinities and numbers out of float range, as the schema does
-    labels: msgspec.Raw = msgspec.Raw(b"{}")
+    labels: msgspec.Raw
     kind: Literal["sample", "increment"] = "sample"
     timestamp: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
@@ -174,17 +175,29 @@ _WIRE_SAMPLES = msgspec.json.Decoder(list[WireSample])
 _WIRE_LABELS = msgspec.json.Decoder(
     dict[str, Annotated[str, msgspec.Meta(max_length=MAX_LABEL_VALUE_LENGTH)]]
 )
+# msgspec raises DecodeError (ValidationError included) for what it refuses, RecursionError for deep nesting.
+WIRE_ERRORS = (msgspec.DecodeError, RecursionError)
 
 
 def decode_wire_samples(body: bytes) -> list[WireSample] | None:
     """Every item of a JSON array of samples as a WireSample, if all of them have the common shape and
     well-typed values; else None, and the caller parses the array and validates item by item (`fast_sample`,
-    then MetricSample for the precise reasons). With `wire_labels` and `names_valid` agreeing, the same
-    rules as MetricSample, about 4x cheaper than JSON parsing followed by `fast_sample`."""
+    then MetricSample for the precise reasons). With `wire_labels` and `names_valid` agreeing on every
+    sample, the same verdicts as MetricSample, about 4x cheaper than JSON parsing and `fast_sample`."""
     try:
-        return _WIRE_SAMPLES.decode(body)
-    except msgspec.DecodeError:  # ValidationError included: another shape, or an invalid item
+        wire = _WIRE_SAMPLES.decode(body)
+    except WIRE_ERRORS:
         return None
+    return wire if raw_labels_unambiguous(body, len(wire)) else None
+
+
+def raw_labels_unambiguous(body: bytes, samples: int) -> bool:
+    """Whether none of the `samples` samples of `body`, each with a `labels` key, has a second one.
+    msgspec keeps the last of duplicate keys and never looks inside a raw value it drops, which an
+    item-by-item parse would (and might refuse), so such a body must take that path. Told from the bytes:
+    without `\\u` escapes (which could spell a key), a key `labels` is the bytes `"labels"`, so there must
+    be exactly one per sample. `"labels"` elsewhere (a label value) errs the safe way."""
+    return b"\\u" not in body and body.count(b'"labels"') == samples
 
 
 def wire_labels(sample: WireSample) -> dict[str, str] | None:
@@ -192,7 +205,7 @@ def wire_labels(sample: WireSample) -> dict[str, str] | None:
     name (the metric's too) passes MetricSample's rules; else None."""
     try:
         labels = _WIRE_LABELS.decode(sample.labels)
-    except msgspec.DecodeError:
+    except WIRE_ERRORS:
         return None
     return labels if names_valid(sample.name, labels) else None
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -33,11 +33,12 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shared.config import CollectorConfig, Config
 from shared.events import (
     MAX_LABEL_VALUE_LENGTH,
+    WIRE_ERRORS,
     LogEvent,
     MetricSample,
-    WireSample,
     label_names_valid,
     metric_name_valid,
+    raw_labels_unambiguous,
 )
 
 MAX_LISTED_ERRORS = 1000
@@ -247,8 +248,22 @@ def _parse_body_items(
     return validate_items(spec, items, now, max_items, max_age, max_skew, limits=limits)
 
 
+# A request sample without labels: the one default object, told apart by identity.
+_NO_LABELS = msgspec.Raw(b"{}")
+
+
+class _RequestSample(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A sample of the common shape in a JSON API request: `shared.events.WireSample`, labels optional."""
+
+    name: str
+    value: float
+    labels: msgspec.Raw = _NO_LABELS
+    kind: Literal["sample", "increment"] = "sample"
+    timestamp: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
 class _MetricsBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    samples: list[WireSample]
+    samples: list[_RequestSample]
 
 
 _METRICS_BODY = msgspec.json.Decoder(_MetricsBody)
@@ -268,9 +283,12 @@ def _parse_common_samples(
     """
     try:
         samples = _METRICS_BODY.decode(body).samples
-    except msgspec.DecodeError:  # ValidationError included
+    except WIRE_ERRORS:
         return None
     if len(samples) > max_items:
+        return None
+    with_labels = len(samples) - sum(1 for sample in samples if sample.labels is _NO_LABELS)
+    if not raw_labels_unambiguous(body, with_labels):
         return None
     known_names, known_label_sets = limits.metric_names, limits.label_sets
     earliest, newest = max(now - max_age, 0.0), now + max_skew
@@ -297,7 +315,7 @@ def _labels_valid(raw: bytes, limits: IngestLimits) -> bool:
     """Whether a raw JSON label object holds only names and values the schema and `limits` accept."""
     try:
         labels = _LABELS.decode(raw)
-    except msgspec.DecodeError:
+    except WIRE_ERRORS:
         return False
     if len(labels) > limits.max_labels or not label_names_valid(labels):
         return False

@@ -94,10 +94,10 @@ class Ingestor:
         body, _headers = decode_envelope(entry.fields)
         # The common case, a batch of well-typed samples, is decoded and checked in one pass.
         wire = decode_wire_samples(body) if kind == "metrics" else None
-        if wire is not None:
-            bad = self._apply_wire(stream, wire, body)
-        else:
+        if wire is None or not self._apply_wire(stream, wire):
             bad = self.apply_items(stream, kind, decode_items(body))
+        else:
+            bad = []
         seen.add(entry.id)
         return bad
 
@@ -129,31 +129,23 @@ class Ingestor:
         self._apply_samples(stream, samples, bad)
         return bad
 
-    def _apply_wire(self, stream: str, wire: list[WireSample], body: bytes) -> list[tuple[int, str]]:
-        """Apply a batch of decoded samples: what `_apply_samples` does, written out flat for WireSamples
+    def _apply_wire(self, stream: str, wire: list[WireSample]) -> bool:
+        """Apply a batch of decoded samples, what `_apply_samples` does, written out flat for WireSamples
         because it runs for every sample ingested. The store remembers the series of each (name, raw labels
-        JSON) it accepted, so a sample seen before needs no labels dict and no name checks. From the first
-        sample whose labels or names are invalid on, the rest of the batch takes the item-by-item path, which
-        gives the precise reasons."""
-        now = self.now()
-        oldest, newest = now - self.store.retention, now + MAX_FUTURE_SKEW
+        JSON) it accepted, so a sample seen before needs no labels dict and no name checks. Every other
+        sample is checked before anything is applied: if one fails, nothing is, and this returns False for
+        the item-by-item path to judge the batch and give the precise reasons."""
         store = self.store
         known = store.by_arrival.get
+        found = [known((sample.name, bytes(sample.labels))) for sample in wire]
+        if None in found and any(wire_labels(wire[i]) is None for i, s in enumerate(found) if s is None):
+            return False
+        now = self.now()
+        oldest, newest = now - store.retention, now + MAX_FUTURE_SKEW
         cap = store.limits.max_samples_per_series or float("inf")
         dropped: dict[str, int] = {}
         applied = 0
-        bad: list[tuple[int, str]] = []
-        for index, sample in enumerate(wire):
-            arrival = (sample.name, bytes(sample.labels))
-            series = known(arrival)
-            labels = None
-            if series is None:
-                labels = wire_labels(sample)
-                if labels is None:
-                    samples, bad = _metric_samples(decode_items(body)[index:])
-                    bad = [(i + index, reason) for i, reason in bad]
-                    self._apply_samples(stream, samples, bad)
-                    break
+        for sample, series in zip(wire, found, strict=True):
             ts = sample.timestamp
             if ts is None:
                 ts = now
@@ -161,14 +153,16 @@ class Ingestor:
                 reason = "too_old" if ts <= oldest else "too_far_in_future"
                 dropped[reason] = dropped.get(reason, 0) + 1
                 continue
-            if series is None:  # a new series, within the store's limits
-                refused = store.ingest(
-                    sample.name, labels, ts, sample.value, sample.kind == "increment", arrival
-                )
+            increment = sample.kind == "increment"
+            if series is None:  # a new series (checked above), within the store's limits
+                labels = wire_labels(sample)
+                assert labels is not None
+                arrival = (sample.name, bytes(sample.labels))
+                refused = store.ingest(sample.name, labels, ts, sample.value, increment, arrival)
             elif len(series.timestamps) >= cap:
-                refused = store.apply(series, ts, sample.value, sample.kind == "increment")
+                refused = store.apply(series, ts, sample.value, increment)
             else:  # `store.apply`, inlined for nearly every sample
-                if sample.kind == "increment":
+                if increment:
                     series.increment(ts, sample.value)
                 else:
                     series.add(ts, sample.value)
@@ -179,7 +173,7 @@ class Ingestor:
             else:
                 dropped[refused] = dropped.get(refused, 0) + 1
         self._count(stream, applied, dropped)
-        return bad
+        return True
 
     def _apply_samples(self, stream: str, samples: list[ParsedSample], bad: list[tuple[int, str]]) -> None:
         """Apply valid samples to the store within the time window and limits, counting what is dropped

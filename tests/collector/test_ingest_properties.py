@@ -262,14 +262,45 @@ def test_the_one_pass_body_path_agrees_with_item_by_item(items: list[Any], limit
         assert body_outcome(body, cache, one_pass=True) == expected
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        b'{"job":"\xff"}',
+        b'{"job":1e999}',
+        b'{"job":"\\ud800"}',
+        b"[" * 1200 + b"]" * 1200,
+        b'{"job":"\xff"},"labels":{"job":"a"}',
+        b'{"job":"a"},"labels":{"job":"\xff"}',
+        b'{"job":"a"},"l\\u0061bels":{"job":"\xff"}',
+    ],
+    ids=[
+        "bad-utf8",
+        "out-of-range",
+        "lone-surrogate",
+        "deep",
+        "bad-then-good",
+        "good-then-bad",
+        "escaped-key",
+    ],
+)
+def test_raw_label_bytes_are_judged_as_an_item_by_item_parse_would(labels: bytes):
+    body = b'{"samples":[{"name":"up","value":1},{"name":"up","labels":%s,"value":2}]}' % labels
+    for limits in (LOOSE, TIGHT):
+        expected = body_outcome(body, NeverRemembers(**limits), one_pass=False)
+        assert expected[0] == "rejected"
+        assert body_outcome(body, IngestLimits(**limits), one_pass=True) == expected
+
+
 def test_the_one_pass_body_path_takes_the_common_shape_and_keeps_labels_as_sent():
     limits = IngestLimits(**LOOSE)
-    body = b'{"samples": [{"name": "up", "labels": {"job": "a",  "x": "\\u00e9"}, "value": 1}]}'
+    labels = '{"job": "a",  "x": "é"}'.encode()
+    body = b'{"samples": [{"name": "up", "labels": %s, "value": 1}, {"name": "up", "value": 2}]}' % labels
     accepted = parse_body(METRICS, body, NOW, 10, limits=limits)
-    assert limits.label_sets == {b'{"job": "a",  "x": "\\u00e9"}'}
-    assert b'"labels":{"job": "a",  "x": "\\u00e9"}' in accepted.items_json
+    assert limits.label_sets == {labels, b"{}"}
+    assert b'"labels":' + labels in accepted.items_json
     assert orjson.loads(accepted.items_json) == [
-        {"name": "up", "labels": {"job": "a", "x": "é"}, "value": 1.0, "kind": "sample", "timestamp": NOW}
+        {"name": "up", "labels": {"job": "a", "x": "é"}, "value": 1.0, "kind": "sample", "timestamp": NOW},
+        {"name": "up", "labels": {}, "value": 2.0, "kind": "sample", "timestamp": NOW},
     ]
 
 

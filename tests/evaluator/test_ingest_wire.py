@@ -52,22 +52,25 @@ def _counts(ingestor: Ingestor) -> dict[str, float]:
     return counts
 
 
-def _both_ways(body: bytes, limits: SeriesLimits | None = None) -> tuple[Ingestor, Any]:
-    """Apply `body` through the entry path (one-pass decode first) and item by item (orjson, then
-    fast_sample/MetricSample per item); assert both leave the same trace. Returns the first ingestor and
-    the invalid items, or the PoisonEntry both raised."""
+def _both_ways(*bodies: bytes, limits: SeriesLimits | None = None) -> tuple[Ingestor, Any]:
+    """Apply `bodies` in turn through the entry path (one-pass decode first) and item by item (orjson, then
+    fast_sample/MetricSample per item), each on its own ingestor carried across the bodies; assert both
+    leave the same trace after each. Returns the first ingestor and the last body's invalid items, or the
+    PoisonEntry both raised for it."""
     wire, items = _ingestor(limits), _ingestor(limits)
-    try:
-        bad_wire = wire.apply_entry("s", "metrics", _entry("1-0", body))
-    except PoisonEntry as exc:
-        with pytest.raises(PoisonEntry):
-            decode_items(body)
-        return wire, exc
-    bad_items = items.apply_items("s", "metrics", decode_items(body))
-    assert bad_wire == bad_items
-    assert _contents(wire) == _contents(items)
-    assert _counts(wire) == _counts(items)
-    return wire, bad_wire
+    outcome: Any = None
+    for n, body in enumerate(bodies, start=1):
+        try:
+            outcome = wire.apply_entry("s", "metrics", _entry(f"{n}-0", body))
+        except PoisonEntry as exc:
+            outcome = exc
+            with pytest.raises(PoisonEntry):
+                decode_items(body)
+        else:
+            assert outcome == items.apply_items("s", "metrics", decode_items(body))
+        assert _contents(wire) == _contents(items)
+        assert _counts(wire) == _counts(items)
+    return wire, outcome
 
 
 _valid = st.fixed_dictionaries(
@@ -87,22 +90,77 @@ _valid = st.fixed_dictionaries(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
-@given(st.lists(st.one_of(_valid, _valid, _valid, odd_items), max_size=12))
-def test_the_one_pass_path_leaves_the_same_trace_as_item_by_item(items: list[Any]):
+def _body(items: list[Any]) -> bytes:
     try:
-        body = orjson.dumps(items)
+        return orjson.dumps(items)
     except orjson.JSONEncodeError:  # ints beyond 64 bits: the stdlib writes them (and NaN, as bare NaN)
-        body = json.dumps(items).encode()
-    _both_ways(body)
+        return json.dumps(items).encode()
+
+
+_batches = st.one_of(
+    st.lists(_valid, min_size=1, max_size=12),  # all valid: the one-pass path applies them
+    st.lists(st.one_of(_valid, _valid, _valid, odd_items), max_size=12),
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(st.lists(_batches, min_size=1, max_size=4))
+def test_the_one_pass_path_leaves_the_same_trace_as_item_by_item(batches: list[list[Any]]):
+    _both_ways(*(_body(items) for items in batches))
+
+
+# Raw label objects the one-pass path keeps as bytes: valid, valid in other spellings, and ones an
+# item-by-item parse refuses (bad UTF-8, a number out of range, a lone surrogate, deep nesting).
+_RAW_LABELS = [
+    b'{"job":"a"}',
+    b'{ "job" : "a" }',
+    b'{"job":"\\u0061"}',
+    b"{}",
+    b'{"job":1}',
+    b'{"job":"\xff"}',
+    b'{"job":1e999}',
+    b'{"job":"\\ud800"}',
+    b"[" * 1200 + b"]" * 1200,
+    b'{"bad name":"a"}',
+]
+
+
+@st.composite
+def _raw_bodies(draw: st.DrawFn) -> bytes:
+    """A batch written byte by byte: samples with raw label objects from _RAW_LABELS, sometimes twice."""
+    parts = []
+    for i in range(draw(st.integers(1, 5))):
+        labels = [draw(st.sampled_from(_RAW_LABELS)) for _ in range(draw(st.integers(0, 2)))]
+        fields = [b'"name":"errors_total"', b'"value":%d' % i, b'"kind":"increment"', b'"timestamp":%d' % NOW]
+        fields += [b'"labels":' + raw for raw in labels]
+        parts.append(b"{" + b",".join(draw(st.permutations(fields))) + b"}")
+    return b"[" + b",".join(parts) + b"]"
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(st.lists(_raw_bodies(), min_size=1, max_size=3))
+def test_raw_label_bytes_are_judged_as_an_item_by_item_parse_would(bodies: list[bytes]):
+    _both_ways(*bodies)
+
+
+@pytest.mark.parametrize(
+    "second_labels",
+    [b'{"a":"\xff"}', b'{"a":1e999}', b"[" * 1200 + b"]" * 1200, b'{"a":"x"},"labels":{"a":"\xff"}'],
+    ids=["bad-utf8", "number-out-of-range", "deep-nesting", "second-labels-key"],
+)
+def test_a_bad_raw_label_object_applies_nothing_of_its_batch(second_labels: bytes):
+    body = b'[{"name":"c","value":1,"kind":"increment","timestamp":%d},' % NOW
+    body += b'{"name":"c","labels":%s,"value":1,"timestamp":%d}]' % (second_labels, NOW)
+    ingestor, outcome = _both_ways(body, body)  # and delivered again: still nothing applied
+    assert isinstance(outcome, PoisonEntry)
+    assert _contents(ingestor) == {}
 
 
 @settings(max_examples=100)
 @given(st.lists(_valid, min_size=1, max_size=20), st.integers(0, 3))
 def test_limits_are_applied_the_same_way(items: list[Any], cap: int):
-    _both_ways(
-        orjson.dumps(items), SeriesLimits(max_series=2, max_series_per_metric=1, max_samples_per_series=cap)
-    )
+    limits = SeriesLimits(max_series=2, max_series_per_metric=1, max_samples_per_series=cap)
+    _both_ways(orjson.dumps(items), orjson.dumps(items[::-1]), limits=limits)
 
 
 def test_an_invalid_name_mid_batch_applies_the_rest_once_and_names_its_index():

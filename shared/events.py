@@ -197,7 +197,9 @@ def raw_labels_unambiguous(body: bytes, samples: int) -> bool:
     item-by-item parse would (and might refuse), so such a body must take that path. Told from the bytes:
     without `\\u` escapes (which could spell a key), a key `labels` is the bytes `"labels"`, so there must
     be exactly one per sample. `"labels"` elsewhere (a label value) errs the safe way."""
-    return b"\\u" not in body and body.count(b'"labels"') == samples
+    if b"\\" in body and b"\\u" in body:  # the first test is a memchr, 60x cheaper than the second
+        return False
+    return body.count(b'"labels"') == samples
 
 
 def wire_labels(sample: WireSample) -> dict[str, str] | None:

@@ -46,6 +46,9 @@ DEFAULT_MAX_AGE = 3600.0
 DEFAULT_MAX_SKEW = 600.0
 # Bound on the caches of names known valid, so a flood of random names cannot grow them without limit.
 KNOWN_NAMES_LIMIT = 100_000
+# Label objects longer than this (as sent) are checked every time rather than remembered: the cache's memory
+# stays bounded whatever spellings a client sends. Real label sets are well under it.
+LABEL_SET_CACHE_BYTES = 512
 # Longest name quoted back in an error message.
 _QUOTED = 100
 # Plain ints the fast path converts itself; a bigger one goes to the schema, which decides.
@@ -96,10 +99,11 @@ class IngestLimits:
     max_name_length: int
     metric_names: set[str] = field(default_factory=set, compare=False, repr=False)
     label_names: set[str] = field(default_factory=set, compare=False, repr=False)
-    # Raw JSON of label objects found valid under these limits, for the one-pass path (`_parse_common`).
-    label_sets: set[bytes] = field(default_factory=set, compare=False, repr=False)
+    # Raw JSON of label objects found valid under these limits -> their compact form, for the one-pass path
+    # (`_parse_common_samples`); only short ones, and started over when full.
+    label_sets: dict[bytes, msgspec.Raw] = field(default_factory=dict, compare=False, repr=False)
 
-    def remember(self, names: set[Any], name: Any) -> None:
+    def remember(self, names: set[str], name: str) -> None:
         """Note `name` as valid under these limits (bounded: past the cap, names are checked every time)."""
         if len(names) < KNOWN_NAMES_LIMIT:
             names.add(name)
@@ -277,8 +281,9 @@ def _parse_common_samples(
     one msgspec pass and written back out the same way; None for anything else, which `_parse_body_items`
     then judges item by item. It only accepts: every refusal and its reasons come from the full path.
 
-    Each sample's labels stay raw JSON, checked once per distinct spelling under `limits` and remembered;
-    the stream item carries them as sent. Same verdicts as the schema plus limits (checked by
+    Each sample's labels are kept as raw JSON, checked once per distinct spelling under `limits` and
+    remembered with their compact form, which is what the stream item carries (duplicate keys, whitespace
+    and escapes gone: no bigger than the limits allow). Same verdicts as the schema plus limits (checked by
     tests/collector/test_ingest_properties.py); about 3x cheaper than the item-by-item path.
     """
     try:
@@ -298,11 +303,17 @@ def _parse_common_samples(
             if len(name) > limits.max_name_length or not metric_name_valid(name):
                 return None
             limits.remember(known_names, name)
-        labels = bytes(sample.labels)
-        if labels not in known_label_sets:
-            if not _labels_valid(labels, limits):
+        raw = bytes(sample.labels)
+        compact = known_label_sets.get(raw)
+        if compact is None:
+            compact = _compact_labels(raw, limits)
+            if compact is None:
                 return None
-            limits.remember(known_label_sets, labels)
+            if len(raw) <= LABEL_SET_CACHE_BYTES:
+                if len(known_label_sets) >= KNOWN_NAMES_LIMIT:
+                    known_label_sets.clear()  # start over rather than stop learning new label sets
+                known_label_sets[raw] = compact
+        sample.labels = compact
         ts = sample.timestamp
         if ts is None:
             sample.timestamp = now  # absent or null: the receive time, as the schema's default
@@ -311,17 +322,20 @@ def _parse_common_samples(
     return Accepted(items_json=msgspec.json.encode(samples), count=len(samples))
 
 
-def _labels_valid(raw: bytes, limits: IngestLimits) -> bool:
-    """Whether a raw JSON label object holds only names and values the schema and `limits` accept."""
+def _compact_labels(raw: bytes, limits: IngestLimits) -> msgspec.Raw | None:
+    """A raw JSON label object re-encoded compactly, if it holds only names and values the schema and
+    `limits` accept (of duplicate keys the last counts, as in the item-by-item path); else None."""
     try:
         labels = _LABELS.decode(raw)
     except WIRE_ERRORS:
-        return False
+        return None
     if len(labels) > limits.max_labels or not label_names_valid(labels):
-        return False
+        return None
     max_name = limits.max_label_name_length
     max_value = min(limits.max_label_value_length, MAX_LABEL_VALUE_LENGTH)
-    return all(len(n) <= max_name and len(v) <= max_value for n, v in labels.items())
+    if not all(len(n) <= max_name and len(v) <= max_value for n, v in labels.items()):
+        return None
+    return msgspec.Raw(msgspec.json.encode(labels))
 
 
 def validate_items(

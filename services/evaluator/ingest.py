@@ -18,7 +18,13 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import TypeAdapter, ValidationError
 
 from services.evaluator.log_metrics import LogMetrics
-from services.evaluator.series import METRIC_SERIES_LIMIT, SERIES_LIMIT, SERIES_SAMPLES_LIMIT, SeriesStore
+from services.evaluator.series import (
+    METRIC_SERIES_LIMIT,
+    SERIES_LIMIT,
+    SERIES_SAMPLES_LIMIT,
+    Series,
+    SeriesStore,
+)
 from shared.codec import PoisonEntry, decode_entry, decode_envelope, decode_items
 from shared.consumers import Acker, EntriesFailed, Entry
 from shared.events import LogEvent, MetricSample, WireSample, decode_wire_samples, fast_sample, wire_labels
@@ -31,6 +37,8 @@ MAX_FUTURE_SKEW = 600.0
 PRUNE_MARGIN_MS = 60_000
 PRUNE_EVERY_MS = 10_000  # samples more than 10 minutes ahead of the evaluator's clock are refused
 
+# Raw label objects longer than this are remembered by their decoded labels instead (see `_apply_wire`).
+ARRIVAL_KEY_BYTES = 512
 LIMIT_REASONS = {SERIES_LIMIT, METRIC_SERIES_LIMIT, SERIES_SAMPLES_LIMIT}
 LIMIT_LOG_EVERY = 60.0
 # (metric name, labels, value, is an increment, timestamp or None for "now")
@@ -149,31 +157,50 @@ class Ingestor:
             ts = sample.timestamp
             if ts is None:
                 ts = now
-            if not oldest < ts <= newest:
-                reason = "too_old" if ts <= oldest else "too_far_in_future"
-                dropped[reason] = dropped.get(reason, 0) + 1
-                continue
-            increment = sample.kind == "increment"
-            if series is None:  # a new series (checked above), within the store's limits
-                labels = wire_labels(sample)
-                assert labels is not None
-                arrival = (sample.name, bytes(sample.labels))
-                refused = store.ingest(sample.name, labels, ts, sample.value, increment, arrival)
-            elif len(series.timestamps) >= cap:
-                refused = store.apply(series, ts, sample.value, increment)
-            else:  # `store.apply`, inlined for nearly every sample
-                if increment:
-                    series.increment(ts, sample.value)
-                else:
-                    series.add(ts, sample.value)
-                applied += 1
-                continue
+            if series is not None and oldest < ts <= newest:
+                # The fast lane: a known series under its cap, at or after its newest point. What
+                # Series.add and Series.increment do there, without the calls.
+                timestamps, values = series.timestamps, series.values
+                if len(timestamps) < cap and timestamps and ts >= timestamps[-1]:
+                    if sample.kind == "sample":
+                        if ts == timestamps[-1]:
+                            values[-1] = sample.value
+                        else:
+                            timestamps.append(ts)
+                            values.append(sample.value)
+                    elif ts == timestamps[-1]:
+                        values[-1] += sample.value
+                    else:
+                        timestamps.append(ts)
+                        values.append(values[-1] + sample.value)
+                    applied += 1
+                    continue
+            refused = self._apply_wire_sample(sample, series, ts, oldest, newest)
             if refused is None:
                 applied += 1
             else:
                 dropped[refused] = dropped.get(refused, 0) + 1
         self._count(stream, applied, dropped)
         return True
+
+    def _apply_wire_sample(
+        self, sample: WireSample, series: Series | None, ts: float, oldest: float, newest: float
+    ) -> str | None:
+        """One sample off `_apply_wire`'s fast lane (`series`: the one found for it, if any): applied within
+        the window and the store's limits; returns why it was dropped, or None."""
+        if ts <= oldest:
+            return "too_old"
+        if ts > newest:
+            return "too_far_in_future"
+        increment = sample.kind == "increment"
+        if series is not None:
+            return self.store.apply(series, ts, sample.value, increment)
+        labels = wire_labels(sample)  # a new series: checked before the batch was applied
+        assert labels is not None
+        raw = bytes(sample.labels)
+        # A long spelling is not remembered under its bytes: the cache stays small whatever is sent.
+        arrival = (sample.name, raw) if len(raw) <= ARRIVAL_KEY_BYTES else None
+        return self.store.ingest(sample.name, labels, ts, sample.value, increment, arrival)
 
     def _apply_samples(self, stream: str, samples: list[ParsedSample], bad: list[tuple[int, str]]) -> None:
         """Apply valid samples to the store within the time window and limits, counting what is dropped

@@ -112,10 +112,12 @@ class SeriesStore:
         self.limits = limits or SeriesLimits()
         self._series: dict[LabelKey, Series] = {}
         self._by_name: dict[str, dict[LabelKey, Series]] = {}
-        # Ingest's lookup by (name, labels in arrival order), or by a key the caller chose (see `ingest`):
-        # producers send labels in a stable order, so this skips building and sorting the canonical key for
-        # nearly every sample. It maps only samples `ingest` accepted; cleared (never replaced) on trim.
-        self.by_arrival: dict[tuple[str, tuple[tuple[str, str], ...]], Series] = {}
+        # Ingest's lookup by (name, labels in arrival order), or by a key the caller chose (see `ingest`;
+        # the evaluator's one-pass ingest uses (name, raw labels JSON)): producers send labels in a stable
+        # order, so this skips building and sorting the canonical key for nearly every sample. It maps each
+        # key to the series `ingest` found or made for it; cleared (never replaced) on trim and when it
+        # outgrows max(ARRIVAL_CACHE_MIN, 2 x series).
+        self.by_arrival: dict[Hashable, Series] = {}
 
     def __len__(self) -> int:
         return len(self._series)

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from services.collector import ingest as ingest_module
 from services.collector.app import build
 from services.collector.ingest import (
     LOGS,
@@ -115,12 +116,17 @@ _valid_metric_items = st.fixed_dictionaries(
     },
     optional={
         "labels": st.dictionaries(
-            st.sampled_from(["job", "instance", "le", "a" * 200]),
+            st.sampled_from(["job", "instance", "le", "a", "b_c", "a" * 200]),
             st.one_of(st.text(max_size=4), st.sampled_from(["x" * 4096, HUGE_VALUE])),
-            max_size=3,
+            max_size=4,
         ),
         "kind": st.sampled_from(["sample", "increment"]),
-        "timestamp": _timestamps,
+        "timestamp": st.one_of(
+            st.none(),
+            st.floats(min_value=NOW - MAX_AGE, max_value=NOW + MAX_SKEW),
+            st.sampled_from([NOW - MAX_AGE, NOW - MAX_AGE - 1e-6, NOW + MAX_SKEW, NOW + MAX_SKEW + 1e-6]),
+            _timestamps,
+        ),
     },
 )
 _short_text = st.one_of(st.text(max_size=6), st.sampled_from(["", "ERROR", "İNFO", "l" * 32, "l" * 33]))
@@ -242,12 +248,17 @@ def body_outcome(body: bytes, limits: IngestLimits, one_pass: bool) -> tuple[str
         accepted = parse(METRICS, body, NOW, 5, MAX_AGE, MAX_SKEW, limits=limits)
     except Rejected as exc:
         return "rejected", (exc.message, exc.status, exc.errors)
-    return "accepted", (orjson.loads(accepted.items_json), accepted.count)
+    # Key order aside, the same bytes (so -0.0 stays -0.0).
+    items = orjson.dumps(orjson.loads(accepted.items_json), option=orjson.OPT_SORT_KEYS)
+    return "accepted", (items, accepted.count)
 
 
 @DIFFERENTIAL
 @given(
-    st.lists(st.one_of(_metric_items, _valid_metric_items, _valid_metric_items), max_size=6),
+    st.one_of(
+        st.lists(_valid_metric_items, max_size=6),  # often valid as a whole: the one-pass path's business
+        st.lists(st.one_of(_metric_items, _valid_metric_items, _valid_metric_items), max_size=7),
+    ),
     st.sampled_from([LOOSE, TIGHT]),
     st.booleans(),
 )
@@ -259,6 +270,32 @@ def test_the_one_pass_body_path_agrees_with_item_by_item(items: list[Any], limit
     expected = body_outcome(body, NeverRemembers(**limits), one_pass=False)
     cache = IngestLimits(**limits)
     for _ in range(2 if warm else 1):  # cold caches, then warm ones
+        assert body_outcome(body, cache, one_pass=True) == expected
+
+
+# Samples that are valid but for, now and then, one limit of TIGHT (count, name or value length) or the
+# request's item count: what the one-pass path must never let through.
+_tight_items = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["up", "ab_c", "abcde"]),
+        "value": st.integers(-3, 3),
+        "labels": st.dictionaries(
+            st.sampled_from(["job", "le", "a", "b_c", "abcd"]),
+            st.sampled_from(["", "x", "xyz", "wxyz"]),
+            max_size=3,
+        ),
+    },
+    optional={"timestamp": st.sampled_from([NOW - MAX_AGE, NOW, NOW + MAX_SKEW])},
+)
+
+
+@DIFFERENTIAL
+@given(st.lists(_tight_items, min_size=1, max_size=6))
+def test_the_one_pass_body_path_keeps_every_limit(items: list[Any]):
+    body = orjson.dumps({"samples": items})
+    expected = body_outcome(body, NeverRemembers(**TIGHT), one_pass=False)
+    cache = IngestLimits(**TIGHT)
+    for _ in range(2):
         assert body_outcome(body, cache, one_pass=True) == expected
 
 
@@ -291,17 +328,40 @@ def test_raw_label_bytes_are_judged_as_an_item_by_item_parse_would(labels: bytes
         assert body_outcome(body, IngestLimits(**limits), one_pass=True) == expected
 
 
-def test_the_one_pass_body_path_takes_the_common_shape_and_keeps_labels_as_sent():
+def test_the_one_pass_body_path_writes_labels_compactly_and_remembers_short_ones():
     limits = IngestLimits(**LOOSE)
-    labels = '{"job": "a",  "x": "é"}'.encode()
-    body = b'{"samples": [{"name": "up", "labels": %s, "value": 1}, {"name": "up", "value": 2}]}' % labels
+    spaced = '{"job": "a",  "x": "é", "job": "b"}'.encode()
+    padded = b'{"job":"a"' + b" " * 1000 + b"}"
+    body = b'{"samples": [{"name": "up", "labels": %s, "value": 1}, {"name": "up", "value": 2},' % spaced
+    body += b'{"name": "up", "labels": %s, "value": 3}]}' % padded
     accepted = parse_body(METRICS, body, NOW, 10, limits=limits)
-    assert limits.label_sets == {labels, b"{}"}
-    assert b'"labels":' + labels in accepted.items_json
+    # Of duplicate keys the last counts, as with orjson; a long spelling is checked but not remembered.
+    assert set(limits.label_sets) == {spaced, b"{}"}
+    assert accepted.items_json.count(b'"labels":{"job":"b","x":"\xc3\xa9"}') == 1
+    assert b" " not in accepted.items_json
     assert orjson.loads(accepted.items_json) == [
-        {"name": "up", "labels": {"job": "a", "x": "é"}, "value": 1.0, "kind": "sample", "timestamp": NOW},
+        {"name": "up", "labels": {"job": "b", "x": "é"}, "value": 1.0, "kind": "sample", "timestamp": NOW},
         {"name": "up", "labels": {}, "value": 2.0, "kind": "sample", "timestamp": NOW},
+        {"name": "up", "labels": {"job": "a"}, "value": 3.0, "kind": "sample", "timestamp": NOW},
     ]
+
+
+def test_the_one_pass_body_path_keeps_the_item_limit():
+    body = orjson.dumps({"samples": [{"name": "up", "value": i} for i in range(6)]})
+    with pytest.raises(Rejected) as refused:
+        parse_body(METRICS, body, NOW, 5, limits=IngestLimits(**LOOSE))
+    assert refused.value.status == 413
+    assert parse_body(METRICS, body, NOW, 6, limits=IngestLimits(**LOOSE)).count == 6
+
+
+def test_the_label_set_cache_starts_over_when_full(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ingest_module, "KNOWN_NAMES_LIMIT", 3)
+    limits = IngestLimits(**LOOSE)
+    for i in range(7):
+        body = b'{"samples": [{"name": "up", "labels": {"i": "%d"}, "value": 1}]}' % i
+        parse_body(METRICS, body, NOW, 10, limits=limits)
+        assert len(limits.label_sets) <= 3
+    assert b'{"i": "6"}' in limits.label_sets
 
 
 def test_the_fast_path_is_taken_for_the_common_shape():

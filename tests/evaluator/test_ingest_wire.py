@@ -202,3 +202,15 @@ def test_the_arrival_cache_starts_over_when_spellings_pile_up(monkeypatch: pytes
         assert len(ingestor.store.by_arrival) <= 4
     ((_, (_, values)),) = _contents(ingestor).items()
     assert values == [float(v) for v in range(10)]
+
+
+def test_long_label_spellings_are_not_remembered_by_their_bytes():
+    ingestor = _ingestor()
+    for n in range(3):
+        labels = b'{"job":"a"' + b" " * (1000 + n) + b"}"
+        body = b'[{"name":"up","labels":%s,"value":%d,"timestamp":%d}]' % (labels, n, int(NOW) - 10 + n)
+        _both_ways(body)
+        assert ingestor.apply_entry("s", "metrics", _entry(f"{n + 1}-0", body)) == []
+    assert all(len(repr(key)) < 200 for key in ingestor.store.by_arrival)
+    ((_, (_, values)),) = _contents(ingestor).items()
+    assert values == [0.0, 1.0, 2.0]

@@ -6,7 +6,7 @@
 - alert latency: from XADD of a sample that makes a `for: 0s` rule true to its alert entry on the alerts
   stream, p50/p99 over 100 trials (target p99 <= one evaluation tick + 50 ms).
 
-Usage: python bench/evaluator.py [--entries 300] [--rounds 3] [--trials 100] [--interval 0.2]
+Usage: python bench/evaluator.py [--entries 600] [--rounds 5] [--trials 100] [--interval 0.2]
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ async def fill(redis: Redis, stream: str, entries: int) -> None:
         await append_batch(redis, stream, "metrics", samples(k, now), "bench", 10_000_000)
 
 
-async def bench_raw(redis: Redis, stream: str, entries: int) -> float:
-    """XREADGROUP in pages of 100 and decode every entry (parse its JSON): the floor of any consumer."""
+async def bench_raw(redis: Redis, stream: str, entries: int) -> tuple[float, float]:
+    """XREADGROUP in pages of 100 and decode every entry (parse its JSON): the floor of any consumer.
+    Returns samples/s and this process's CPU seconds per million samples."""
     await redis.xgroup_create(stream, "raw", id="0")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     items = 0
     while True:
         response = await redis.xreadgroup("raw", "raw", {stream: ">"}, count=100)
@@ -83,18 +84,19 @@ async def bench_raw(redis: Redis, stream: str, entries: int) -> float:
             break
         for _entry_id, fields in response[0][1]:
             items += len(decode_entry(fields).items)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert items == entries * BATCH, items
-    return items / elapsed
+    return items / elapsed, cpu / items * 1e6
 
 
-async def bench_evaluator(url: str, entries: int) -> float:
+async def bench_evaluator(url: str, entries: int) -> tuple[float, float]:
+    """The real evaluator from start to every entry acked: samples/s, and CPU seconds per million samples."""
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     keys = Keys(prefix)
     redis = Redis.from_url(url)
     await fill(redis, keys.metrics, entries)
     app = build(config(url, prefix, [], 1.0))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await app.start()
     while True:  # done when every entry was delivered and acked
         groups = await redis.xinfo_groups(keys.metrics)
@@ -102,7 +104,7 @@ async def bench_evaluator(url: str, entries: int) -> float:
         if info["lag"] == 0 and info["pending"] == 0:
             break
         await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     # Samples applied (many overwrite one another in the store: same series, same timestamp).
     applied = app.service.registry.get_sample_value(
         "tripwire_evaluator_samples_applied_total", {"stream": keys.metrics}
@@ -110,7 +112,7 @@ async def bench_evaluator(url: str, entries: int) -> float:
     assert applied == entries * BATCH, applied
     await app.service.stop()
     await redis.aclose()
-    return applied / elapsed
+    return applied / elapsed, cpu / applied * 1e6
 
 
 async def bench_latency(url: str, trials: int, interval: float) -> list[float]:
@@ -147,18 +149,21 @@ async def bench_latency(url: str, trials: int, interval: float) -> list[float]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=300)
+    parser.add_argument("--entries", type=int, default=600)
     parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating ingest rounds; the best of each")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating ingest rounds; the best of each")
     parser.add_argument("--interval", type=float, default=0.2, help="evaluation interval, seconds")
     args = parser.parse_args()
     configure_logging("bench", "warning", "text")
     url, proc, _ = start_redis()
     try:
-        # Alternate the two, several rounds, and compare the best of each: this machine's speed drifts by
-        # tens of percent from one second to the next, and both sides get the same treatment.
+        # Alternate the two, several rounds: this machine's speed drifts by tens of percent from one second
+        # to the next, so each round's ratio (the two measured back to back) counts, and the median of them
+        # is the figure.
+        # One untimed round first: imports done lazily on first use (anyio's backend, ~35 ms) and cold caches
+        # would otherwise land in the first evaluator figure only.
         raws, evaluators = [], []
-        for _ in range(args.rounds):
+        for round_number in range(1 + args.rounds):
             redis = Redis.from_url(url)
             raw_stream = f"bench-raw-{uuid.uuid4().hex[:6]}"
             await fill(redis, raw_stream, args.entries)
@@ -166,17 +171,31 @@ async def main() -> None:
             await redis.delete(raw_stream)
             await redis.aclose()
             evaluators.append(await bench_evaluator(url, args.entries))
-        raw, evaluator = max(raws), max(evaluators)
-        print(f"ingest: evaluator {evaluator:,.0f} samples/s vs raw XREADGROUP+decode {raw:,.0f} samples/s")
+            if round_number == 0:
+                raws.clear()
+                evaluators.clear()
+        ratios = [e / r for (e, _), (r, _) in zip(evaluators, raws, strict=True)]
+        cpu_ratios = [rc / ec for (_, ec), (_, rc) in zip(evaluators, raws, strict=True)]
         print(
-            f"        ratio {evaluator / raw:.2f}x   (target >= 0.70x; {args.entries} entries of {BATCH}; "
-            f"best of {args.rounds} alternating rounds)"
+            f"ingest: evaluator {statistics.median(e for e, _ in evaluators):,.0f} samples/s vs raw "
+            f"XREADGROUP+decode {statistics.median(r for r, _ in raws):,.0f} samples/s "
+            f"(medians, {args.rounds} rounds after a warm-up)"
         )
         print(
-            "        every round: evaluator "
-            + ", ".join(f"{r:,.0f}" for r in evaluators)
-            + "; raw "
-            + ", ".join(f"{r:,.0f}" for r in raws)
+            f"        ratio {statistics.median(ratios):.2f}x, median of the rounds' ratios "
+            f"(target >= 0.70x; {args.entries} entries of {BATCH})"
+        )
+        print(
+            "        every round (evaluator / raw): "
+            + ", ".join(
+                f"{e:,.0f}/{r:,.0f} = {e / r:.2f}x" for (e, _), (r, _) in zip(evaluators, raws, strict=True)
+            )
+        )
+        evaluator_cpu = statistics.median(c for _, c in evaluators)
+        raw_cpu = statistics.median(c for _, c in raws)
+        print(
+            f"        CPU per sample in this process: evaluator {evaluator_cpu:.2f} us, raw {raw_cpu:.2f} us"
+            f" -> ratio {statistics.median(cpu_ratios):.2f}x (steadier than wall time on a shared machine)"
         )
         latencies = sorted(await bench_latency(url, args.trials, args.interval))
         p50 = statistics.median(latencies) * 1000

@@ -10,6 +10,7 @@ entry comes back through re-claim after newer entries have been applied.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,35 +153,37 @@ class Ingestor:
         oldest, newest = now - store.retention, now + MAX_FUTURE_SKEW
         cap = store.limits.max_samples_per_series or float("inf")
         dropped: dict[str, int] = {}
-        applied = 0
+        refusals = 0
         for sample, series in zip(wire, found, strict=True):
             ts = sample.timestamp
             if ts is None:
                 ts = now
             if series is not None and oldest < ts <= newest:
-                # The fast lane: a known series under its cap, at or after its newest point. What
-                # Series.add and Series.increment do there, without the calls.
+                # The fast lane: a known series under its cap, at or after its newest point. Series.add and
+                # Series.increment, without the calls.
                 timestamps, values = series.timestamps, series.values
-                if len(timestamps) < cap and timestamps and ts >= timestamps[-1]:
+                try:
+                    last = timestamps[-1]
+                except IndexError:  # a series is never empty once made (trim keeps the newest); just in case
+                    last = math.inf
+                if ts >= last and len(timestamps) < cap:
                     if sample.kind == "sample":
-                        if ts == timestamps[-1]:
+                        if ts == last:
                             values[-1] = sample.value
                         else:
                             timestamps.append(ts)
                             values.append(sample.value)
-                    elif ts == timestamps[-1]:
+                    elif ts == last:
                         values[-1] += sample.value
                     else:
                         timestamps.append(ts)
                         values.append(values[-1] + sample.value)
-                    applied += 1
                     continue
             refused = self._apply_wire_sample(sample, series, ts, oldest, newest)
-            if refused is None:
-                applied += 1
-            else:
+            if refused is not None:
                 dropped[refused] = dropped.get(refused, 0) + 1
-        self._count(stream, applied, dropped)
+                refusals += 1
+        self._count(stream, len(wire) - refusals, dropped)
         return True
 
     def _apply_wire_sample(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
@@ -36,6 +36,7 @@ from shared.events import (
     WIRE_ERRORS,
     LogEvent,
     MetricSample,
+    WireSample,
     label_names_valid,
     metric_name_valid,
     raw_labels_unambiguous,
@@ -256,14 +257,11 @@ def _parse_body_items(
 _NO_LABELS = msgspec.Raw(b"{}")
 
 
-class _RequestSample(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A sample of the common shape in a JSON API request: `shared.events.WireSample`, labels optional."""
+class _RequestSample(WireSample):
+    """A sample of the common shape in a JSON API request: the stream's WireSample (same fields, order and
+    checks), with labels optional."""
 
-    name: str
-    value: float
     labels: msgspec.Raw = _NO_LABELS
-    kind: Literal["sample", "increment"] = "sample"
-    timestamp: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 class _MetricsBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):

@@ -79,16 +79,18 @@ async def test_an_inhibited_alert_is_not_delivered_while_its_source_fires(redis,
         )
         await deliver(d, "1-0", [source, target])
         assert [b["commonLabels"]["alertname"] for b in webhook.delivered] == ["Down"]
-        # The source resolves: the target is no longer inhibited and is notified on its next re-send.
+        # The source resolves: the target is no longer inhibited. Its group is due in the same flush pass as
+        # the source's (both one group_interval on), so it is notified there, alongside the resolved source;
+        # the two groups flush concurrently, so their order is not fixed.
         await deliver(
             d, "2-0", [source.model_copy(update={"status": "resolved", "ends_at": from_unix(T0 + 5)})]
         )
+        sent = [(b["commonLabels"]["alertname"], b["status"]) for b in webhook.delivered]
+        assert sent[0] == ("Down", "firing")
+        assert sorted(sent[1:]) == [("Down", "resolved"), ("Slow", "firing")]
+        # Its next re-send changes nothing: already notified.
         await deliver(d, "3-0", [target])
-        assert [(b["commonLabels"]["alertname"], b["status"]) for b in webhook.delivered] == [
-            ("Down", "firing"),
-            ("Down", "resolved"),
-            ("Slow", "firing"),
-        ]
+        assert len(webhook.delivered) == 3
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -52,11 +53,13 @@ from services.collector.ingest import (
 from services.collector.otlp_logs import map_logs
 from services.collector.otlp_metrics import (
     LISTED_REASONS,
+    LabelSetCache,
     MappedPoint,
     Mapping,
     OtlpOptions,
     map_metrics,
 )
+from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import Publisher, Unavailable, request_identity
 from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
@@ -120,6 +123,8 @@ class _Signal:
     request_type: type[ProtoMessage]
     mapper: Callable[[Any, float, IngestLimits, OtlpOptions], Mapping]
     response: Callable[[int, str], ProtoMessage]
+    # What a protobuf body is parsed as: request_type, or a wire-compatible type that maps faster.
+    protobuf_type: type[ProtoMessage]
 
 
 def _metrics_response(rejected: int, message: str) -> ProtoMessage:
@@ -170,8 +175,10 @@ def add_otlp_routes(service: Service, publisher: Publisher, options: OtlpOptions
             keys.metrics,
             "data points",
             ExportMetricsServiceRequest,
-            map_metrics,
+            # One cache per receiver: an SDK's attribute sets are mapped once, not on every export.
+            partial(map_metrics, cache=LabelSetCache()),
             _metrics_response,
+            RawAttributesRequest,
         ),
         _Signal(
             "logs",
@@ -182,6 +189,7 @@ def add_otlp_routes(service: Service, publisher: Publisher, options: OtlpOptions
             ExportLogsServiceRequest,
             map_logs,
             _logs_response,
+            ExportLogsServiceRequest,
         ),
     )
     for signal in signals:
@@ -211,7 +219,12 @@ class _Receiver:
                 f"plus _sum and _count); the limit is {self.config.max_items} per request "
                 "(collector.max_items): send smaller batches (e.g. the exporter's max_export_batch_size)",
             )
-        mapping = signal.mapper(message, now, self.limits, self.options)
+        try:
+            mapping = signal.mapper(message, now, self.limits, self.options)
+        except DecodeError as exc:  # an attribute the protobuf_type left serialized (otlp_wire)
+            raise _Refused(
+                400, INVALID_ARGUMENT, f"request body is not a valid {_what(signal, encoding)}: {exc}"
+            ) from None
         total = sum(len(point.items) for point in mapping.points)
         if total > self.config.max_items:
             raise _Refused(
@@ -318,9 +331,12 @@ class _Receiver:
 
 
 # Decoding ---------------------------------------------------------------------------------------------------
+def _what(signal: _Signal, encoding: str) -> str:
+    return f"{signal.request_type.__name__} ({'protobuf' if encoding == PROTOBUF else 'OTLP/JSON'})"
+
+
 def _decode(body: bytes, encoding: str, signal: _Signal) -> Any:
-    message = signal.request_type()
-    what = f"{signal.request_type.__name__} ({'protobuf' if encoding == PROTOBUF else 'OTLP/JSON'})"
+    message = signal.protobuf_type() if encoding == PROTOBUF else signal.request_type()
     try:
         if encoding == PROTOBUF:
             message.ParseFromString(body)
@@ -331,7 +347,9 @@ def _decode(body: bytes, encoding: str, signal: _Signal) -> Any:
             _drop_trace_ids(document)
             json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise _Refused(400, INVALID_ARGUMENT, f"request body is not a valid {what}: {exc}") from None
+        raise _Refused(
+            400, INVALID_ARGUMENT, f"request body is not a valid {_what(signal, encoding)}: {exc}"
+        ) from None
     return message
 
 

@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
@@ -47,7 +47,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from services.collector.ingest import IngestLimits
+from services.collector.ingest import KNOWN_NAMES_LIMIT, LABEL_SET_CACHE_BYTES, IngestLimits
+from services.collector.otlp_wire import decode_attributes, raw_attributes_request
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
@@ -306,7 +307,48 @@ def timestamp(time_unix_nano: int, now: float) -> float:
 
 
 # Metrics ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+class LabelSetCache:
+    """Labels already mapped from a data point's serialized attributes, across requests: an SDK sends the
+    same attribute sets in every export, and mapping one costs about 10x looking it up. Keyed by the
+    series' fixed labels (a token per distinct set of them) and the attributes' bytes; the value is the
+    mapped labels and why they break the limits, or None. Keep one per receiver.
+
+    Bounded like the JSON path's label-set cache: only attribute sets of up to LABEL_SET_CACHE_BYTES are
+    remembered, and the cache starts over when it holds `max_entries` of them (about 100 MB at worst), or
+    `max_contexts` series contexts. The cached label dicts are shared by every item that carries them:
+    nothing may modify them."""
+
+    __slots__ = ("_entries", "_next_token", "_tokens", "max_contexts", "max_entries")
+
+    def __init__(self, max_entries: int = KNOWN_NAMES_LIMIT, max_contexts: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self.max_contexts = max_contexts
+        self._tokens: dict[tuple[Any, ...], int] = {}
+        self._next_token = 0  # never reused: a series may hold a token across a clear
+        self._entries: dict[tuple[int, tuple[bytes, ...]], tuple[dict[str, str], str | None]] = {}
+
+    def token(self, series: tuple[Any, ...]) -> int:
+        """A small key for one series context (limits, fixed and promoted labels, per-item labels)."""
+        token = self._tokens.get(series)
+        if token is None:
+            if len(self._tokens) >= self.max_contexts:
+                self._tokens.clear()
+            token = self._tokens[series] = self._next_token
+            self._next_token += 1
+        return token
+
+    def get(self, key: tuple[int, tuple[bytes, ...]]) -> tuple[dict[str, str], str | None] | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[int, tuple[bytes, ...]], value: tuple[dict[str, str], str | None]) -> None:
+        if sum(map(len, key[1])) > LABEL_SET_CACHE_BYTES:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # start over rather than stop learning new attribute sets
+        self._entries[key] = value
+
+
+@dataclass(slots=True)
 class _Series:
     """Labels every point of one metric starts from: identity and scope labels win over point attributes
     (clashing attributes become exported_*), promoted resource attributes give way to them."""
@@ -314,17 +356,30 @@ class _Series:
     fixed: dict[str, str]
     promoted: dict[str, str]
     limits: IngestLimits
+    cache: LabelSetCache
+    _tokens: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def labels(
-        self, attributes: Iterable[KeyValue], extra: tuple[str, ...] = ()
+        self, attributes: Sequence[bytes], extra: tuple[str, ...] = ()
     ) -> tuple[dict[str, str], str | None]:
-        """The point's labels, and why they break the limits (None if they don't). `extra` names labels the
-        caller adds per item (le, quantile): attributes with those names become exported_*."""
-        labels = attribute_labels(attributes, (*self.fixed, *extra))
+        """The point's labels from its serialized attributes (see `otlp_wire`), and why they break the
+        limits (None if they don't). `extra` names labels the caller adds per item (le, quantile):
+        attributes with those names become exported_*. The labels are shared: do not modify them."""
+        token = self._tokens.get(extra)
+        if token is None:
+            context = (self.limits, tuple(self.fixed.items()), tuple(self.promoted.items()), extra)
+            token = self._tokens[extra] = self.cache.token(context)
+        key = (token, tuple(attributes))
+        known = self.cache.get(key)
+        if known is not None:
+            return known
+        labels = attribute_labels(decode_attributes(attributes), (*self.fixed, *extra))
         for name, value in self.promoted.items():
             labels.setdefault(name, value)
         labels.update(self.fixed)
-        return labels, check_labels(labels, self.limits, len(extra))
+        mapped = labels, check_labels(labels, self.limits, len(extra))
+        self.cache.put(key, mapped)
+        return mapped
 
 
 def _item(name: str, labels: dict[str, str], value: float, kind: str, ts: float) -> dict[str, Any]:
@@ -341,9 +396,17 @@ def _number(point: NumberDataPoint) -> float | None:
 
 
 def map_metrics(
-    request: ExportMetricsServiceRequest, now: float, limits: IngestLimits, options: OtlpOptions
+    request: Message,
+    now: float,
+    limits: IngestLimits,
+    options: OtlpOptions,
+    cache: LabelSetCache | None = None,
 ) -> Mapping:
-    """Every data point of `request` as stream items (or a reason it cannot be one)."""
+    """Every data point of `request` (an ExportMetricsServiceRequest, best a RawAttributesRequest: see
+    `otlp_wire`) as stream items, or a reason it cannot be one. Pass the receiver's `cache` to map each
+    attribute set once; raises google.protobuf.message.DecodeError for a malformed attribute."""
+    request = raw_attributes_request(request)
+    cache = cache if cache is not None else LabelSetCache()
     out = Mapping()
     for r_index, resource_metrics in enumerate(request.resource_metrics):
         resource = ResourceContext.of(resource_metrics.resource, options)
@@ -353,6 +416,7 @@ def map_metrics(
                 fixed={**resource.identity, **scope_labels(scope_metrics.scope, options)},
                 promoted=resource.promoted,
                 limits=limits,
+                cache=cache,
             )
             for metric in scope_metrics.metrics:
                 _map_metric(metric, series, now, r_index, out)

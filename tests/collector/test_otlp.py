@@ -74,6 +74,7 @@ from services.collector.ingest import limits_from
 from services.collector.otlp import add_otlp_routes
 from services.collector.otlp_logs import level_of, map_logs
 from services.collector.otlp_metrics import OtlpOptions, format_float, map_metrics
+from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import Publisher
 from services.local_redis import free_port
 from shared.clock import Clock, FakeClock
@@ -538,6 +539,20 @@ async def test_bad_content_type_garbage_and_bad_gzip(faked: Collector, redis: Re
     )
     assert response.status == 400
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
+
+
+async def test_a_malformed_attribute_is_400_and_stores_nothing(faked: Collector, redis: Redis, keys: Keys):
+    # Data point attributes are parsed after the body (otlp_wire): a broken one must still fail the request.
+    good = gauge("up", point(1, route="/"))
+    bad = RawAttributesRequest.FromString(metrics_request(good, gauge("down", point(2))).SerializeToString())
+    bad.resource_metrics[0].scope_metrics[0].metrics[1].gauge.data_points[0].attributes.append(
+        b"\x0a\x02\xff\xfe"
+    )
+    response = await faked.client.post("/v1/metrics", data=bad.SerializeToString(), headers=PROTOBUF)
+    assert response.status == 400
+    status, _ = status_of(await response.read())
+    assert "not a valid ExportMetricsServiceRequest (protobuf)" in status.message
+    assert await redis.exists(keys.metrics) == 0
 
 
 async def test_empty_request_is_success(faked: Collector, redis: Redis, keys: Keys):

@@ -1,0 +1,247 @@
+"""OTLP data points keep their attributes serialized (otlp_wire), and each attribute set is mapped to labels
+once per receiver (otlp_metrics.LabelSetCache): both must change nothing but the cost.
+
+- The raw-attributes schema reads every request the real one reads, and writes it back byte for byte.
+- Mapping a run of requests through one shared cache gives, request by request, what mapping each with an
+  empty cache gives: the same items, rejections and reasons, across resources, scopes, point kinds and
+  limits (a hit must never carry another series' labels).
+- The cache stays bounded, and a token is never handed out twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+    Summary,
+    SummaryDataPoint,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from services.collector.ingest import LABEL_SET_CACHE_BYTES, IngestLimits
+from services.collector.otlp_metrics import LabelSetCache, Mapping, OtlpOptions, map_metrics
+from services.collector.otlp_wire import RawAttributesRequest, decode_attributes, raw_attributes_request
+
+NOW = 1_763_800_000.0
+NOW_NS = int(NOW * 1e9)
+CUMULATIVE, DELTA = 2, 1
+WIDE = IngestLimits(
+    max_labels=30, max_label_name_length=1024, max_label_value_length=2048, max_name_length=200
+)
+NARROW = IngestLimits(max_labels=4, max_label_name_length=8, max_label_value_length=6, max_name_length=200)
+
+# A small pool of keys and values, so that attribute sets repeat across points, scopes and requests; with
+# keys that clash with labels we set (job, le, quantile), keys that sanitise alike (a.b, a-b), values of
+# every scalar type, and values too long for NARROW.
+_KEYS = ("route", "method", "job", "le", "quantile", "a.b", "a-b", "2xx", "instance", "otel_scope_name")
+_VALUES = st.one_of(
+    st.sampled_from(("GET", "/items", "", "x" * 7, "ü")).map(lambda s: AnyValue(string_value=s)),
+    st.integers(-3, 3).map(lambda i: AnyValue(int_value=i)),
+    st.sampled_from((0.5, 1.0, float("inf"))).map(lambda f: AnyValue(double_value=f)),
+    st.booleans().map(lambda b: AnyValue(bool_value=b)),
+)
+# Drawn mostly from a few fixed sets, so that one set turns up in gauges, histograms and summaries alike.
+_COMMON_SETS = tuple(
+    [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in pairs]
+    for pairs in ((), (("le", "1"),), (("quantile", "q"), ("route", "/")), (("route", "/"), ("job", "j")))
+)
+_ATTRIBUTES = st.one_of(
+    st.sampled_from(_COMMON_SETS),
+    st.lists(st.builds(KeyValue, key=st.sampled_from(_KEYS), value=_VALUES), max_size=4),
+)
+
+
+@st.composite
+def _number_points(draw: st.DrawFn) -> list[NumberDataPoint]:
+    return [
+        NumberDataPoint(
+            as_double=draw(st.sampled_from((1.0, -2.0, 3.5))),
+            time_unix_nano=NOW_NS,
+            attributes=draw(_ATTRIBUTES),
+        )
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+
+
+@st.composite
+def _metric(draw: st.DrawFn) -> Metric:
+    name = draw(st.sampled_from(("requests", "latency.seconds", "queue-depth")))
+    kind = draw(st.sampled_from(("gauge", "sum", "delta", "histogram", "summary")))
+    if kind == "gauge":
+        return Metric(name=name, gauge=Gauge(data_points=draw(_number_points())))
+    if kind in ("sum", "delta"):
+        temporality = CUMULATIVE if kind == "sum" else DELTA
+        sum_ = Sum(aggregation_temporality=temporality, is_monotonic=True, data_points=draw(_number_points()))
+        return Metric(name=name, sum=sum_)
+    if kind == "histogram":
+        point = HistogramDataPoint(
+            time_unix_nano=NOW_NS,
+            count=3,
+            sum=1.5,
+            explicit_bounds=[0.1, 1.0],
+            bucket_counts=[1, 1, 1],
+            attributes=draw(_ATTRIBUTES),
+        )
+        return Metric(name=name, histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=[point]))
+    point = SummaryDataPoint(
+        time_unix_nano=NOW_NS,
+        count=2,
+        sum=1.0,
+        quantile_values=[SummaryDataPoint.ValueAtQuantile(quantile=0.5, value=0.4)],
+        attributes=draw(_ATTRIBUTES),
+    )
+    return Metric(name=name, summary=Summary(data_points=[point]))
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> ExportMetricsServiceRequest:
+    resources = []
+    for _ in range(draw(st.integers(1, 2))):
+        service = draw(st.sampled_from(("api", "worker", "")))
+        attributes = [KeyValue(key="service.name", value=AnyValue(string_value=service))] if service else []
+        attributes.append(KeyValue(key="region", value=AnyValue(string_value=draw(st.sampled_from("ab")))))
+        scopes = [
+            ScopeMetrics(
+                scope=InstrumentationScope(name=draw(st.sampled_from(("http", "db")))),
+                metrics=draw(st.lists(_metric(), min_size=1, max_size=3)),
+            )
+            for _ in range(draw(st.integers(1, 2)))
+        ]
+        resources.append(ResourceMetrics(resource=Resource(attributes=attributes), scope_metrics=scopes))
+    return ExportMetricsServiceRequest(resource_metrics=resources)
+
+
+def _outcome(mapping: Mapping) -> tuple[Any, ...]:
+    points = [(p.where, p.resource, p.counted, p.items) for p in mapping.points]
+    return points, mapping.rejected, mapping.reasons, mapping.skipped, mapping.warnings
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(_requests(), st.sampled_from((WIDE, NARROW)), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_shared_cache_maps_every_request_as_an_empty_one_does(
+    runs: list[tuple[ExportMetricsServiceRequest, IngestLimits, bool, bool]],
+):
+    shared = LabelSetCache()
+    for request, limits, scope_labels, promote in runs:
+        promoted = frozenset({"region"}) if promote else frozenset()
+        options = OtlpOptions(scope_labels=scope_labels, promote_resource_attributes=promoted)
+        expected = map_metrics(request, NOW, limits, options, LabelSetCache())
+        assert _outcome(map_metrics(request, NOW, limits, options, shared)) == _outcome(expected)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(_requests())
+def test_the_raw_attributes_schema_reads_and_writes_every_request_as_the_real_one(
+    request: ExportMetricsServiceRequest,
+):
+    body = request.SerializeToString()
+    raw = RawAttributesRequest.FromString(body)
+    assert raw.SerializeToString() == body
+    real_points = [
+        point
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in getattr(metric, metric.WhichOneof("data")).data_points
+    ]
+    raw_points = [
+        point
+        for resource in raw.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in getattr(metric, metric.WhichOneof("data")).data_points
+    ]
+    assert [decode_attributes(p.attributes) for p in raw_points] == [list(p.attributes) for p in real_points]
+    assert raw_attributes_request(request).SerializeToString() == body
+    assert raw_attributes_request(raw) is raw
+
+
+@pytest.mark.parametrize(
+    "attribute",
+    [
+        b"\x0a\x02\xff\xfe",  # key: not UTF-8, which proto3 refuses for a string
+        b"\x0a\x05ab",  # key: 5 bytes announced, 2 there
+        b"\x12\x03\x0a\x01",  # value: an AnyValue cut short
+    ],
+)
+def test_a_malformed_attribute_is_a_decode_error_as_in_the_real_schema(attribute: bytes):
+    raw = RawAttributesRequest()
+    metric = raw.resource_metrics.add().scope_metrics.add().metrics.add(name="up")
+    metric.gauge.data_points.add(as_double=1, time_unix_nano=NOW_NS).attributes.append(attribute)
+    body = raw.SerializeToString()
+    with pytest.raises(DecodeError):
+        ExportMetricsServiceRequest.FromString(body)
+    with pytest.raises(DecodeError):
+        map_metrics(RawAttributesRequest.FromString(body), NOW, WIDE, OtlpOptions(), LabelSetCache())
+
+
+def _gauge_request(service: str, *attribute_sets: dict[str, str]) -> ExportMetricsServiceRequest:
+    points = [
+        NumberDataPoint(
+            as_double=1,
+            time_unix_nano=NOW_NS,
+            attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items()],
+        )
+        for attributes in attribute_sets
+    ]
+    resource = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value=service))])
+    metric = Metric(name="up", gauge=Gauge(data_points=points))
+    scope = ScopeMetrics(scope=InstrumentationScope(name="s"), metrics=[metric])
+    return ExportMetricsServiceRequest(
+        resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope])]
+    )
+
+
+def _labels(mapping: Mapping) -> list[dict[str, str]]:
+    return [item["labels"] for point in mapping.points for item in point.items if item["name"] == "up"]
+
+
+def test_the_cache_starts_over_when_full():
+    cache = LabelSetCache(max_entries=2)
+    options = OtlpOptions(target_info=False)
+    sets = [{"route": f"/{i}"} for i in range(3)]
+    first = _labels(map_metrics(_gauge_request("api", *sets), NOW, WIDE, options, cache))
+    assert len(cache._entries) == 1  # the third set found it full
+    assert _labels(map_metrics(_gauge_request("api", *sets), NOW, WIDE, options, cache)) == first
+
+
+def test_a_token_is_never_handed_out_twice():
+    # More series contexts than the token table holds: it starts over, and a token handed out before must
+    # not come back for another context, or "b" points would get the labels cached for "api".
+    cache = LabelSetCache(max_contexts=2)
+    options = OtlpOptions(target_info=False)
+    for service in ("api", "a", "b"):
+        [labels] = _labels(map_metrics(_gauge_request(service, {"route": "/"}), NOW, WIDE, options, cache))
+        assert labels["job"] == service
+    assert len(cache._tokens) == 1
+
+
+def test_only_small_attribute_sets_are_remembered():
+    cache = LabelSetCache()
+    options = OtlpOptions(target_info=False)
+    small = {"route": "/items"}
+    large = {"route": "x" * LABEL_SET_CACHE_BYTES}
+    map_metrics(_gauge_request("api", small, large), NOW, WIDE, options, cache)
+    assert [len(attributes) for _, attributes in cache._entries] == [1]
+    [key] = cache._entries
+    assert decode_attributes(key[1])[0].value.string_value == "/items"

@@ -318,13 +318,15 @@ class LabelSetCache:
     `max_contexts` series contexts. The cached label dicts are shared by every item that carries them:
     nothing may modify them."""
 
-    __slots__ = ("_entries", "_next_token", "_tokens", "max_contexts", "max_entries")
+    __slots__ = ("_counter", "_entries", "_tokens", "max_contexts", "max_entries")
 
     def __init__(self, max_entries: int = KNOWN_NAMES_LIMIT, max_contexts: int = 10_000) -> None:
         self.max_entries = max_entries
         self.max_contexts = max_contexts
         self._tokens: dict[tuple[Any, ...], int] = {}
-        self._next_token = 0  # never reused: a series may hold a token across a clear
+        # Tokens are never reused: a series may hold one across a clear. next() on a count is atomic, and
+        # requests are mapped in worker threads at once: `n += 1` could give two contexts one token.
+        self._counter = itertools.count()
         self._entries: dict[tuple[int, tuple[bytes, ...]], tuple[dict[str, str], str | None]] = {}
 
     def token(self, series: tuple[Any, ...]) -> int:
@@ -333,8 +335,7 @@ class LabelSetCache:
         if token is None:
             if len(self._tokens) >= self.max_contexts:
                 self._tokens.clear()
-            token = self._tokens[series] = self._next_token
-            self._next_token += 1
+            token = self._tokens[series] = next(self._counter)
         return token
 
     def get(self, key: tuple[int, tuple[bytes, ...]]) -> tuple[dict[str, str], str | None] | None:

@@ -10,6 +10,8 @@ once per receiver (otlp_metrics.LabelSetCache): both must change nothing but the
 
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -245,3 +247,26 @@ def test_only_small_attribute_sets_are_remembered():
     assert [len(attributes) for _, attributes in cache._entries] == [1]
     [key] = cache._entries
     assert decode_attributes(key[1])[0].value.string_value == "/items"
+
+
+def test_requests_mapped_in_threads_at_once_each_get_their_own_labels():
+    # The receiver maps requests in worker threads, all on one cache. With the GIL switching threads every
+    # microsecond, a token handed to two contexts at once shows up as a point with another service's job.
+    services = [f"svc-{i}" for i in range(1500)]
+    requests = {service: _gauge_request(service, {"route": "/"}) for service in services}
+    cache = LabelSetCache()
+    options = OtlpOptions(target_info=False)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            jobs = list(
+                pool.map(
+                    lambda s: _labels(map_metrics(requests[s], NOW, WIDE, options, cache))[0]["job"],
+                    services * 3,
+                )
+            )
+    finally:
+        sys.setswitchinterval(interval)
+    assert jobs == services * 3
+    assert len(set(cache._tokens.values())) == len(cache._tokens)

@@ -20,23 +20,27 @@ class IntegrationHealth:
             registry=registry,
         )
         self.unhealthy: dict[tuple[str, str], str] = {}
+        # The gauge's series, kept here: prometheus-client has no public listing of a metric's children.
+        self.exported: set[tuple[str, str]] = set()
 
     def delivered(self, receiver: str, integration: str) -> None:
         self.gauge.labels(receiver, integration).set(1)
+        self.exported.add((receiver, integration))
         if self.unhealthy.pop((receiver, integration), None) is not None:
             log.info("integration healthy again", extra={"receiver": receiver, "integration": integration})
 
     def refused(self, receiver: str, integration: str, reason: str) -> None:
         self.gauge.labels(receiver, integration).set(0)
+        self.exported.add((receiver, integration))
         self.unhealthy[(receiver, integration)] = reason
 
     def retain(self, present: set[tuple[str, str]]) -> None:
         """Forget integrations a reload removed (their gauge series too)."""
         for key in [k for k in self.unhealthy if k not in present]:
             del self.unhealthy[key]
-        for labels in list(self.gauge._metrics):  # prometheus-client keeps no public listing of children
-            if labels not in present:
-                self.gauge.remove(*labels)
+        for labels in self.exported - present:
+            self.gauge.remove(*labels)
+        self.exported &= present
 
     def details(self) -> dict[str, object]:
         """For `/readyz`: each unhealthy integration and why. The notifier stays ready (its API and the other

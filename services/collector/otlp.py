@@ -123,7 +123,8 @@ class _Signal:
     request_type: type[ProtoMessage]
     mapper: Callable[[Any, float, IngestLimits, OtlpOptions], Mapping]
     response: Callable[[int, str], ProtoMessage]
-    # What a protobuf body is parsed as: request_type, or a wire-compatible type that maps faster.
+    # What the mapper reads a protobuf body as, once request_type has accepted it: request_type, or a
+    # wire-compatible type that maps faster.
     protobuf_type: type[ProtoMessage]
 
 
@@ -219,12 +220,7 @@ class _Receiver:
                 f"plus _sum and _count); the limit is {self.config.max_items} per request "
                 "(collector.max_items): send smaller batches (e.g. the exporter's max_export_batch_size)",
             )
-        try:
-            mapping = signal.mapper(message, now, self.limits, self.options)
-        except DecodeError as exc:  # an attribute the protobuf_type left serialized (otlp_wire)
-            raise _Refused(
-                400, INVALID_ARGUMENT, f"request body is not a valid {_what(signal, encoding)}: {exc}"
-            ) from None
+        mapping = signal.mapper(message, now, self.limits, self.options)
         total = sum(len(point.items) for point in mapping.points)
         if total > self.config.max_items:
             raise _Refused(
@@ -331,15 +327,16 @@ class _Receiver:
 
 
 # Decoding ---------------------------------------------------------------------------------------------------
-def _what(signal: _Signal, encoding: str) -> str:
-    return f"{signal.request_type.__name__} ({'protobuf' if encoding == PROTOBUF else 'OTLP/JSON'})"
-
-
 def _decode(body: bytes, encoding: str, signal: _Signal) -> Any:
-    message = signal.protobuf_type() if encoding == PROTOBUF else signal.request_type()
+    message = signal.request_type()
+    what = f"{signal.request_type.__name__} ({'protobuf' if encoding == PROTOBUF else 'OTLP/JSON'})"
     try:
         if encoding == PROTOBUF:
+            # The real schema judges the body, as it always did (same errors, same limits), even when the
+            # mapping reads it through a faster wire-compatible type: that one checks less.
             message.ParseFromString(body)
+            if signal.protobuf_type is not signal.request_type:
+                message = signal.protobuf_type.FromString(body)
         else:
             document = orjson.loads(body)
             if not isinstance(document, dict):
@@ -347,9 +344,7 @@ def _decode(body: bytes, encoding: str, signal: _Signal) -> Any:
             _drop_trace_ids(document)
             json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise _Refused(
-            400, INVALID_ARGUMENT, f"request body is not a valid {_what(signal, encoding)}: {exc}"
-        ) from None
+        raise _Refused(400, INVALID_ARGUMENT, f"request body is not a valid {what}: {exc}") from None
     return message
 
 

@@ -30,6 +30,7 @@ import base64
 import itertools
 import math
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -47,7 +48,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from services.collector.ingest import KNOWN_NAMES_LIMIT, LABEL_SET_CACHE_BYTES, IngestLimits
+from services.collector.ingest import IngestLimits
 from services.collector.otlp_wire import decode_attributes, raw_attributes_request
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -307,46 +308,74 @@ def timestamp(time_unix_nano: int, now: float) -> float:
 
 
 # Metrics ----------------------------------------------------------------------------------------------------
+# What one cached label set is estimated to cost in memory: Python objects cost well beyond their text.
+_ENTRY_OVERHEAD = 400  # the key and value tuples, the labels dict, the table slot
+_ATTRIBUTE_OVERHEAD = 40  # one bytes object in the key
+_LABEL_OVERHEAD = 100  # a dict slot and a str object per label
+ENTRY_LIMIT_BYTES = 4096  # a bigger label set is mapped every time rather than remembered
+CONTEXT_LIMIT = 1024  # characters of fixed and promoted labels beyond which a series does not use the cache
+_UNCACHED = -1  # the token of such a series
+
+
 class LabelSetCache:
     """Labels already mapped from a data point's serialized attributes, across requests: an SDK sends the
     same attribute sets in every export, and mapping one costs about 10x looking it up. Keyed by the
-    series' fixed labels (a token per distinct set of them) and the attributes' bytes; the value is the
-    mapped labels and why they break the limits, or None. Keep one per receiver.
+    series context (a token per distinct limits, fixed and promoted labels and per-item label names) and
+    the attributes' bytes; the value is the mapped labels and why they break the limits, or None. Keep one
+    per receiver; requests are mapped in worker threads at once.
 
-    Bounded like the JSON path's label-set cache: only attribute sets of up to LABEL_SET_CACHE_BYTES are
-    remembered, and the cache starts over when it holds `max_entries` of them (about 100 MB at worst), or
-    `max_contexts` series contexts. The cached label dicts are shared by every item that carries them:
-    nothing may modify them."""
+    Bounded by estimated memory: an entry costs its text plus a per-object overhead; one over
+    ENTRY_LIMIT_BYTES is not remembered, and the cache starts over when the next would pass `max_bytes`
+    (the JSON path's label-set cache does the same by count). Series whose own labels pass CONTEXT_LIMIT
+    characters, and contexts beyond `max_contexts`, are not remembered either. The cached label dicts are
+    shared by every item that carries them: nothing may modify them."""
 
-    __slots__ = ("_counter", "_entries", "_tokens", "max_contexts", "max_entries")
+    __slots__ = ("_bytes", "_counter", "_entries", "_lock", "_tokens", "max_bytes", "max_contexts")
 
-    def __init__(self, max_entries: int = KNOWN_NAMES_LIMIT, max_contexts: int = 10_000) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_contexts: int = 10_000) -> None:
+        self.max_bytes = max_bytes
         self.max_contexts = max_contexts
         self._tokens: dict[tuple[Any, ...], int] = {}
-        # Tokens are never reused: a series may hold one across a clear. next() on a count is atomic, and
-        # requests are mapped in worker threads at once: `n += 1` could give two contexts one token.
-        self._counter = itertools.count()
         self._entries: dict[tuple[int, tuple[bytes, ...]], tuple[dict[str, str], str | None]] = {}
+        self._bytes = 0
+        # Misses only (a token per series per request, an entry per new label set): cheap to serialize.
+        self._lock = threading.Lock()
+        self._counter = itertools.count()  # tokens are never reused: a series may hold one across a clear
 
-    def token(self, series: tuple[Any, ...]) -> int:
-        """A small key for one series context (limits, fixed and promoted labels, per-item labels)."""
-        token = self._tokens.get(series)
-        if token is None:
-            if len(self._tokens) >= self.max_contexts:
-                self._tokens.clear()
-            token = self._tokens[series] = next(self._counter)
+    def token(self, limits: IngestLimits, fixed: dict[str, str], promoted: dict[str, str], extra: Any) -> int:
+        """The key of one series context, or _UNCACHED for one too big to remember."""
+        if sum(len(k) + len(v) for labels in (fixed, promoted) for k, v in labels.items()) > CONTEXT_LIMIT:
+            return _UNCACHED
+        context = (limits, tuple(fixed.items()), tuple(promoted.items()), extra)
+        with self._lock:
+            token = self._tokens.get(context)
+            if token is None:
+                if len(self._tokens) >= self.max_contexts:
+                    self._tokens.clear()
+                token = self._tokens[context] = next(self._counter)
         return token
 
     def get(self, key: tuple[int, tuple[bytes, ...]]) -> tuple[dict[str, str], str | None] | None:
         return self._entries.get(key)
 
     def put(self, key: tuple[int, tuple[bytes, ...]], value: tuple[dict[str, str], str | None]) -> None:
-        if sum(map(len, key[1])) > LABEL_SET_CACHE_BYTES:
+        attributes, labels = key[1], value[0]
+        cost = (
+            _ENTRY_OVERHEAD
+            + sum(map(len, attributes))
+            + _ATTRIBUTE_OVERHEAD * len(attributes)
+            + sum(len(k) + len(v) for k, v in labels.items())
+            + _LABEL_OVERHEAD * len(labels)
+        )
+        if cost > ENTRY_LIMIT_BYTES:
             return
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()  # start over rather than stop learning new attribute sets
-        self._entries[key] = value
+        with self._lock:
+            if self._bytes + cost > self.max_bytes:
+                self._entries.clear()  # start over rather than stop learning new attribute sets
+                self._bytes = 0
+            if key not in self._entries:
+                self._entries[key] = value
+                self._bytes += cost
 
 
 @dataclass(slots=True)
@@ -368,8 +397,7 @@ class _Series:
         attributes with those names become exported_*. The labels are shared: do not modify them."""
         token = self._tokens.get(extra)
         if token is None:
-            context = (self.limits, tuple(self.fixed.items()), tuple(self.promoted.items()), extra)
-            token = self._tokens[extra] = self.cache.token(context)
+            token = self._tokens[extra] = self.cache.token(self.limits, self.fixed, self.promoted, extra)
         key = (token, tuple(attributes))
         known = self.cache.get(key)
         if known is not None:
@@ -379,7 +407,8 @@ class _Series:
             labels.setdefault(name, value)
         labels.update(self.fixed)
         mapped = labels, check_labels(labels, self.limits, len(extra))
-        self.cache.put(key, mapped)
+        if token != _UNCACHED:
+            self.cache.put(key, mapped)
         return mapped
 
 

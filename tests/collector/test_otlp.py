@@ -541,17 +541,43 @@ async def test_bad_content_type_garbage_and_bad_gzip(faked: Collector, redis: Re
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
 
 
-async def test_a_malformed_attribute_is_400_and_stores_nothing(faked: Collector, redis: Redis, keys: Keys):
-    # Data point attributes are parsed after the body (otlp_wire): a broken one must still fail the request.
-    good = gauge("up", point(1, route="/"))
-    bad = RawAttributesRequest.FromString(metrics_request(good, gauge("down", point(2))).SerializeToString())
-    bad.resource_metrics[0].scope_metrics[0].metrics[1].gauge.data_points[0].attributes.append(
-        b"\x0a\x02\xff\xfe"
-    )
-    response = await faked.client.post("/v1/metrics", data=bad.SerializeToString(), headers=PROTOBUF)
+def _with_bad_attribute(request: ExportMetricsServiceRequest, metric: int) -> bytes:
+    """`request` with one malformed attribute (a key that is not UTF-8) on the first point of a metric."""
+    raw = RawAttributesRequest.FromString(request.SerializeToString())
+    data = raw.resource_metrics[0].scope_metrics[0].metrics[metric]
+    getattr(data, data.WhichOneof("data")).data_points[0].attributes.append(b"\x0a\x02\xff\xfe")
+    return raw.SerializeToString()
+
+
+_EXPONENTIAL = Metric(
+    name="sizes",
+    exponential_histogram=ExponentialHistogram(
+        aggregation_temporality=CUMULATIVE, data_points=[ExponentialHistogramDataPoint(time_unix_nano=NOW_NS)]
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        gauge("down", point(2)),  # a point that would be stored
+        gauge("stale", NumberDataPoint(time_unix_nano=NOW_NS, as_double=1, flags=1)),  # skipped
+        gauge("empty", NumberDataPoint(time_unix_nano=NOW_NS)),  # rejected: no value
+        _EXPONENTIAL,  # rejected whole
+    ],
+    ids=["stored", "skipped", "no-value", "exponential"],
+)
+async def test_a_malformed_attribute_is_400_and_stores_nothing(
+    faked: Collector, redis: Redis, keys: Keys, broken: Metric
+):
+    # The mapping reads attributes as raw bytes (otlp_wire); the real schema still judges the whole body
+    # first, wherever the broken attribute is and whatever would become of its point.
+    body = _with_bad_attribute(metrics_request(gauge("up", point(1, route="/")), broken), metric=1)
+    response = await faked.client.post("/v1/metrics", data=body, headers=PROTOBUF)
     assert response.status == 400
     status, _ = status_of(await response.read())
-    assert "not a valid ExportMetricsServiceRequest (protobuf)" in status.message
+    assert status.message.startswith("request body is not a valid ExportMetricsServiceRequest (protobuf): ")
+    assert "ExportMetricsServiceRequest" in status.message.split(": ", 1)[1]  # the parser's own words
     assert await redis.exists(keys.metrics) == 0
 
 
@@ -588,6 +614,11 @@ async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis
         response = await post_proto(c, "/v1/metrics", metrics_request(histogram))
         assert response.status == 413
         assert "request maps to 5 samples" in status_of(await response.read())[0].message
+        # Malformed and too big: malformed first, as the body is parsed before it is counted.
+        response = await c.client.post(
+            "/v1/metrics", data=_with_bad_attribute(metrics_request(histogram), metric=0), headers=PROTOBUF
+        )
+        assert response.status == 400
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
 
 

@@ -123,8 +123,8 @@ class _Signal:
     request_type: type[ProtoMessage]
     mapper: Callable[[Any, float, IngestLimits, OtlpOptions], Mapping]
     response: Callable[[int, str], ProtoMessage]
-    # What the mapper reads a protobuf body as, once request_type has accepted it: request_type, or a
-    # wire-compatible type that maps faster.
+    # What the mapper reads a protobuf body as, once request_type has accepted it and it is not too big:
+    # request_type, or a wire-compatible type that maps faster.
     protobuf_type: type[ProtoMessage]
 
 
@@ -220,6 +220,11 @@ class _Receiver:
                 f"plus _sum and _count); the limit is {self.config.max_items} per request "
                 "(collector.max_items): send smaller batches (e.g. the exporter's max_export_batch_size)",
             )
+        if encoding == PROTOBUF and signal.protobuf_type is not signal.request_type:
+            # Read again, now that the real schema has accepted it and it is not too big, through the type
+            # the mapper reads faster; one tree at a time, so a request's peak memory stays as it was.
+            del message
+            message = signal.protobuf_type.FromString(body)
         mapping = signal.mapper(message, now, self.limits, self.options)
         total = sum(len(point.items) for point in mapping.points)
         if total > self.config.max_items:
@@ -333,10 +338,8 @@ def _decode(body: bytes, encoding: str, signal: _Signal) -> Any:
     try:
         if encoding == PROTOBUF:
             # The real schema judges the body, as it always did (same errors, same limits), even when the
-            # mapping reads it through a faster wire-compatible type: that one checks less.
+            # mapping then reads it through a faster wire-compatible type (`_process`): that one checks less.
             message.ParseFromString(body)
-            if signal.protobuf_type is not signal.request_type:
-                message = signal.protobuf_type.FromString(body)
         else:
             document = orjson.loads(body)
             if not isinstance(document, dict):

@@ -308,13 +308,22 @@ def timestamp(time_unix_nano: int, now: float) -> float:
 
 
 # Metrics ----------------------------------------------------------------------------------------------------
-# What one cached label set is estimated to cost in memory: Python objects cost well beyond their text.
+# What the cache's contents are estimated to cost in memory: Python objects cost well beyond their text.
 _ENTRY_OVERHEAD = 400  # the key and value tuples, the labels dict, the table slot
 _ATTRIBUTE_OVERHEAD = 40  # one bytes object in the key
 _LABEL_OVERHEAD = 100  # a dict slot and a str object per label
-ENTRY_LIMIT_BYTES = 4096  # a bigger label set is mapped every time rather than remembered
+_CONTEXT_OVERHEAD = 500  # a context's tuples and its table slot
+# A non-ASCII str holds up to 4 bytes a character, and once encoded for the stream its UTF-8 form too.
+_NON_ASCII_FACTOR = 8
+ENTRY_LIMIT_BYTES = 16_384  # a bigger label set is mapped every time rather than remembered
 CONTEXT_LIMIT = 1024  # characters of fixed and promoted labels beyond which a series does not use the cache
 _UNCACHED = -1  # the token of such a series
+
+
+def _text_cost(values: Iterable[str]) -> int:
+    """Estimated bytes of the strings' text."""
+    text = "".join(values)
+    return len(text) if text.isascii() else len(text) * _NON_ASCII_FACTOR
 
 
 class LabelSetCache:
@@ -324,17 +333,16 @@ class LabelSetCache:
     the attributes' bytes; the value is the mapped labels and why they break the limits, or None. Keep one
     per receiver; requests are mapped in worker threads at once.
 
-    Bounded by estimated memory: an entry costs its text plus a per-object overhead; one over
-    ENTRY_LIMIT_BYTES is not remembered, and the cache starts over when the next would pass `max_bytes`
-    (the JSON path's label-set cache does the same by count). Series whose own labels pass CONTEXT_LIMIT
-    characters, and contexts beyond `max_contexts`, are not remembered either. The cached label dicts are
-    shared by every item that carries them: nothing may modify them."""
+    Bounded by estimated memory, contexts and entries together: each costs its text (non-ASCII counted at
+    its worst) plus a per-object overhead, which errs high; the cache starts over when the next would pass
+    `max_bytes`. An entry over ENTRY_LIMIT_BYTES is not remembered, nor are series whose own labels pass
+    CONTEXT_LIMIT characters. The cached label dicts are shared by every item that carries them: nothing
+    may modify them."""
 
-    __slots__ = ("_bytes", "_counter", "_entries", "_lock", "_tokens", "max_bytes", "max_contexts")
+    __slots__ = ("_bytes", "_counter", "_entries", "_lock", "_tokens", "max_bytes")
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_contexts: int = 10_000) -> None:
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self.max_contexts = max_contexts
         self._tokens: dict[tuple[Any, ...], int] = {}
         self._entries: dict[tuple[int, tuple[bytes, ...]], tuple[dict[str, str], str | None]] = {}
         self._bytes = 0
@@ -344,14 +352,15 @@ class LabelSetCache:
 
     def token(self, limits: IngestLimits, fixed: dict[str, str], promoted: dict[str, str], extra: Any) -> int:
         """The key of one series context, or _UNCACHED for one too big to remember."""
-        if sum(len(k) + len(v) for labels in (fixed, promoted) for k, v in labels.items()) > CONTEXT_LIMIT:
+        chars = sum(len(k) + len(v) for labels in (fixed, promoted) for k, v in labels.items())
+        if chars > CONTEXT_LIMIT:
             return _UNCACHED
         context = (limits, tuple(fixed.items()), tuple(promoted.items()), extra)
         with self._lock:
             token = self._tokens.get(context)
             if token is None:
-                if len(self._tokens) >= self.max_contexts:
-                    self._tokens.clear()
+                cost = _CONTEXT_OVERHEAD + _LABEL_OVERHEAD * (len(fixed) + len(promoted) + len(extra))
+                self._make_room(cost + chars + _text_cost(itertools.chain(fixed.values(), promoted.values())))
                 token = self._tokens[context] = next(self._counter)
         return token
 
@@ -362,20 +371,27 @@ class LabelSetCache:
         attributes, labels = key[1], value[0]
         cost = (
             _ENTRY_OVERHEAD
-            + sum(map(len, attributes))
+            + len(b"".join(attributes))
             + _ATTRIBUTE_OVERHEAD * len(attributes)
-            + sum(len(k) + len(v) for k, v in labels.items())
+            + len("".join(labels))  # names: ASCII, sanitised
+            + _text_cost(labels.values())
             + _LABEL_OVERHEAD * len(labels)
         )
         if cost > ENTRY_LIMIT_BYTES:
             return
         with self._lock:
-            if self._bytes + cost > self.max_bytes:
-                self._entries.clear()  # start over rather than stop learning new attribute sets
-                self._bytes = 0
             if key not in self._entries:
+                self._make_room(cost)
                 self._entries[key] = value
-                self._bytes += cost
+
+    def _make_room(self, cost: int) -> None:
+        """Count `cost` in; first start over if it would pass the budget (the lock is held)."""
+        if self._bytes + cost > self.max_bytes:
+            # Tokens handed out stay unique (the counter goes on), so a series holding one is still right.
+            self._entries.clear()
+            self._tokens.clear()
+            self._bytes = 0
+        self._bytes += cost
 
 
 @dataclass(slots=True)

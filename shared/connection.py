@@ -30,9 +30,13 @@ def redis_client(config: Config) -> Redis:
         password=config.redis_password(),
         socket_connect_timeout=config.redis.connect_timeout,
         socket_timeout=config.redis.socket_timeout,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
         # Not on timeouts: a timed-out XADD may have been applied, and retrying it would write the batch
         # twice. The caller sees the error (the collector answers 503) and its own retry is the client's call.
+        # The Retry's own error list decides (redis-py 8 retries TimeoutError by default whatever
+        # retry_on_timeout says), so it names connection errors alone.
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.05), retries=1, supported_errors=(RedisConnectionError,)
+        ),
         retry_on_error=[RedisConnectionError],
         retry_on_timeout=False,
         health_check_interval=15,

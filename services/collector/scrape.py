@@ -37,6 +37,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ ACCEPT = (
     "*/*;q=0.1"
 )
 USER_AGENT = "tripwire-collector"
+# Threads that parse and validate scrape bodies: enough that one target stuck parsing leaves the rest free.
+PARSE_THREADS = 4
 # A target's failure is logged when it starts or changes, then at most once per this many seconds.
 LOG_EVERY = 60.0
 REPORT_SERIES = (
@@ -227,6 +230,11 @@ class Scraper:
         self._health: dict[tuple[str, tuple[tuple[str, str], ...]], _Health] = {}
         self._publish_logged_at = -math.inf
         self._tls: dict[str, ssl.SSLContext | bool | ScrapeFailed] = {}
+        # Parsing and validating run in threads of the scraper's own, so that scrapes cannot use up the
+        # default pool other work shares (OTLP decoding). A parse that outlived its scrape_timeout cannot
+        # be stopped: its target scrapes nothing until it ends (`_parsing`), one thread at most.
+        self._executor = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="scrape-parse")
+        self._parsing: dict[tuple[str, tuple[tuple[str, str], ...]], Future[_Parsed]] = {}
         self.targets: list[Target] = []
         for job in configs:
             targets, problems = targets_of(job)
@@ -278,10 +286,11 @@ class Scraper:
                 self.metrics.skipped.labels(job).inc(missed)
 
     async def close(self) -> None:
-        """Close the aiohttp session if the scraper made it."""
+        """Close the aiohttp session if the scraper made it, and let go of the parse threads."""
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def status(self) -> dict[str, object]:
         """For /readyz details: how many targets there are and how many were up at their last scrape."""
@@ -305,14 +314,23 @@ class Scraper:
         began = time.monotonic()
         parsed = _Parsed()
         try:
+            earlier = self._parsing.get(target.identity)
+            if earlier is not None and not earlier.done():
+                raise ScrapeFailed(
+                    "timeout",
+                    "the body of an earlier scrape is still being parsed, past its scrape_timeout; this "
+                    "target is not scraped again until that ends (a body that is slow to parse)",
+                )
             # One deadline for fetch and parse: a gzip bomb or a huge body must not stay "up" past
             # scrape_timeout (the parse thread is not stopped, but its result is no longer waited for).
             async with asyncio.timeout(target.timeout):
                 body, content_type = await self._fetch(target)
                 result.protocol = protocol_for(content_type, job.fallback_scrape_protocol)
-                parsed = await asyncio.to_thread(
+                parsing = self._executor.submit(
                     parse_scrape, body, result.protocol, target, result.started_at, self._sample_limit(job)
                 )
+                self._parsing[target.identity] = parsing
+                parsed = await asyncio.wrap_future(parsing)
             if parsed.failure is not None:
                 raise parsed.failure
         except ScrapeFailed as exc:
@@ -337,7 +355,9 @@ class Scraper:
             items = [i for i in items if i["name"] not in REPORT_SERIES]
             parsed.dropped["reserved_name"] += len(reserved)
         items.extend(_report(target, result))
-        accepted, invalid, first_reason = await asyncio.to_thread(self._validated, items, self.clock.now())
+        accepted, invalid, first_reason = await asyncio.wrap_future(
+            self._executor.submit(self._validated, items, self.clock.now())
+        )
         if invalid:
             parsed.dropped["invalid"] += invalid
         result.dropped = dict(parsed.dropped)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +18,9 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, start_http_server
 from redis.asyncio import Redis
 
+from services.collector import scrape as scrape_module
 from services.collector.publish import Publisher
+from services.collector.relabel import Target
 from services.collector.scrape import (
     LOG_EVERY,
     ScrapeFailed,
@@ -316,6 +319,56 @@ async def test_a_hanging_target_is_down_within_its_timeout(exporter, make_scrape
     assert value_of(items, "up") == 0.0
     assert 0.25 < value_of(items, "scrape_duration_seconds") < 3
     assert exporter.requests[0]["headers"]["X-Prometheus-Scrape-Timeout-Seconds"] == "0.3"
+
+
+async def test_a_body_slow_to_parse_is_parsed_once_at_a_time_and_spares_other_targets(
+    client_app, make_scraper, monkeypatch
+):
+    # prometheus-client's parsers take seconds on some bodies (a 1 MB label value of escapes: 6 s). A parse
+    # thread cannot be stopped at scrape_timeout: each later scrape of the target started another, and all
+    # shared the default thread pool, so other targets were parsed late and reported down.
+    address, _ = client_app
+    stuck_address = "127.0.0.1:1"  # never fetched for real: _fetch is replaced below
+    scraper = make_scraper(
+        static(stuck_address, scrape_interval="1s", scrape_timeout="200ms"),
+        {"job_name": "other", **static(address, scrape_interval="5s", scrape_timeout="5s")},
+    )
+    stuck, healthy = scraper.targets
+    release = threading.Event()
+    parses: list[str] = []
+    parse = scrape_module.parse_scrape
+
+    def slow_for_stuck(body: bytes, protocol: str, target: Target, *rest: Any) -> Any:
+        parses.append(target.url)
+        if target is stuck:
+            release.wait(30)
+        return parse(body, protocol, target, *rest)
+
+    fetch = scraper._fetch
+
+    async def fetch_or_fake(target: Target) -> tuple[bytes, str]:
+        return (b"up_like 1\n", "text/plain") if target is stuck else await fetch(target)
+
+    monkeypatch.setattr(scrape_module, "parse_scrape", slow_for_stuck)
+    monkeypatch.setattr(scraper, "_fetch", fetch_or_fake)
+    try:
+        first = await scraper.scrape_once(stuck)
+        assert first.outcome == "timeout"
+        for _ in range(scrape_module.PARSE_THREADS + 2):  # more than the pool has threads
+            again = await scraper.scrape_once(stuck)
+            assert again.outcome == "timeout"
+            assert "still being parsed" in (again.reason or "")
+            assert (await scraper.scrape_once(healthy)).up
+        assert parses.count(stuck.url) == 1
+    finally:
+        release.set()
+    await eventually(lambda: _done(scraper, stuck), what="the stuck parse to end")
+    assert (await scraper.scrape_once(stuck)).up
+    assert parses.count(stuck.url) == 2
+
+
+async def _done(scraper: Scraper, target: Target) -> bool:
+    return scraper._parsing[target.identity].done()
 
 
 async def test_garbage_is_down_with_the_reason_logged_once_per_interval(

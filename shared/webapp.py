@@ -34,12 +34,17 @@ CLIENT = web.RequestKey("tripwire_client", str)
 
 
 def token_client(authorization: str, tokens: dict[str, SecretStr]) -> str | None:
-    """Which client's token an `Authorization` header carries (None: none of them). Every token is compared
-    in constant time, so neither a token nor which one matched leaks through timing."""
-    given = authorization.encode()
+    """Which client's token an `Authorization` header carries (None: none of them). The scheme is
+    case-insensitive (RFC 9110). Every token is compared in constant time, so neither a token nor which one
+    matched leaks through timing."""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    # aiohttp hands over bytes that are not UTF-8 as surrogates: they must compare unequal, not raise.
+    given = credentials.encode("utf-8", "surrogateescape")
     found = None
     for name, token in tokens.items():
-        if hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
+        if hmac.compare_digest(given, token.get_secret_value().encode()):
             found = name
     return found
 

@@ -15,6 +15,7 @@ from shared.clock import FakeClock
 from shared.codec import decode_entry
 from shared.config import Config
 from shared.streams import Keys
+from shared.webapp import token_client
 from tests.redis_server import LocalRedisServer
 
 
@@ -114,11 +115,21 @@ async def test_bearer_token_is_required_when_configured(make_config, clock, redi
         missing = await client.post("/api/v1/metrics", json=body)
         wrong = await client.post("/api/v1/metrics", json=body, headers={"Authorization": "Bearer nope"})
         right = await client.post("/api/v1/metrics", json=body, headers={"Authorization": "Bearer s3cret"})
-        assert (missing.status, wrong.status, right.status) == (401, 401, 202)
+        lower = await client.post("/api/v1/metrics", json=body, headers={"Authorization": "bearer s3cret"})
+        assert (missing.status, wrong.status, right.status, lower.status) == (401, 401, 202, 202)
         assert missing.headers["WWW-Authenticate"].startswith("Bearer")
         # Health endpoints stay open for orchestrators.
         assert (await client.get("/healthz")).status == 200
-    assert await redis.xlen(keys.metrics) == 1
+    assert await redis.xlen(keys.metrics) == 2
+
+
+def test_a_token_that_is_not_utf8_is_refused_not_an_error():
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates (surrogateescape); encoding them
+    # strictly raised, and the request was answered 500.
+    tokens = {"default": SecretStr("s3cret")}
+    assert token_client("Bearer \udcff\udcfe", tokens) is None
+    assert token_client("Basic s3cret", tokens) is None
+    assert token_client("Bearer s3cret", tokens) == "default"
 
 
 async def test_redis_down_gives_503_with_retry_after_then_recovers(private_redis: LocalRedisServer, clock):

@@ -114,7 +114,7 @@ def add_routes(service: Service, publisher: Publisher) -> None:
             )
         if accepted.count == 0:
             return json_response({"status": "success", "accepted": 0}, 202)
-        request_id, once = request_identity(request)
+        request_id, once = request_identity(request, body)
         try:
             entry_id = await publisher.publish(
                 stream, spec.kind, accepted.items_json, request_id, idempotency_key=once

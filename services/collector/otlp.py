@@ -301,7 +301,7 @@ class _Receiver:
                 violations=outcome.reasons,
             )
         if outcome.accepted.count:
-            request_id, once = request_identity(request)
+            request_id, once = request_identity(request, body)
             try:
                 await self.publisher.publish(
                     signal.stream,

@@ -9,6 +9,7 @@ Redis at once; past that, or when Redis is down or slow (the client's socket tim
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import uuid
@@ -79,11 +80,18 @@ class Publisher:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
-def request_identity(request: web.Request) -> tuple[str, str | None]:
+def request_identity(request: web.Request, body: bytes) -> tuple[str, str | None]:
     """The batch's request id and idempotency key. A caller's X-Request-Id travels with the batch (for
-    tracing) if it is a sane token, and is its idempotency key, scoped to the client, so a retry whose first
-    answer was lost is stored once; without one, a fresh id and no idempotency promise."""
+    tracing) if it is a sane token, and is its idempotency key, scoped to the client and to the body, so a
+    retry whose first answer was lost is stored once; without one, a fresh id and no idempotency promise.
+
+    The body (as sent, decompressed) is part of the key: an id used again for other data, by a sender that
+    numbers its requests from 1 after a restart or by another client sharing a token, must not get a 202
+    for data that was never stored. Its request is stored as new."""
     given = request.headers.get("X-Request-Id", "")
     if _REQUEST_ID.fullmatch(given) is None:
         return uuid.uuid4().hex, None
-    return given, f"{request.get(CLIENT, 'anonymous')}:{given}"
+    client = request.get(CLIENT, "anonymous")
+    digest = hashlib.blake2b(body, digest_size=16).hexdigest()
+    # The client's length first: client names and ids may both hold ':', and must not run into each other.
+    return given, f"{len(client)}:{client}:{given}:{digest}"

@@ -492,9 +492,9 @@ async def test_a_retried_request_with_the_same_request_id_is_stored_once(make_co
     body = {"samples": [{"name": "jobs_total", "labels": {}, "value": 1, "kind": "increment"}]}
     async with TestClient(TestServer(service.web)) as client:
 
-        async def post(request_id: str | None) -> str:
+        async def post(request_id: str | None, sent: dict[str, Any] = body) -> str:
             headers = {"X-Request-Id": request_id} if request_id else {}
-            async with client.post("/api/v1/metrics", json=body, headers=headers) as response:
+            async with client.post("/api/v1/metrics", json=sent, headers=headers) as response:
                 assert response.status == 202
                 return (await response.json())["entry"]
 
@@ -504,6 +504,11 @@ async def test_a_retried_request_with_the_same_request_id_is_stored_once(make_co
         await post(None)
         await post(None)  # no request id: no promise, two entries
         assert await redis.xlen(keys.metrics) == 3
+        # The same id for other data (a sender that numbers from 1 again after a restart) is a new request:
+        # answering with the first entry would acknowledge data that was never stored.
+        other = {"samples": [{"name": "jobs_total", "labels": {}, "value": 5, "kind": "increment"}]}
+        assert await post("batch-0001", other) != first
+        assert await redis.xlen(keys.metrics) == 4
     await service.redis.aclose()
 
 

@@ -29,6 +29,8 @@ from shared.webapp import (
 
 log = logging.getLogger(__name__)
 
+JSON = "application/json"
+
 
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -89,6 +91,14 @@ def add_routes(service: Service, publisher: Publisher) -> None:
 
     async def _ingest(request: web.Request, spec: IngestKind, stream: str) -> web.Response:
         path = request.path
+        if request.content_type != JSON:
+            # Not only tidiness: a web page can make a browser POST text/plain, a form or a body without a
+            # type to any address it can reach, with no CORS check, but never application/json.
+            return error_response(
+                415,
+                "unsupported_media_type",
+                f"Content-Type must be {JSON}, not {request.headers.get('Content-Type', '(none)')!r}",
+            )
         try:
             body = await read_body(request, config.collector.max_body_bytes)
             accepted = parse_body(

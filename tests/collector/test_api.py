@@ -18,6 +18,8 @@ from shared.streams import Keys
 from shared.webapp import token_client
 from tests.redis_server import LocalRedisServer
 
+JSON_TYPE = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -102,9 +104,25 @@ async def test_oversized_body_is_413_and_publishes_nothing(make_config, clock, r
             for _ in range(10):
                 yield b" " * 1024
 
-        response = await client.post("/api/v1/metrics", data=chunks())
+        response = await client.post("/api/v1/metrics", data=chunks(), headers=JSON_TYPE)
         assert response.status == 413
     assert await redis.exists(keys.metrics) == 0
+
+
+async def test_only_json_bodies_are_taken(make_config, clock, redis: Redis, keys: Keys):
+    # Browsers send text/plain, forms and untyped bodies cross-origin without asking (no CORS preflight):
+    # with no ingest token (the default) any page a user opens could otherwise post metrics and logs,
+    # fire alerts and so flip kill switches.
+    body = orjson.dumps({"samples": [{"name": "x", "value": 1}]})
+    async for client in _client(make_config(), clock):
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None):
+            headers = {"Content-Type": content_type} if content_type else {}
+            response = await client.post("/api/v1/metrics", data=body, headers=headers)
+            assert response.status == 415, content_type
+            assert "Content-Type must be application/json" in (await response.json())["error"]
+        typed = {"Content-Type": "application/json; charset=utf-8"}
+        assert (await client.post("/api/v1/metrics", data=body, headers=typed)).status == 202
+    assert await redis.xlen(keys.metrics) == 1
 
 
 async def test_bearer_token_is_required_when_configured(make_config, clock, redis: Redis, keys: Keys):

@@ -90,6 +90,9 @@ class StreamsConfig(Section):
 class CollectorConfig(Section):
     listen: ListenAddress = "0.0.0.0:9400"
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    body_timeout: Duration = Field(
+        default=30.0, description="longest a request body may take to arrive (a slow one holds a connection)"
+    )
     max_items: int = Field(default=10_000, ge=1)
     retry_after: Duration = Field(default=1.0, description="Retry-After sent with 503 when Redis is down")
     max_age: Duration = Field(default=3600.0, description="oldest sample timestamp accepted, before now")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,9 +86,26 @@ class BadBody(Exception):
     """The body could not be read as sent (e.g. `Content-Encoding: gzip` over bytes that are not gzip)."""
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+class BodyTimeout(Exception):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"request body did not arrive within {timeout:g}s")
+
+
+async def read_body(request: web.Request, limit: int, within: float | None = None) -> bytes:
     """The request body (decompressed as its Content-Encoding says), refusing anything over `limit` bytes
-    before reading it all into memory. Raises BodyTooLarge or BadBody."""
+    before reading it all into memory and, given `within` seconds, a body slower to arrive (a client
+    trickling bytes would hold its connection and buffer for ever). Raises BodyTooLarge, BadBody or
+    BodyTimeout."""
+    if within is None:
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(within):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise BodyTimeout(within) from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []

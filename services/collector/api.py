@@ -20,6 +20,7 @@ from shared.service import Service
 from shared.streams import Keys
 from shared.webapp import (
     BadBody,
+    BodyTimeout,
     BodyTooLarge,
     error_response,
     json_response,
@@ -100,7 +101,7 @@ def add_routes(service: Service, publisher: Publisher) -> None:
                 f"Content-Type must be {JSON}, not {request.headers.get('Content-Type', '(none)')!r}",
             )
         try:
-            body = await read_body(request, config.collector.max_body_bytes)
+            body = await read_body(request, config.collector.max_body_bytes, config.collector.body_timeout)
             accepted = parse_body(
                 spec,
                 body,
@@ -112,6 +113,8 @@ def add_routes(service: Service, publisher: Publisher) -> None:
             )
         except BodyTooLarge as exc:
             return error_response(413, "too_large", str(exc))
+        except BodyTimeout as exc:
+            return error_response(408, "timeout", str(exc))
         except BadBody as exc:
             return error_response(400, "bad_data", str(exc))
         except Rejected as exc:

@@ -65,7 +65,7 @@ from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import CLIENT, BadBody, BodyTooLarge, read_body, token_client
+from shared.webapp import CLIENT, BadBody, BodyTimeout, BodyTooLarge, read_body, token_client
 
 __all__ = ["OtlpOptions", "add_otlp_routes"]
 
@@ -281,9 +281,11 @@ class _Receiver:
                 "or application/json",
             )
         try:
-            body = await read_body(request, self.config.max_body_bytes)
+            body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout)
         except BodyTooLarge as exc:
             raise _Refused(413, RESOURCE_EXHAUSTED, str(exc)) from None
+        except BodyTimeout as exc:
+            raise _Refused(408, UNAVAILABLE, str(exc)) from None
         except BadBody as exc:
             raise _Refused(400, INVALID_ARGUMENT, str(exc)) from None
         now = self.service.clock.now()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
@@ -224,3 +225,22 @@ async def test_gzip_bodies_are_accepted(client: TestClient, redis: Redis, keys: 
     )
     assert response.status == 202, await response.text()
     assert await redis.xlen(keys.metrics) == 1
+
+
+async def test_a_body_that_stalls_gets_408_and_stores_nothing(make_config, clock, redis: Redis, keys: Keys):
+    # A client that announces a body and trickles it (or stops) held its connection and buffer for ever.
+    config = make_config(collector={"body_timeout": "300ms"})
+    async for client in _client(config, clock):
+        host, port = client.server.host, client.server.port
+        reader, writer = await asyncio.open_connection(host, port)
+        body = orjson.dumps({"samples": [{"name": "x", "value": 1}]})
+        writer.write(
+            b"POST /api/v1/metrics HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]  # and never the rest
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        writer.close()
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    assert await redis.exists(keys.metrics) == 0

@@ -39,6 +39,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from services.collector.relabel import METRIC_NAME, Target, relabel, sample_labe
 from shared.clock import Clock
 from shared.config import Config, read_secret_file
 from shared.durations import format_duration
+from shared.gofloat import format_go_exponent, format_go_float, go_parse_float
 from shared.scrape_config import ScrapeConfig
 from shared.service import Service
 from shared.streams import Keys
@@ -605,19 +607,47 @@ def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
             # prometheus-client's text parser renames the samples of `# TYPE foo counter` to foo_total;
             # Prometheus stores them as exposed, so the rename is undone.
             undo = family.type == "counter" and family.name in renamed
+            normalized = _NORMALIZED_LABEL.get(family.type)
             for sample in family.samples:
                 name = sample.name
                 if undo and name == family.name + "_total":
                     name = family.name
+                labels = sample.labels
+                if normalized in labels:
+                    labels = {**labels, normalized: openmetrics_float(labels[normalized])}
                 if sample.native_histogram is not None:
-                    yield name, sample.labels, None, None
+                    yield name, labels, None, None
                     continue
                 timestamp = None if sample.timestamp is None else float(sample.timestamp)
-                yield name, sample.labels, float(sample.value), timestamp
+                yield name, labels, float(sample.value), timestamp
     except _ExpositionError:
         raise
     except Exception as exc:  # the parsers raise ValueError mostly, but also IndexError, TypeError...
         raise _ExpositionError(str(exc) or type(exc).__name__) from None
+
+
+# Prometheus 3 rewrites these label values when it parses a scrape (normalizeFloatsInLabelValues), so that
+# `le="1"` from one exporter and `le="1.0"` from another are one series, and rules say `le="1.0"`.
+_NORMALIZED_LABEL = {"histogram": "le", "summary": "quantile"}
+
+
+def openmetrics_float(text: str) -> str:
+    """A label value that is a number, written as Prometheus' FormatOpenMetricsFloat writes it: Go's
+    strconv.FormatFloat(v, 'g', -1, 64) with ".0" added where that has neither "." nor "e" (1 -> "1.0",
+    1e6 -> "1e+06", 0.005 -> "0.005", +Inf); anything Go's ParseFloat refuses stays as it is."""
+    try:
+        value = go_parse_float(text)
+    except ValueError:
+        return text
+    if math.isnan(value) or math.isinf(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if value == 0:
+        return "0.0"
+    _, digits, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    decimal_exponent = int(exponent) + len(digits) - 1
+    # 'g' with the shortest digits: an exponent below -4, or from 6 up (strconv's rule for precision -1).
+    written = format_go_exponent(value) if not -4 <= decimal_exponent < 6 else format_go_float(value)
+    return written if "e" in written or "." in written else written + ".0"
 
 
 def _counters_named_without_total(text: str) -> set[str]:

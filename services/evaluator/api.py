@@ -12,13 +12,13 @@ from pydantic import SecretStr
 from services.evaluator.evaluation import Evaluator
 from services.evaluator.promql.engine import Engine, EvalError
 from services.evaluator.promql.nodes import PromQLError, compile_expr
-from services.evaluator.promql.numeric import format_go_exponent, format_go_float
 from services.evaluator.promql.values import RangeSeries, Sample, Scalar, String
 from services.evaluator.reload import RuleReloader
 from services.evaluator.rules.alerting import AlertRecord, AlertState
 from services.evaluator.rules.recording import RecordingRule
 from shared.alerts import rfc3339
 from shared.durations import format_duration
+from shared.gofloat import format_go_exponent, format_go_float
 from shared.webapp import error_response, json_response, require_token
 
 

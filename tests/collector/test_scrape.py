@@ -927,3 +927,70 @@ async def test_a_secret_file_of_several_lines_is_refused_with_a_reason(
     result = await scraper.scrape_once(scraper.targets[0])
     assert result.outcome == "credentials" and "more than one line" in (result.reason or "")
     assert exporter.requests == []
+
+
+def test_le_and_quantile_values_are_normalized_as_prometheus_3_does(make_scraper):
+    # Prometheus 3 rewrites them when it parses a scrape (normalizeFloatsInLabelValues): Go exporters write
+    # le="1", Python ones le="1.0"; both are stored as "1.0", and rules written for Prometheus say so.
+    scraper = make_scraper(static("127.0.0.1:1"))
+    body = b"""# TYPE latency histogram
+latency_bucket{le="0.005"} 1
+latency_bucket{le="1"} 2
+latency_bucket{le="10"} 3
+latency_bucket{le="1000000"} 4
+latency_bucket{le="+Inf"} 5
+latency_sum 9
+latency_count 5
+# TYPE rpc summary
+rpc{quantile="0"} 1
+rpc{quantile="0.99"} 2
+rpc{quantile="1"} 3
+rpc_sum 6
+rpc_count 3
+# TYPE temperature gauge
+temperature{le="1"} 20
+"""
+    parsed = scrape_module.parse_scrape(body, "prometheus", scraper.targets[0], NOW, 1000)
+    values = [
+        (item["name"], item["labels"].get("le") or item["labels"].get("quantile")) for item in parsed.items
+    ]
+    assert values == [
+        ("latency_bucket", "0.005"),
+        ("latency_bucket", "1.0"),
+        ("latency_bucket", "10.0"),
+        ("latency_bucket", "1e+06"),
+        ("latency_bucket", "+Inf"),
+        ("latency_sum", None),
+        ("latency_count", None),
+        ("rpc", "0.0"),
+        ("rpc", "0.99"),
+        ("rpc", "1.0"),
+        ("rpc_sum", None),
+        ("rpc_count", None),
+        ("temperature", "1"),  # not a histogram: as exposed
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ("1", "1.0"),
+        ("0", "0.0"),
+        ("-0", "0.0"),
+        ("-1", "-1.0"),
+        ("0.25", "0.25"),
+        ("100000", "100000.0"),
+        ("123456.5", "123456.5"),
+        ("1e6", "1e+06"),
+        ("2.5e-7", "2.5e-07"),
+        ("0.0001", "0.0001"),
+        ("0.00001", "1e-05"),
+        ("+Inf", "+Inf"),
+        ("inf", "+Inf"),
+        ("NaN", "NaN"),
+        ("abc", "abc"),
+        ("1_0", "10.0"),
+    ],
+)
+def test_openmetrics_float_is_go_g_format_with_a_point(text: str, written: str):
+    assert scrape_module.openmetrics_float(text) == written

@@ -15,7 +15,7 @@ from services.evaluator.promql import functions
 from services.evaluator.promql import parse as rule_parse
 from services.evaluator.promql.engine import Engine, EvalError
 from services.evaluator.promql.nodes import Call, PromQLError, compile_expr
-from services.evaluator.promql.numeric import go_parse_float
+from shared.gofloat import go_parse_float
 from shared.matchers import Matcher, go_regex
 
 

@@ -8,8 +8,9 @@ import math
 from typing import TYPE_CHECKING
 
 from services.evaluator.promql.nodes import Aggregate
-from services.evaluator.promql.numeric import format_go_float, kahan_add, quantile
+from services.evaluator.promql.numeric import kahan_add, quantile
 from services.evaluator.promql.values import METRIC_NAME, Labels, Sample, Scalar, String, Vector
+from shared.gofloat import format_go_float
 from shared.matchers import go_quote
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from services.evaluator.promql.nodes import (
     ValueType,
     VectorSelector,
 )
-from services.evaluator.promql.numeric import go_div, go_parse_float, kahan_add, linear_regression, quantile
+from services.evaluator.promql.numeric import go_div, kahan_add, linear_regression, quantile
 from services.evaluator.promql.values import (
     METRIC_NAME,
     Matrix,
@@ -34,6 +34,7 @@ from services.evaluator.promql.values import (
     Vector,
     labels_key,
 )
+from shared.gofloat import go_parse_float
 from shared.matchers import go_regex
 
 if TYPE_CHECKING:

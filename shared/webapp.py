@@ -86,6 +86,14 @@ class BadBody(Exception):
     """The body could not be read as sent (e.g. `Content-Encoding: gzip` over bytes that are not gzip)."""
 
 
+class UnsupportedEncoding(BadBody):
+    """A Content-Encoding we do not decode (the body would be read as if it were plain)."""
+
+
+# What aiohttp decodes for us, always: brotli and zstd only with optional packages, so not promised.
+DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
+
+
 class BodyTimeout(Exception):
     def __init__(self, timeout: float) -> None:
         super().__init__(f"request body did not arrive within {timeout:g}s")
@@ -94,8 +102,8 @@ class BodyTimeout(Exception):
 async def read_body(request: web.Request, limit: int, within: float | None = None) -> bytes:
     """The request body (decompressed as its Content-Encoding says), refusing anything over `limit` bytes
     before reading it all into memory and, given `within` seconds, a body slower to arrive (a client
-    trickling bytes would hold its connection and buffer for ever). Raises BodyTooLarge, BadBody or
-    BodyTimeout."""
+    trickling bytes would hold its connection and buffer for ever). Raises BodyTooLarge, BadBody
+    (UnsupportedEncoding for a Content-Encoding other than gzip or deflate) or BodyTimeout."""
     if within is None:
         return await _read_body(request, limit)
     try:
@@ -106,6 +114,11 @@ async def read_body(request: web.Request, limit: int, within: float | None = Non
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if encoding not in DECODED_ENCODINGS:
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding!r} is not supported: send gzip, deflate or an uncompressed body"
+        )
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []
@@ -117,6 +130,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
                 raise BodyTooLarge(limit)
             chunks.append(chunk)
     except (RequestPayloadError, ClientPayloadError, web.HTTPException, ValueError) as exc:
-        encoding = request.headers.get("Content-Encoding", "identity")
         raise BadBody(f"request body could not be decoded (Content-Encoding: {encoding}): {exc}") from None
+    except ConnectionError:
+        # The client went away mid-body: nobody reads the answer, but it must not log a traceback either.
+        raise BadBody("the client closed the connection before the body was complete") from None
     return b"".join(chunks)

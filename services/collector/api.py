@@ -22,6 +22,7 @@ from shared.webapp import (
     BadBody,
     BodyTimeout,
     BodyTooLarge,
+    UnsupportedEncoding,
     error_response,
     json_response,
     read_body,
@@ -115,6 +116,8 @@ def add_routes(service: Service, publisher: Publisher) -> None:
             return error_response(413, "too_large", str(exc))
         except BodyTimeout as exc:
             return error_response(408, "timeout", str(exc))
+        except UnsupportedEncoding as exc:
+            return error_response(415, "unsupported_media_type", str(exc))
         except BadBody as exc:
             return error_response(400, "bad_data", str(exc))
         except Rejected as exc:

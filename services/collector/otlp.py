@@ -65,7 +65,15 @@ from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import CLIENT, BadBody, BodyTimeout, BodyTooLarge, read_body, token_client
+from shared.webapp import (
+    CLIENT,
+    BadBody,
+    BodyTimeout,
+    BodyTooLarge,
+    UnsupportedEncoding,
+    read_body,
+    token_client,
+)
 
 __all__ = ["OtlpOptions", "add_otlp_routes"]
 
@@ -286,6 +294,8 @@ class _Receiver:
             raise _Refused(413, RESOURCE_EXHAUSTED, str(exc)) from None
         except BodyTimeout as exc:
             raise _Refused(408, UNAVAILABLE, str(exc)) from None
+        except UnsupportedEncoding as exc:
+            raise _Refused(415, UNIMPLEMENTED, str(exc)) from None
         except BadBody as exc:
             raise _Refused(400, INVALID_ARGUMENT, str(exc)) from None
         now = self.service.clock.now()

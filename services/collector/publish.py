@@ -70,8 +70,9 @@ class Publisher:
             return await append_batch(self.redis, stream, kind, items_json, request_id, self.maxlen)
         except RedisError as exc:
             log.warning("redis unavailable; refusing ingest", extra={"error": str(exc), "stream": stream})
+            # The reason stays in our log: Redis' address and errors are none of the sender's business.
             raise Unavailable(
-                f"events were not stored: redis is unavailable ({exc})", self.retry_after
+                f"events were not stored: redis is unavailable ({type(exc).__name__})", self.retry_after
             ) from None
         finally:
             self._slots.release()

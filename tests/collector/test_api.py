@@ -170,7 +170,9 @@ async def test_redis_down_gives_503_with_retry_after_then_recovers(private_redis
         response = await client.post("/api/v1/metrics", json=body)
         assert response.status == 503
         assert response.headers["Retry-After"] == "3"
-        assert "redis is unavailable" in (await response.json())["error"]
+        error = (await response.json())["error"]
+        assert "redis is unavailable" in error
+        assert str(private_redis.port) not in error  # Redis' address stays in our log
         ready = await client.get("/readyz")
         assert ready.status == 503
         assert "redis unreachable" in (await ready.json())["problems"][0]
@@ -244,3 +246,19 @@ async def test_a_body_that_stalls_gets_408_and_stores_nothing(make_config, clock
         writer.close()
         assert status_line.startswith(b"HTTP/1.1 408"), status_line
     assert await redis.exists(keys.metrics) == 0
+
+
+async def test_a_content_encoding_we_do_not_decode_is_415(make_config, clock, redis: Redis, keys: Keys):
+    # aiohttp decodes gzip and deflate; any other coding reached the parser as if it were plain JSON.
+    body = orjson.dumps({"samples": [{"name": "x", "value": 1}]})
+    async for client in _client(make_config(), clock):
+        # (br and zstd without their packages: aiohttp itself answers a plain-text 400 before any handler)
+        for encoding in ("x-gzip", "foo", "gzip, gzip"):
+            headers = {**JSON_TYPE, "Content-Encoding": encoding}
+            response = await client.post("/api/v1/metrics", data=body, headers=headers)
+            assert response.status == 415, encoding
+            assert "is not supported: send gzip, deflate" in (await response.json())["error"]
+        for plain in ("identity", "IDENTITY", ""):
+            headers = {**JSON_TYPE, "Content-Encoding": plain}
+            assert (await client.post("/api/v1/metrics", data=body, headers=headers)).status == 202
+    assert await redis.xlen(keys.metrics) == 3

@@ -22,7 +22,7 @@ from shared.config import Config
 from shared.connection import BROKER_LOGGER, redis_broker, redis_client
 from shared.consumers import ConsumerMetrics, EntryHandler, GroupConsumer
 from shared.tasks import cancel_and_wait
-from shared.webapp import json_response
+from shared.webapp import BODIES_ENCODED, json_response
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def _quiet_fetch_errors(record: logging.LogRecord) -> bool:
 
 
 class Service:
-    def __init__(self, name: str, config: Config, clock: Clock) -> None:
+    def __init__(
+        self, name: str, config: Config, clock: Clock, *, decode_bodies_in_handlers: bool = False
+    ) -> None:
         self.name = name
         self.config = config
         self.clock = clock
@@ -63,7 +65,14 @@ class Service:
             "tripwire_up", "1 once the service has started its consumers and loops.", registry=self.registry
         )
         # Routes that need more (the collector's ingest) read the body themselves with their own limit.
-        self.web = web.Application(client_max_size=4 * 1024 * 1024)
+        # With decode_bodies_in_handlers, aiohttp leaves compressed bodies as sent and shared.webapp.read_body
+        # decodes them under its limit: aiohttp would also decompress, on the event loop, every byte of a
+        # body a handler refused (it drains up to 10 s of it), which made a 4 MB gzip bomb cost 3 CPU-s.
+        self.web = web.Application(
+            client_max_size=4 * 1024 * 1024,
+            handler_args={"auto_decompress": False} if decode_bodies_in_handlers else None,
+        )
+        self.web[BODIES_ENCODED] = decode_bodies_in_handlers
         self.web.router.add_get("/healthz", self._healthz)
         self.web.router.add_get("/readyz", self._readyz)
         self.web.router.add_get("/metrics", self._metrics)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -90,8 +91,11 @@ class UnsupportedEncoding(BadBody):
     """A Content-Encoding we do not decode (the body would be read as if it were plain)."""
 
 
-# What aiohttp decodes for us, always: brotli and zstd only with optional packages, so not promised.
+# The codings a body may come in: brotli and zstd would need optional packages, so are not promised.
 DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
+# Whether the app's request bodies reach handlers as sent (aiohttp's auto_decompress off), for read_body to
+# decode (see shared.service.Service).
+BODIES_ENCODED = web.AppKey("tripwire_bodies_encoded", bool)
 
 
 class BodyTimeout(Exception):
@@ -121,17 +125,58 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         )
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(limit)
+    decoder = (
+        _Decoder(encoding, limit) if request.app.get(BODIES_ENCODED) and encoding != "identity" else None
+    )
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(limit)
-            chunks.append(chunk)
-    except (RequestPayloadError, ClientPayloadError, web.HTTPException, ValueError) as exc:
+        async for raw in request.content.iter_chunked(64 * 1024):
+            for chunk in decoder.feed(raw) if decoder is not None else (raw,):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                chunks.append(chunk)
+        if decoder is not None:
+            decoder.finish()
+    except (RequestPayloadError, ClientPayloadError, web.HTTPException, ValueError, zlib.error) as exc:
         raise BadBody(f"request body could not be decoded (Content-Encoding: {encoding}): {exc}") from None
     except ConnectionError:
         # The client went away mid-body: nobody reads the answer, but it must not log a traceback either.
         raise BadBody("the client closed the connection before the body was complete") from None
     return b"".join(chunks)
+
+
+class _Decoder:
+    """gzip or deflate, decoded chunk by chunk and never more than `limit` + 1 bytes out of one input chunk,
+    so a small bomb is refused at the limit, not expanded first."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self._inflate: zlib._Decompress | None = None
+
+    def _new(self, first: bytes) -> zlib._Decompress:
+        if self.encoding == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # "deflate" is zlib-wrapped by the RFC, but some clients send it raw (as aiohttp also allows).
+        return zlib.decompressobj(zlib.MAX_WBITS if first[:1] and first[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self._inflate is None:
+                self._inflate = self._new(data)
+            out = self._inflate.decompress(data, self.limit + 1)
+            if out:
+                yield out
+            data = self._inflate.unconsumed_tail
+            if self._inflate.eof:
+                # Concatenated gzip members are one gzip body; anything after a deflate stream is not.
+                data = self._inflate.unused_data + data
+                if data and self.encoding != "gzip":
+                    raise ValueError("data after the end of the deflate stream")
+                self._inflate = None
+
+    def finish(self) -> None:
+        if self._inflate is not None:
+            raise ValueError("the compressed body is truncated")

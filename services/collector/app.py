@@ -13,7 +13,7 @@ from shared.service import Service
 
 
 def build(config: Config, clock: Clock | None = None) -> Service:
-    service = Service("collector", config, clock or SystemClock())
+    service = Service("collector", config, clock or SystemClock(), decode_bodies_in_handlers=True)
     publisher = Publisher(
         service.redis,
         config.streams.maxlen,

@@ -6,7 +6,8 @@ rest by name. Differences, each deliberate:
   `basic_auth.password_file`); a literal `credentials`, `bearer_token` or `password` is refused, as every
   secret in tripwire.yml is. Files are read at every scrape (so rotation works), relative to the config file.
 - A job's `scrape_interval` defaults to `global.scrape_interval`, which is 15s in tripwire (Prometheus: 1m).
-- Static targets must be `host:port` (Prometheus also takes a bare host, and appends no port since 3.0).
+- Static targets of a job without `relabel_configs` must be `host:port` (Prometheus also takes a bare host,
+  and appends no port since 3.0); with relabeling, a target is checked once relabeled, as in Prometheus.
 - Label names follow the legacy rules (`[a-zA-Z_][a-zA-Z0-9_]*`), as every name on tripwire's streams does.
 """
 
@@ -223,7 +224,8 @@ class RelabelConfig(_Model):
 
 
 class StaticConfig(_Model):
-    targets: list[Annotated[str, AfterValidator(_target)]] = Field(default_factory=list)
+    # Checked as host:port by the job unless it relabels (see ScrapeConfig._consistent).
+    targets: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     labels: dict[LabelName, Text] = Field(default_factory=dict)
 
 
@@ -334,6 +336,20 @@ class ScrapeConfig(_Model):
             raise ValueError(
                 "at most one of basic_auth, authorization and bearer_token_file may be configured"
             )
+        if not self.relabel_configs:
+            # Without relabeling a target is the address itself: refuse a typo (a scheme, a path, no port)
+            # at load, with its file:line. With relabeling it may be anything the rules turn into an
+            # address (the blackbox exporter's `__param_target`), which is checked afterwards, as
+            # Prometheus does.
+            errors = []
+            for i, static in enumerate(self.static_configs):
+                for j, target in enumerate(static.targets):
+                    try:
+                        _target(target)
+                    except PydanticCustomError as exc:
+                        errors.append(_error(("static_configs", i, "targets", j), str(exc), target))
+            if errors:
+                raise ValidationError.from_exception_data("ScrapeConfig", errors)
         if self.scrape_interval is not None and self.scrape_timeout is not None:
             try:
                 _check_timeout(self.job_name, self.scrape_timeout, self.scrape_interval)

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from services.collector import scrape as scrape_module
 from services.collector.publish import Publisher
-from services.collector.relabel import Target
+from services.collector.relabel import Target, targets_of
 from services.collector.scrape import (
     LOG_EVERY,
     ScrapeFailed,
@@ -994,3 +994,39 @@ temperature{le="1"} 20
 )
 def test_openmetrics_float_is_go_g_format_with_a_point(text: str, written: str):
     assert scrape_module.openmetrics_float(text) == written
+
+
+def test_a_relabeling_job_takes_targets_that_are_not_addresses(tmp_path):
+    # The blackbox exporter's documented setup: the target is a URL, moved to `__param_target`, and the
+    # exporter's own address becomes `__address__`. Prometheus checks the address after relabeling.
+    config = _load(
+        tmp_path,
+        """
+scrape_configs:
+  - job_name: blackbox
+    metrics_path: /probe
+    params:
+      module: [http_2xx]
+    static_configs:
+      - targets: [https://example.com, "http://checkout.internal:8080/healthz"]
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: 127.0.0.1:9115
+""",
+    )
+    targets, problems = targets_of(config.scrape_configs[0])
+    assert problems == []
+    assert [(t.url, t.instance) for t in targets] == [
+        (
+            "http://127.0.0.1:9115/probe?module=http_2xx&target=https%3A%2F%2Fexample.com",
+            "https://example.com",
+        ),
+        (
+            "http://127.0.0.1:9115/probe?module=http_2xx&target=http%3A%2F%2Fcheckout.internal%3A8080%2Fhealthz",
+            "http://checkout.internal:8080/healthz",
+        ),
+    ]

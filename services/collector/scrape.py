@@ -231,7 +231,8 @@ class Scraper:
         self._rng = rng or random.Random()
         self._health: dict[tuple[str, tuple[tuple[str, str], ...]], _Health] = {}
         self._publish_logged_at = -math.inf
-        self._tls: dict[str, ssl.SSLContext | bool | ScrapeFailed] = {}
+        # Per job: the tls_config files' state when its context was built, and the context (or why not).
+        self._tls: dict[str, tuple[object, ssl.SSLContext | bool | ScrapeFailed]] = {}
         # Parsing and validating run in threads of the scraper's own, so that scrapes cannot use up the
         # default pool other work shares (OTLP decoding). A parse that outlived its scrape_timeout cannot
         # be stopped: its target scrapes nothing until it ends (`_parsing`), one thread at most.
@@ -244,7 +245,7 @@ class Scraper:
                 log.warning("scrape target skipped: %s", problem, extra={"job": job.job_name})
             self.targets.extend(targets)
             self.metrics.targets.labels(job.job_name).set(len(targets))
-            self._tls[job.job_name] = _tls_for(job)
+            self._tls_of(job)  # a tls_config that cannot be loaded is logged at start
 
     # Running ---------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -378,9 +379,19 @@ class Scraper:
     def _sample_limit(self, job: ScrapeConfig) -> int:
         return job.sample_limit or self.limits.max_items
 
+    def _tls_of(self, job: ScrapeConfig) -> ssl.SSLContext | bool | ScrapeFailed:
+        """The job's TLS context, built again whenever one of its tls_config files changed (a rotated
+        certificate, a CA file that appeared): files are read at every scrape, as the README says, but
+        only parsed when they change."""
+        state = _tls_files_state(job)
+        cached = self._tls.get(job.job_name)
+        if cached is None or cached[0] != state:
+            cached = self._tls[job.job_name] = (state, _tls_for(job))
+        return cached[1]
+
     async def _fetch(self, target: Target) -> tuple[bytes, str]:
         job = target.job
-        tls = self._tls[job.job_name]
+        tls = self._tls_of(job)
         if isinstance(tls, ScrapeFailed):
             raise tls
         headers = {
@@ -535,6 +546,26 @@ def _authorization(job: ScrapeConfig) -> str | None:
     except ConfigError as exc:
         raise ScrapeFailed("credentials", str(exc)) from None
     return None
+
+
+def _tls_files_state(job: ScrapeConfig) -> object:
+    """What identifies the current content of a job's tls_config files: each one's (mtime, size, inode),
+    or the error reading its metadata gave."""
+    tls = job.tls_config
+    if tls is None:
+        return None
+    state: list[object] = []
+    for file in (tls.ca_file, tls.cert_file, tls.key_file):
+        if file is None:
+            state.append(None)
+            continue
+        try:
+            stat = file.stat()
+        except OSError as exc:
+            state.append(type(exc).__name__)
+        else:
+            state.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+    return tuple(state)
 
 
 def _tls_for(job: ScrapeConfig) -> ssl.SSLContext | bool | ScrapeFailed:

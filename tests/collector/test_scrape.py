@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -666,6 +668,12 @@ async def test_a_tls_config_that_cannot_load_fails_the_scrape_with_the_reason(ma
     result = await scraper.scrape_once(scraper.targets[0])
     assert result.outcome == "tls"
     assert "tls_config cannot be loaded" in (result.reason or "")
+    # Files are read again when they change: a CA file that appears (or is rotated) is used from the next
+    # scrape on, without a restart. Nothing listens on port 1: past TLS setup, the connection fails.
+    shutil.copyfile(certifi.where(), missing)
+    assert (await scraper.scrape_once(scraper.targets[0])).outcome == "connection_error"
+    missing.write_text("not a certificate\n")
+    assert (await scraper.scrape_once(scraper.targets[0])).outcome == "tls"
 
 
 async def test_insecure_skip_verify_is_accepted(exporter, make_scraper):

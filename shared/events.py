@@ -22,15 +22,17 @@ MAX_LABEL_VALUE_LENGTH = 4096
 
 
 # Names repeat across samples (a few dozen per app), so each distinct valid name is checked once. Bounded, so
-# a flood of random names cannot grow it without limit.
-_KNOWN_NAMES_LIMIT = 100_000
+# a flood of random names cannot grow it without limit (20k names of up to 200 characters: ~6 MB), and
+# started over when full, so that a flood cannot keep later real names out of it either.
+_KNOWN_NAMES_LIMIT = 20_000
 _valid_metric_names: set[str] = set()
 _valid_label_names: set[str] = set()
 
 
 def _remember(cache: set[str], name: str) -> None:
-    if len(cache) < _KNOWN_NAMES_LIMIT:
-        cache.add(name)
+    if len(cache) >= _KNOWN_NAMES_LIMIT:
+        cache.clear()
+    cache.add(name)
 
 
 def _metric_name(value: str) -> str:

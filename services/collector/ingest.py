@@ -46,7 +46,9 @@ MAX_LISTED_ERRORS = 1000
 DEFAULT_MAX_AGE = 3600.0
 DEFAULT_MAX_SKEW = 600.0
 # Bound on the caches of names known valid, so a flood of random names cannot grow them without limit.
-KNOWN_NAMES_LIMIT = 100_000
+# Names and label sets each cache remembers before it starts over (not stops: a flood of junk must not
+# keep later real ones out). Worst case ~6 MB per name cache and ~25 MB for the label sets.
+KNOWN_NAMES_LIMIT = 20_000
 # Label objects longer than this (as sent) are checked every time rather than remembered: the cache's memory
 # stays bounded whatever spellings a client sends. Real label sets are well under it.
 LABEL_SET_CACHE_BYTES = 512
@@ -105,9 +107,10 @@ class IngestLimits:
     label_sets: dict[bytes, msgspec.Raw] = field(default_factory=dict, compare=False, repr=False)
 
     def remember(self, names: set[str], name: str) -> None:
-        """Note `name` as valid under these limits (bounded: past the cap, names are checked every time)."""
-        if len(names) < KNOWN_NAMES_LIMIT:
-            names.add(name)
+        """Note `name` as valid under these limits (bounded: the cache starts over when full)."""
+        if len(names) >= KNOWN_NAMES_LIMIT:
+            names.clear()
+        names.add(name)
 
     def problems(self, model: MetricSample | LogEvent) -> list[tuple[str, str]]:
         """(field, reason) for each limit a schema-valid sample or log event exceeds."""

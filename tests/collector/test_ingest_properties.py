@@ -364,6 +364,17 @@ def test_the_label_set_cache_starts_over_when_full(monkeypatch: pytest.MonkeyPat
     assert b'{"i": "6"}' in limits.label_sets
 
 
+def test_the_name_caches_start_over_when_full_and_keep_learning(monkeypatch: pytest.MonkeyPatch):
+    # They stopped learning once full: after a flood of junk names, real ones took the slow path for good.
+    monkeypatch.setattr(ingest_module, "KNOWN_NAMES_LIMIT", 3)
+    limits = IngestLimits(**LOOSE)
+    for i in range(7):
+        items = [{"name": f"junk_{i}", "labels": {f"l{i}": "x"}, "value": 1}]
+        validate_items(METRICS, items, NOW, 10, limits=limits)
+        assert len(limits.metric_names) <= 3 and len(limits.label_names) <= 3
+    assert "junk_6" in limits.metric_names and "l6" in limits.label_names
+
+
 def test_the_fast_path_is_taken_for_the_common_shape():
     limits = IngestLimits(**LOOSE)
     item = {"name": "up", "labels": {"job": "a"}, "value": 1, "kind": "increment", "timestamp": NOW}

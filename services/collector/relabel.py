@@ -57,7 +57,13 @@ def _step(config: RelabelConfig, labels: dict[str, str]) -> bool:
         target = expand(config.target_label, match)
         if not LABEL_NAME_RE.fullmatch(target):
             return True  # a templated target that expands to no valid name is skipped, as in Prometheus
-        _set(labels, target, expand(config.replacement, match))
+        replacement = expand(config.replacement, match)
+        if replacement:
+            labels[target] = replacement
+        else:
+            # Prometheus deletes the target label as written, not as expanded: with a templated target
+            # (`${1}`) that deletes nothing. Kept, so that rules behave as they do there.
+            labels.pop(config.target_label, None)
     elif action == "lowercase":
         _set(labels, config.target_label, value.lower())
     elif action == "uppercase":
@@ -67,7 +73,8 @@ def _step(config: RelabelConfig, labels: dict[str, str]) -> bool:
         digest = hashlib.md5(value.encode(), usedforsecurity=False).digest()
         _set(labels, config.target_label, str(int.from_bytes(digest[8:], "big") % config.modulus))
     elif action == "labelmap":
-        for name, label_value in list(labels.items()):
+        # In name order, as Prometheus walks the labels: when two names map to one, the later name wins.
+        for name, label_value in sorted(labels.items()):
             match = config.pattern.fullmatch(name)
             if match is not None:
                 _set(labels, expand(config.replacement, match), label_value)

@@ -258,6 +258,19 @@ def test_replace_with_empty_result_deletes_the_label():
     assert relabel({"a": "x", "b": "y"}, configs) == {"b": "y"}
 
 
+def test_an_empty_replacement_deletes_the_target_as_written_not_as_expanded():
+    # Prometheus' relabel.go: `lb.Del(cfg.TargetLabel)`. With a templated target nothing named `${1}`
+    # exists, so nothing is deleted; `b` stays.
+    configs = steps({"source_labels": ["a"], "regex": "(b)", "target_label": "${1}", "replacement": ""})
+    assert relabel({"a": "b", "b": "kept"}, configs) == {"a": "b", "b": "kept"}
+
+
+def test_labelmap_collisions_are_settled_in_label_name_order():
+    # Prometheus walks labels sorted by name, so of foo_x and bar_x (both mapping to x) foo_x is set last.
+    configs = steps({"action": "labelmap", "regex": "(?:foo|bar)_(.+)", "replacement": "$1"})
+    assert relabel({"foo_x": "1", "bar_x": "2"}, configs)["x"] == "1"
+
+
 def test_missing_source_labels_read_as_empty_and_join_with_the_separator():
     configs = steps({"source_labels": ["a", "nope", "b"], "separator": "/", "target_label": "joined"})
     assert relabel({"a": "1", "b": "2"}, configs) == {"a": "1", "b": "2", "joined": "1//2"}

@@ -280,12 +280,9 @@ class Scraper:
             else:
                 refused = refused + 1 if result.publish_error else 0
             # Back off while Redis refuses: 2, 4, then 8 intervals between scrapes, not every interval.
-            due += interval * (min(2**refused, 8) if refused else 1)
-            now = self.clock.now()
-            if due < now:
-                # This scrape ran past one or more ticks: skip them rather than run two at once.
-                missed = math.ceil((now - due) / interval)
-                due += missed * interval
+            step = interval * (min(2**refused, 8) if refused else 1)
+            due, missed = next_due(due, step, interval, self.clock.now())
+            if missed:
                 self.metrics.skipped.labels(job).inc(missed)
 
     async def close(self) -> None:
@@ -610,6 +607,18 @@ def protocol_for(content_type: str, fallback: str | None) -> str:
         f"unsupported Content-Type {content_type!r} (tripwire reads text/plain and "
         "application/openmetrics-text); set fallback_scrape_protocol on the job to parse it anyway",
     )
+
+
+def next_due(due: float, step: float, interval: float, now: float) -> tuple[float, int]:
+    """When a target's next scrape is due after the one due at `due`, `step` later (an interval, more while
+    backing off), and how many ticks were missed. A scrape that ran past one or more ticks skips them
+    rather than running two at once. A wall clock that stepped back (NTP, a resumed VM) would otherwise
+    hold the target for as long as the step: the next scrape is never more than `step` from now."""
+    due += step
+    if due < now:
+        missed = math.ceil((now - due) / interval)
+        return due + missed * interval, missed
+    return min(due, now + step), 0
 
 
 # Parsing ----------------------------------------------------------------------------------------------------

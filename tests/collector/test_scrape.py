@@ -1038,3 +1038,16 @@ scrape_configs:
             "http://checkout.internal:8080/healthz",
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("due", "step", "now", "expected"),
+    [
+        (100.0, 10.0, 101.0, (110.0, 0)),  # on time
+        (100.0, 10.0, 125.0, (130.0, 2)),  # ran past two ticks: skipped, the phase kept
+        (100.0, 40.0, 101.0, (140.0, 0)),  # backing off
+        (100.0, 10.0, 80.0, (90.0, 0)),  # the wall clock stepped back 20 s: one step from now, not 30 s
+    ],
+)
+def test_next_due(due: float, step: float, now: float, expected: tuple[float, int]):
+    assert scrape_module.next_due(due, step, 10.0, now) == expected

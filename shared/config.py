@@ -22,9 +22,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.durations import Duration
+from shared.durations import Duration, format_duration
 from shared.events import LABEL_NAME_RE, METRIC_NAME_RE
 from shared.matchers import go_regex
 from shared.scrape_config import ScrapeConfigs
@@ -58,6 +68,25 @@ class GlobalConfig(Section):
     scrape_interval: Duration = 15.0
     scrape_timeout: Duration = 10.0
     external_labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> GlobalConfig:
+        # As Prometheus: a written timeout longer than the interval is an error; the default one is cut
+        # to the interval (ScrapeConfig.with_defaults).
+        if "scrape_timeout" in self.model_fields_set and self.scrape_timeout > self.scrape_interval:
+            error = PydanticCustomError(
+                "global_scrape_timeout",
+                "global scrape_timeout {timeout} is greater than global scrape_interval {interval}",
+                {
+                    "timeout": format_duration(self.scrape_timeout),
+                    "interval": format_duration(self.scrape_interval),
+                },
+            )
+            raise ValidationError.from_exception_data(
+                "GlobalConfig",
+                [InitErrorDetails(type=error, loc=("scrape_timeout",), input=self.scrape_timeout)],
+            )
+        return self
 
 
 class RedisConfig(Section):

@@ -855,6 +855,11 @@ scrape_configs:
             "for job 'a'",
         ),
         (
+            "global:\n  scrape_interval: 5s\n  scrape_timeout: 30s\n",
+            ":3:3: global.scrape_timeout: global scrape_timeout 30s is greater than global "
+            "scrape_interval 5s",
+        ),
+        (
             "global: {scrape_interval: 5s}\nscrape_configs:\n  - job_name: a\n    scrape_timeout: 6s\n",
             ":4:5: scrape_configs.0.scrape_timeout: scrape_timeout 6s is greater than scrape_interval 5s",
         ),

@@ -27,13 +27,19 @@ def format_go_exponent(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if value == 0:
-        return "0e+00"
+        return ("-" if math.copysign(1.0, value) < 0 else "") + "0e+00"  # Go keeps the sign of -0
     _, digit_tuple, exp = Decimal(repr(abs(value))).normalize().as_tuple()
     digits = "".join(map(str, digit_tuple))
     exponent = int(exp) + len(digits) - 1
     mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
     sign = "-" if value < 0 else ""
     return f"{sign}{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+
+
+def format_go_exponent_upper(value: float) -> str:
+    """strconv.FormatFloat(v, 'E', -1, 64), as promtool prints values: `1E+00`, `9.21888E+09`."""
+    text = format_go_exponent(value)
+    return text.upper() if math.isfinite(value) else text
 
 
 _GO_DECIMAL = re.compile(r"[+-]?(?:[0-9_]+\.?[0-9_]*|\.[0-9_]+)(?:[eE][+-]?[0-9][0-9_]*)?")

@@ -20,7 +20,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -41,6 +40,7 @@ from services.evaluator.rules.files import load_rule_files
 from services.evaluator.rules.group import EvalContext, RuleGroup
 from services.evaluator.series import SeriesStore
 from shared.durations import Duration
+from shared.gofloat import format_go_exponent_upper
 from shared.matchers import go_quote, labels_string
 from shared.yamlfile import ConfigError, ConfigErrors, parse_yaml, read_text
 
@@ -252,22 +252,6 @@ def format_go_duration(seconds: float) -> str:
     return f"{out}{sec_text}s"
 
 
-def format_float_e(value: float) -> str:
-    """strconv.FormatFloat(v, 'E', -1, 64): the shortest exact digits, as `1E+00`, `9.21888E+09`."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return ("-" if math.copysign(1.0, value) < 0 else "") + "0E+00"
-    _, digit_tuple, exp = Decimal(repr(abs(value))).normalize().as_tuple()
-    digits = "".join(map(str, digit_tuple))
-    exponent = int(exp) + len(digits) - 1
-    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    sign = "-" if value < 0 else ""
-    return f"{sign}{mantissa}E{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
-
-
 def format_labels(labels: LabelSet) -> str:
     """labels.Labels.String(): `{__name__="up", job="x"}` (Prometheus label sets are always sorted)."""
     return labels_string(dict(labels))
@@ -291,7 +275,9 @@ def _format_alerts(alerts: list[tuple[LabelSet, LabelSet]]) -> str:
 def _format_samples(samples: list[tuple[LabelSet, float]]) -> str:
     if not samples:
         return "nil"
-    return ", ".join(f"{format_labels(labels)} {format_float_e(value)}" for labels, value in samples)
+    return ", ".join(
+        f"{format_labels(labels)} {format_go_exponent_upper(value)}" for labels, value in samples
+    )
 
 
 # --- running the tests -----------------------------------------------------------------------------------

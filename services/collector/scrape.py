@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import math
 import random
@@ -74,7 +75,7 @@ ACCEPT = (
     "*/*;q=0.1"
 )
 USER_AGENT = "tripwire-collector"
-# Threads that parse and validate scrape bodies: enough that one target stuck parsing leaves the rest free.
+# Threads that parse and validate scrape bodies, at least (one per target at most).
 PARSE_THREADS = 4
 # A target's failure is logged when it starts or changes, then at most once per this many seconds.
 LOG_EVERY = 60.0
@@ -233,10 +234,9 @@ class Scraper:
         self._publish_logged_at = -math.inf
         # Per job: the tls_config files' state when its context was built, and the context (or why not).
         self._tls: dict[str, tuple[object, ssl.SSLContext | bool | ScrapeFailed]] = {}
-        # Parsing and validating run in threads of the scraper's own, so that scrapes cannot use up the
-        # default pool other work shares (OTLP decoding). A parse that outlived its scrape_timeout cannot
-        # be stopped: its target scrapes nothing until it ends (`_parsing`), one thread at most.
-        self._executor = ThreadPoolExecutor(max_workers=PARSE_THREADS, thread_name_prefix="scrape-parse")
+        # A parse that outlived its scrape_timeout cannot be stopped: until it ends its target is not
+        # scraped again (`_parsing` holds the parses still running, and only those: a finished one would
+        # keep its whole result alive until the next scrape).
         self._parsing: dict[tuple[str, tuple[tuple[str, str], ...]], Future[_Parsed]] = {}
         self.targets: list[Target] = []
         for job in configs:
@@ -246,6 +246,13 @@ class Scraper:
             self.targets.extend(targets)
             self.metrics.targets.labels(job.job_name).set(len(targets))
             self._tls_of(job)  # a tls_config that cannot be loaded is logged at start
+        # Parsing and validating run in threads of the scraper's own, so that scrapes cannot use up the
+        # default pool other work shares (OTLP decoding). A thread per target at most: each target holds
+        # one at a time, stuck parse or not, so stuck targets can never keep the others waiting. Threads
+        # are made as they are needed and reused, so there are rarely more than a few.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(PARSE_THREADS, len(self.targets)), thread_name_prefix="scrape-parse"
+        )
 
     # Running ---------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -330,6 +337,7 @@ class Scraper:
                     parse_scrape, body, result.protocol, target, result.started_at, self._sample_limit(job)
                 )
                 self._parsing[target.identity] = parsing
+                parsing.add_done_callback(self._parse_ended_callback(target.identity))
                 parsed = await asyncio.wrap_future(parsing)
             if parsed.failure is not None:
                 raise parsed.failure
@@ -372,6 +380,22 @@ class Scraper:
                 result.publish_error = str(exc)
                 self._publish_failed(target, exc)
         return result
+
+    def _parse_ended_callback(
+        self, identity: tuple[str, tuple[tuple[str, str], ...]]
+    ) -> Callable[[Future[_Parsed]], None]:
+        """A done-callback (it runs in the parse thread) that forgets the parse on the event loop."""
+        loop = asyncio.get_running_loop()
+
+        def forget(parse: Future[_Parsed]) -> None:
+            if self._parsing.get(identity) is parse:  # not a later parse of the same target
+                del self._parsing[identity]
+
+        def ended(parse: Future[_Parsed]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the scraper stopped meanwhile
+                loop.call_soon_threadsafe(forget, parse)
+
+        return ended
 
     def _sample_limit(self, job: ScrapeConfig) -> int:
         return job.sample_limit or self.limits.max_items

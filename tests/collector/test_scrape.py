@@ -203,6 +203,8 @@ async def test_scrapes_a_prometheus_client_app_onto_the_stream(client_app, make_
     scraper = make_scraper(static(address))
     result = await scraper.scrape_once(scraper.targets[0])
     assert result.up, result.reason
+    # A finished parse is not kept (with it, the scrape's whole result) until the target's next scrape.
+    await eventually(lambda: _all_done(scraper), what="the parse to be forgotten")
     assert result.protocol == "openmetrics"  # prometheus-client honours our Accept header
 
     (items,) = await batches(redis, keys)  # one scrape, one entry
@@ -369,8 +371,53 @@ async def test_a_body_slow_to_parse_is_parsed_once_at_a_time_and_spares_other_ta
     assert parses.count(stuck.url) == 2
 
 
+async def test_more_targets_stuck_parsing_than_threads_leave_the_others_scraped(
+    client_app, make_scraper, monkeypatch
+):
+    # Each target holds at most one parse thread, and the pool has one per target: with more targets stuck
+    # than PARSE_THREADS, their scrapes still end (up 0) and a healthy target is still parsed.
+    address, _ = client_app
+    stuck_count = scrape_module.PARSE_THREADS + 1
+    stuck_jobs = [
+        {
+            "job_name": f"stuck{i}",
+            **static(f"127.0.0.1:{i + 1}", scrape_interval="1s", scrape_timeout="200ms"),
+        }
+        for i in range(stuck_count)
+    ]
+    scraper = make_scraper(*stuck_jobs, {"job_name": "other", **static(address)})
+    *stuck, healthy = scraper.targets
+    release = threading.Event()
+    parse = scrape_module.parse_scrape
+
+    def slow_for_stuck(body: bytes, protocol: str, target: Target, *rest: Any) -> Any:
+        if target is not healthy:
+            release.wait(30)
+        return parse(body, protocol, target, *rest)
+
+    fetch = scraper._fetch
+
+    async def fetch_or_fake(target: Target) -> tuple[bytes, str]:
+        return (b"up_like 1\n", "text/plain") if target is not healthy else await fetch(target)
+
+    monkeypatch.setattr(scrape_module, "parse_scrape", slow_for_stuck)
+    monkeypatch.setattr(scraper, "_fetch", fetch_or_fake)
+    try:
+        for target in stuck:
+            result = await asyncio.wait_for(scraper.scrape_once(target), timeout=10)
+            assert result.outcome == "timeout"
+        assert (await asyncio.wait_for(scraper.scrape_once(healthy), timeout=10)).up
+    finally:
+        release.set()
+    await eventually(lambda: _all_done(scraper), what="the stuck parses to end")
+
+
+async def _all_done(scraper: Scraper) -> bool:
+    return not scraper._parsing
+
+
 async def _done(scraper: Scraper, target: Target) -> bool:
-    return scraper._parsing[target.identity].done()
+    return target.identity not in scraper._parsing  # a parse is forgotten as it ends
 
 
 async def test_garbage_is_down_with_the_reason_logged_once_per_interval(

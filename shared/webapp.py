@@ -129,9 +129,12 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         _Decoder(encoding, limit) if request.app.get(BODIES_ENCODED) and encoding != "identity" else None
     )
     chunks: list[bytes] = []
-    size = 0
+    size = sent = 0
     try:
         async for raw in request.content.iter_chunked(64 * 1024):
+            sent += len(raw)
+            if sent > limit:  # compressed, it may not be bigger than the limit either
+                raise BodyTooLarge(limit)
             for chunk in decoder.feed(raw) if decoder is not None else (raw,):
                 size += len(chunk)
                 if size > limit:
@@ -151,9 +154,12 @@ class _Decoder:
     """gzip or deflate, decoded chunk by chunk and never more than `limit` + 1 bytes out of one input chunk,
     so a small bomb is refused at the limit, not expanded first."""
 
+    MAX_MEMBERS = 1024  # concatenated gzip members, as aiohttp allows: each costs a decoder of its own
+
     def __init__(self, encoding: str, limit: int) -> None:
         self.encoding = encoding
         self.limit = limit
+        self.members = 0
         self._inflate: zlib._Decompress | None = None
 
     def _new(self, first: bytes) -> zlib._Decompress:
@@ -165,6 +171,9 @@ class _Decoder:
     def feed(self, data: bytes) -> Iterator[bytes]:
         while data:
             if self._inflate is None:
+                self.members += 1
+                if self.members > self.MAX_MEMBERS:
+                    raise ValueError(f"more than {self.MAX_MEMBERS} gzip members")
                 self._inflate = self._new(data)
             out = self._inflate.decompress(data, self.limit + 1)
             if out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import zlib
 from collections.abc import AsyncIterator
 
@@ -250,8 +251,21 @@ def _raw_deflate(data: bytes) -> bytes:
         ("gzip", gzip.compress(_PLAIN)[:-8], 400),  # no CRC and length trailer: truncated
         ("deflate", zlib.compress(_PLAIN) + b"junk", 400),
         ("gzip", gzip.compress(b" " * (3 << 20)), 413),  # 3 KiB that inflate past the 2 MiB limit
+        ("gzip", gzip.compress(_PLAIN) + gzip.compress(b"") * 1024, 400),  # each member costs a decoder
+        ("gzip", os.urandom(3 << 20), 413),  # compressed, over the limit too (checked before inflating)
     ],
-    ids=["gzip", "GZIP", "gzip-members", "zlib", "raw-deflate", "truncated", "trailing-junk", "bomb"],
+    ids=[
+        "gzip",
+        "GZIP",
+        "gzip-members",
+        "zlib",
+        "raw-deflate",
+        "truncated",
+        "trailing-junk",
+        "bomb",
+        "members-flood",
+        "compressed-too-big",
+    ],
 )
 async def test_compressed_bodies_are_decoded_under_the_limit(
     make_config, clock, redis: Redis, keys: Keys, encoding: str, body: bytes, status: int

@@ -31,14 +31,37 @@ EXPORTED_PREFIX = "exported_"
 def relabel(labels: Mapping[str, str], configs: Iterable[RelabelConfig]) -> dict[str, str] | None:
     """`labels` after each relabel step in order, or None once a step drops the set. `labels` is not
     changed."""
-    out = {name: value for name, value in labels.items() if value}
+    out = _Builder(labels)
     for config in configs:
         if not _step(config, out):
             return None
-    return out
+    return dict(out)
 
 
-def _step(config: RelabelConfig, labels: dict[str, str]) -> bool:
+class _Builder(dict[str, str]):
+    """The labels being relabeled, in the order Prometheus' labels.Builder walks them (its Range, which
+    labelmap uses): the labels no step has set, by name, then those steps set, in the order first set.
+    Steps change them through `set` and `delete` only; an empty value deletes."""
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        super().__init__(sorted((name, value) for name, value in labels.items() if value))
+        self.added: set[str] = set()
+
+    def set(self, name: str, value: str) -> None:
+        if not value:
+            self.delete(name)
+            return
+        if name not in self.added:
+            self.pop(name, None)  # a set label moves after the untouched ones
+            self.added.add(name)
+        self[name] = value
+
+    def delete(self, name: str) -> None:
+        self.pop(name, None)
+        self.added.discard(name)
+
+
+def _step(config: RelabelConfig, labels: _Builder) -> bool:
     """Apply one step to `labels` in place; False means drop."""
     value = config.separator.join(labels.get(name, "") for name in config.source_labels or ())
     action = config.action
@@ -59,39 +82,32 @@ def _step(config: RelabelConfig, labels: dict[str, str]) -> bool:
             return True  # a templated target that expands to no valid name is skipped, as in Prometheus
         replacement = expand(config.replacement, match)
         if replacement:
-            labels[target] = replacement
+            labels.set(target, replacement)
         else:
             # Prometheus deletes the target label as written, not as expanded: with a templated target
             # (`${1}`) that deletes nothing. Kept, so that rules behave as they do there.
-            labels.pop(config.target_label, None)
+            labels.delete(config.target_label)
     elif action == "lowercase":
-        _set(labels, config.target_label, value.lower())
+        labels.set(config.target_label, value.lower())
     elif action == "uppercase":
-        _set(labels, config.target_label, value.upper())
+        labels.set(config.target_label, value.upper())
     elif action == "hashmod":
         # Prometheus: the last 8 bytes of the MD5, big-endian, modulo `modulus`.
         digest = hashlib.md5(value.encode(), usedforsecurity=False).digest()
-        _set(labels, config.target_label, str(int.from_bytes(digest[8:], "big") % config.modulus))
+        labels.set(config.target_label, str(int.from_bytes(digest[8:], "big") % config.modulus))
     elif action == "labelmap":
-        # In name order, as Prometheus walks the labels: when two names map to one, the later name wins.
-        for name, label_value in sorted(labels.items()):
+        # In the Builder's order: when two names map to one, the one walked later wins, as in Prometheus.
+        for name, label_value in list(labels.items()):
             match = config.pattern.fullmatch(name)
             if match is not None:
-                _set(labels, expand(config.replacement, match), label_value)
+                labels.set(expand(config.replacement, match), label_value)
     elif action == "labeldrop":
         for name in [n for n in labels if config.pattern.fullmatch(n)]:
-            del labels[name]
+            labels.delete(name)
     elif action == "labelkeep":
         for name in [n for n in labels if not config.pattern.fullmatch(n)]:
-            del labels[name]
+            labels.delete(name)
     return True
-
-
-def _set(labels: dict[str, str], name: str, value: str) -> None:
-    if value:
-        labels[name] = value
-    else:
-        labels.pop(name, None)
 
 
 def expand(template: str, match: re.Match[str]) -> str:

@@ -271,6 +271,16 @@ def test_labelmap_collisions_are_settled_in_label_name_order():
     assert relabel({"foo_x": "1", "bar_x": "2"}, configs)["x"] == "1"
 
 
+def test_labelmap_walks_labels_set_by_earlier_steps_last():
+    # labels.Builder.Range: the labels no step touched, by name, then the ones steps set, in order. So
+    # a_x, set by the replace, comes after the exposed b_x although it sorts first.
+    configs = steps(
+        {"target_label": "a_x", "replacement": "set-by-rule"},
+        {"action": "labelmap", "regex": "(?:a|b)_(x)", "replacement": "$1"},
+    )
+    assert relabel({"b_x": "exposed"}, configs)["x"] == "set-by-rule"
+
+
 def test_missing_source_labels_read_as_empty_and_join_with_the_separator():
     configs = steps({"source_labels": ["a", "nope", "b"], "separator": "/", "target_label": "joined"})
     assert relabel({"a": "1", "b": "2"}, configs) == {"a": "1", "b": "2", "joined": "1//2"}

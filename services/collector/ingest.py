@@ -46,9 +46,11 @@ MAX_LISTED_ERRORS = 1000
 DEFAULT_MAX_AGE = 3600.0
 DEFAULT_MAX_SKEW = 600.0
 # Bound on the caches of names known valid, so a flood of random names cannot grow them without limit.
-# Names and label sets each cache remembers before it starts over (not stops: a flood of junk must not
-# keep later real ones out). Worst case ~6 MB per name cache and ~25 MB for the label sets.
+# Names each cache remembers before it starts over (not stops: a flood of junk must not keep later real
+# ones out): ~6 MB per name cache at worst. Label sets: more of them are real (one per series a client
+# sends), so more are kept: ~64 MB at worst, ~25 MB for typical ones.
 KNOWN_NAMES_LIMIT = 20_000
+LABEL_SETS_LIMIT = 50_000
 # Label objects longer than this (as sent) are checked every time rather than remembered: the cache's memory
 # stays bounded whatever spellings a client sends. Real label sets are well under it.
 LABEL_SET_CACHE_BYTES = 512
@@ -311,7 +313,7 @@ def _parse_common_samples(
             if compact is None:
                 return None
             if len(raw) <= LABEL_SET_CACHE_BYTES:
-                if len(known_label_sets) >= KNOWN_NAMES_LIMIT:
+                if len(known_label_sets) >= LABEL_SETS_LIMIT:
                     known_label_sets.clear()  # start over rather than stop learning new label sets
                 known_label_sets[raw] = compact
         sample.labels = compact

@@ -355,7 +355,7 @@ def test_the_one_pass_body_path_keeps_the_item_limit():
 
 
 def test_the_label_set_cache_starts_over_when_full(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(ingest_module, "KNOWN_NAMES_LIMIT", 3)
+    monkeypatch.setattr(ingest_module, "LABEL_SETS_LIMIT", 3)
     limits = IngestLimits(**LOOSE)
     for i in range(7):
         body = b'{"samples": [{"name": "up", "labels": {"i": "%d"}, "value": 1}]}' % i

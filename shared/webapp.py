@@ -77,18 +77,28 @@ def require_token(token: SecretStr | dict[str, SecretStr] | None, realm: str) ->
     return decorate
 
 
-class BodyTooLarge(Exception):
+class BodyRefused(Exception):
+    """Why `read_body` refused a request body; `status` is the HTTP status that says so."""
+
+    status = 400
+
+
+class BodyTooLarge(BodyRefused):
+    status = 413
+
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds the limit of {limit} bytes")
         self.limit = limit
 
 
-class BadBody(Exception):
+class BadBody(BodyRefused):
     """The body could not be read as sent (e.g. `Content-Encoding: gzip` over bytes that are not gzip)."""
 
 
 class UnsupportedEncoding(BadBody):
     """A Content-Encoding we do not decode (the body would be read as if it were plain)."""
+
+    status = 415
 
 
 # The codings a body may come in: brotli and zstd would need optional packages, so are not promised.
@@ -98,7 +108,9 @@ DECODED_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
 BODIES_ENCODED = web.AppKey("tripwire_bodies_encoded", bool)
 
 
-class BodyTimeout(Exception):
+class BodyTimeout(BodyRefused):
+    status = 408
+
     def __init__(self, timeout: float) -> None:
         super().__init__(f"request body did not arrive within {timeout:g}s")
 

@@ -19,10 +19,7 @@ from shared.config import ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
 from shared.webapp import (
-    BadBody,
-    BodyTimeout,
-    BodyTooLarge,
-    UnsupportedEncoding,
+    BodyRefused,
     error_response,
     json_response,
     read_body,
@@ -32,6 +29,8 @@ from shared.webapp import (
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+# The errorType of each status read_body refuses a body with.
+_BODY_ERROR_TYPES = {400: "bad_data", 408: "timeout", 413: "too_large", 415: "unsupported_media_type"}
 
 
 class IngestMetrics:
@@ -112,14 +111,8 @@ def add_routes(service: Service, publisher: Publisher) -> None:
                 config.collector.max_skew,
                 limits=limits,
             )
-        except BodyTooLarge as exc:
-            return error_response(413, "too_large", str(exc))
-        except BodyTimeout as exc:
-            return error_response(408, "timeout", str(exc))
-        except UnsupportedEncoding as exc:
-            return error_response(415, "unsupported_media_type", str(exc))
-        except BadBody as exc:
-            return error_response(400, "bad_data", str(exc))
+        except BodyRefused as exc:
+            return error_response(exc.status, _BODY_ERROR_TYPES[exc.status], str(exc))
         except Rejected as exc:
             metrics.rejected_items.labels(path).inc(len({e.index for e in exc.errors}))
             extra = {"errors": [e.to_json() for e in exc.errors]} if exc.errors else {}

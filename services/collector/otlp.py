@@ -65,15 +65,7 @@ from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import (
-    CLIENT,
-    BadBody,
-    BodyTimeout,
-    BodyTooLarge,
-    UnsupportedEncoding,
-    read_body,
-    token_client,
-)
+from shared.webapp import CLIENT, BodyRefused, read_body, token_client
 
 __all__ = ["OtlpOptions", "add_otlp_routes"]
 
@@ -93,6 +85,8 @@ SUMMARISED_REASONS = 10
 # google.rpc.Code values for Status.code (informational: OTLP clients go by the HTTP status).
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 3, 8, 12, 14, 16
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+# The google.rpc.Code of each status read_body refuses a body with.
+_BODY_CODES = {400: INVALID_ARGUMENT, 408: UNAVAILABLE, 413: RESOURCE_EXHAUSTED, 415: UNIMPLEMENTED}
 
 
 class OtlpMetrics:
@@ -290,14 +284,8 @@ class _Receiver:
             )
         try:
             body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout)
-        except BodyTooLarge as exc:
-            raise _Refused(413, RESOURCE_EXHAUSTED, str(exc)) from None
-        except BodyTimeout as exc:
-            raise _Refused(408, UNAVAILABLE, str(exc)) from None
-        except UnsupportedEncoding as exc:
-            raise _Refused(415, UNIMPLEMENTED, str(exc)) from None
-        except BadBody as exc:
-            raise _Refused(400, INVALID_ARGUMENT, str(exc)) from None
+        except BodyRefused as exc:
+            raise _Refused(exc.status, _BODY_CODES[exc.status], str(exc)) from None
         now = self.service.clock.now()
         # Decoding, mapping and validating a 5 MB request is CPU work of seconds: off the event loop, so
         # other requests and health checks are answered meanwhile.

@@ -24,13 +24,14 @@ MAX_LABEL_VALUE_LENGTH = 4096
 # Names repeat across samples (a few dozen per app), so each distinct valid name is checked once. Bounded, so
 # a flood of random names cannot grow it without limit (20k names of up to 200 characters: ~6 MB), and
 # started over when full, so that a flood cannot keep later real names out of it either.
-_KNOWN_NAMES_LIMIT = 20_000
+KNOWN_NAMES_LIMIT = 20_000
 _valid_metric_names: set[str] = set()
 _valid_label_names: set[str] = set()
 
 
-def _remember(cache: set[str], name: str) -> None:
-    if len(cache) >= _KNOWN_NAMES_LIMIT:
+def remember_name(cache: set[str], name: str) -> None:
+    """Add a name found valid to a cache of them, started over when it holds KNOWN_NAMES_LIMIT."""
+    if len(cache) >= KNOWN_NAMES_LIMIT:
         cache.clear()
     cache.add(name)
 
@@ -44,7 +45,7 @@ def _metric_name(value: str) -> str:
             "invalid metric name '{name}': must match [a-zA-Z_:][a-zA-Z0-9_:]* (at most {max} characters)",
             {"name": value[:100], "max": MAX_NAME_LENGTH},
         )
-    _remember(_valid_metric_names, value)
+    remember_name(_valid_metric_names, value)
     return value
 
 
@@ -63,7 +64,7 @@ def _check_label_name(name: str) -> None:
             "label name '{name}' is reserved: names starting with '__' are internal",
             {"name": name},
         )
-    _remember(_valid_label_names, name)
+    remember_name(_valid_label_names, name)
 
 
 def _labels(value: dict[str, str]) -> dict[str, str]:

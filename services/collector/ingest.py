@@ -40,16 +40,16 @@ from shared.events import (
     label_names_valid,
     metric_name_valid,
     raw_labels_unambiguous,
+    remember_name,
 )
 
 MAX_LISTED_ERRORS = 1000
 DEFAULT_MAX_AGE = 3600.0
 DEFAULT_MAX_SKEW = 600.0
 # Bound on the caches of names known valid, so a flood of random names cannot grow them without limit.
-# Names each cache remembers before it starts over (not stops: a flood of junk must not keep later real
-# ones out): ~6 MB per name cache at worst. Label sets: more of them are real (one per series a client
-# sends), so more are kept: ~64 MB at worst, ~25 MB for typical ones.
-KNOWN_NAMES_LIMIT = 20_000
+# Label sets the one-pass path remembers before it starts over (the name caches: shared.events'
+# KNOWN_NAMES_LIMIT). More of them are real than names (one per series a client sends), so more are kept:
+# ~64 MB at worst, ~25 MB for typical ones.
 LABEL_SETS_LIMIT = 50_000
 # Label objects longer than this (as sent) are checked every time rather than remembered: the cache's memory
 # stays bounded whatever spellings a client sends. Real label sets are well under it.
@@ -110,9 +110,7 @@ class IngestLimits:
 
     def remember(self, names: set[str], name: str) -> None:
         """Note `name` as valid under these limits (bounded: the cache starts over when full)."""
-        if len(names) >= KNOWN_NAMES_LIMIT:
-            names.clear()
-        names.add(name)
+        remember_name(names, name)
 
     def problems(self, model: MetricSample | LogEvent) -> list[tuple[str, str]]:
         """(field, reason) for each limit a schema-valid sample or log event exceeds."""

@@ -37,6 +37,7 @@ from services.collector.ingest import (
     parse_body,
     validate_items,
 )
+from shared import events as events_module
 from shared.clock import FakeClock
 from shared.streams import Keys
 
@@ -366,7 +367,7 @@ def test_the_label_set_cache_starts_over_when_full(monkeypatch: pytest.MonkeyPat
 
 def test_the_name_caches_start_over_when_full_and_keep_learning(monkeypatch: pytest.MonkeyPatch):
     # They stopped learning once full: after a flood of junk names, real ones took the slow path for good.
-    monkeypatch.setattr(ingest_module, "KNOWN_NAMES_LIMIT", 3)
+    monkeypatch.setattr(events_module, "KNOWN_NAMES_LIMIT", 3)
     limits = IngestLimits(**LOOSE)
     for i in range(7):
         items = [{"name": f"junk_{i}", "labels": {f"l{i}": "x"}, "value": 1}]

@@ -32,12 +32,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.durations import Duration, format_duration
+from shared.durations import Duration
 from shared.events import LABEL_NAME_RE, METRIC_NAME_RE
 from shared.matchers import go_regex
-from shared.scrape_config import ScrapeConfigs
+from shared.scrape_config import ScrapeConfigs, check_global_timeout
 from shared.yamlfile import ConfigError, ConfigErrors, Document, describe_error, load_yaml
 
 log = logging.getLogger(__name__)
@@ -73,19 +72,8 @@ class GlobalConfig(Section):
     def _timeout_within_interval(self) -> GlobalConfig:
         # As Prometheus: a written timeout longer than the interval is an error; the default one is cut
         # to the interval (ScrapeConfig.with_defaults).
-        if "scrape_timeout" in self.model_fields_set and self.scrape_timeout > self.scrape_interval:
-            error = PydanticCustomError(
-                "global_scrape_timeout",
-                "global scrape_timeout {timeout} is greater than global scrape_interval {interval}",
-                {
-                    "timeout": format_duration(self.scrape_timeout),
-                    "interval": format_duration(self.scrape_interval),
-                },
-            )
-            raise ValidationError.from_exception_data(
-                "GlobalConfig",
-                [InitErrorDetails(type=error, loc=("scrape_timeout",), input=self.scrape_timeout)],
-            )
+        if "scrape_timeout" in self.model_fields_set:
+            check_global_timeout(self.scrape_timeout, self.scrape_interval)
         return self
 
 

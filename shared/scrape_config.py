@@ -379,6 +379,18 @@ class ScrapeConfig(_Model):
         return self.model_copy(update={"scrape_interval": interval, "scrape_timeout": timeout})
 
 
+def check_global_timeout(timeout: float, interval: float) -> None:
+    """Refuse a global scrape_timeout longer than the global scrape_interval, at the timeout's key."""
+    if timeout > interval:
+        message = (
+            f"global scrape_timeout {format_duration(timeout)} is greater than global scrape_interval "
+            f"{format_duration(interval)}"
+        )
+        raise ValidationError.from_exception_data(
+            "GlobalConfig", [_error(("scrape_timeout",), message, timeout)]
+        )
+
+
 def _check_timeout(job: str, timeout: float, interval: float) -> None:
     if timeout > interval:
         raise ValueError(

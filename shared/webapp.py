@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
-from aiohttp import ClientPayloadError, web
+from aiohttp import ClientPayloadError, HttpVersion11, hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import SecretStr
 
@@ -115,6 +115,36 @@ class BodyTimeout(BodyRefused):
         super().__init__(f"request body did not arrive within {timeout:g}s")
 
 
+# Set on a request whose `Expect: 100-continue` is answered only when read_body starts on its body.
+_CONTINUE_DEFERRED = web.RequestKey("tripwire_continue_deferred", bool)
+
+
+def add_body_route(router: web.UrlDispatcher, method: str, path: str, handler: Handler) -> None:
+    """Register a route whose handler reads its body with `read_body`. `Expect: 100-continue` is answered
+    only when the body is about to be read, so a request refused on its headers (token, rate limit,
+    Content-Type, a Content-Length over the limit) gets its answer before the client uploads anything;
+    aiohttp's default says `100 Continue` before the handler has looked (RFC 9110 section 10.1.1)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        if request.get(_CONTINUE_DEFERRED):
+            # Answered without asking for the body: the client may send it or not, so what follows on this
+            # connection is no request we could safely read.
+            response.force_close()
+        return response
+
+    router.add_route(method, path, handle, expect_handler=_defer_continue)
+
+
+async def _defer_continue(request: web.Request) -> None:
+    if request.version != HttpVersion11:
+        return
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    request[_CONTINUE_DEFERRED] = True
+
+
 async def read_body(request: web.Request, limit: int, within: float | None = None) -> bytes:
     """The request body (decompressed as its Content-Encoding says), refusing anything over `limit` bytes
     before reading it all into memory and, given `within` seconds, a body slower to arrive (a client
@@ -137,6 +167,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         )
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(limit)
+    if request.get(_CONTINUE_DEFERRED):
+        request[_CONTINUE_DEFERRED] = False
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not started (as aiohttp's own handler does)
     decoder = (
         _Decoder(encoding, limit) if request.app.get(BODIES_ENCODED) and encoding != "identity" else None
     )

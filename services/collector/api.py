@@ -20,6 +20,7 @@ from shared.service import Service
 from shared.streams import Keys
 from shared.webapp import (
     BodyRefused,
+    add_body_route,
     error_response,
     json_response,
     read_body,
@@ -88,7 +89,7 @@ def add_routes(service: Service, publisher: Publisher) -> None:
             latency.observe(time.perf_counter() - started)
             return response
 
-        service.web.router.add_post(path, auth(handle))
+        add_body_route(service.web.router, "POST", path, auth(handle))
 
     async def _ingest(request: web.Request, spec: IngestKind, stream: str) -> web.Response:
         path = request.path

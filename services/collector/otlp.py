@@ -65,7 +65,7 @@ from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import CLIENT, BodyRefused, read_body, token_client
+from shared.webapp import CLIENT, BodyRefused, add_body_route, read_body, token_client
 
 __all__ = ["OtlpOptions", "add_otlp_routes"]
 
@@ -196,7 +196,7 @@ def add_otlp_routes(service: Service, publisher: Publisher, options: OtlpOptions
         ),
     )
     for signal in signals:
-        service.web.router.add_post(signal.path, receiver.handler(signal))
+        add_body_route(service.web.router, "POST", signal.path, receiver.handler(signal))
 
 
 class _Receiver:

@@ -23,7 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, Valida
 from redis.exceptions import RedisError
 
 from shared.flag_store import FlagConflict, FlagRecord, FlagStore, validate_key
-from shared.webapp import BadBody, BodyTooLarge, error_response, json_response, read_body, require_token
+from shared.webapp import (
+    BadBody,
+    BodyTooLarge,
+    add_body_route,
+    error_response,
+    json_response,
+    read_body,
+    require_token,
+)
 
 MAX_BODY = 64 * 1024
 
@@ -140,4 +148,4 @@ def register_flag_api(app: web.Application, store: FlagStore, admin_token: Secre
     api, admin_only = FlagsApi(store), require_token(admin_token, "admin")
     app.router.add_get("/api/v1/flags", admin_only(api.list_flags))
     app.router.add_get("/api/v1/flags/{key}", admin_only(api.get_flag))
-    app.router.add_put("/api/v1/flags/{key}", admin_only(api.put_flag))
+    add_body_route(app.router, "PUT", "/api/v1/flags/{key}", admin_only(api.put_flag))

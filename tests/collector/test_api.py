@@ -314,3 +314,63 @@ async def test_a_content_encoding_we_do_not_decode_is_415(make_config, clock, re
             headers = {**JSON_TYPE, "Content-Encoding": plain}
             assert (await client.post("/api/v1/metrics", data=body, headers=headers)).status == 202
     assert await redis.xlen(keys.metrics) == 3
+
+
+async def _exchange(client: TestClient, head: bytes, body: bytes | None = None) -> list[bytes]:
+    """Send a request's head on a raw connection; send `body` only once the server says 100 Continue.
+    Returns the status lines and headers the server sent, interim responses included."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        lines: list[bytes] = []
+        while True:
+            status = await asyncio.wait_for(reader.readline(), timeout=10)
+            headers = []
+            while (line := await asyncio.wait_for(reader.readline(), timeout=10)) not in (b"\r\n", b""):
+                headers.append(line.strip())
+            lines.append(status.strip())
+            lines.extend(headers)
+            if not status.startswith(b"HTTP/1.1 100"):
+                return lines
+            assert body is not None, "the server asked for a body it should have refused on the headers"
+            writer.write(body)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue_is_answered_only_when_the_body_is_wanted(
+    make_config, clock, redis: Redis, keys: Keys
+):
+    # aiohttp said "100 Continue" before any check, so a client uploaded a body only to be refused for its
+    # token, type or size. Now the refusal comes instead of the 100, and closes the connection (the client
+    # may still send the body, which must not be read as the next request).
+    config = make_config(collector={"max_body_bytes": 4096})
+    config.ingest_token = SecretStr("s3cret")
+    body = orjson.dumps({"samples": [{"name": "x", "value": 1}]})
+
+    def head(
+        path: str, *, token: str = "s3cret", length: int = len(body), expect: str = "100-continue"
+    ) -> bytes:
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: {length}\r\nExpect: {expect}\r\n\r\n"
+        ).encode()
+
+    async for client in _client(config, clock):
+        for path in ("/api/v1/metrics", "/v1/metrics"):
+            refused = await _exchange(client, head(path, token="wrong"))
+            assert refused[0] == b"HTTP/1.1 401 Unauthorized", (path, refused)
+            assert b"Connection: close" in refused, refused
+            too_big = await _exchange(client, head(path, length=5000))
+            assert too_big[0] == b"HTTP/1.1 413 Request Entity Too Large", (path, too_big)
+        wrong_type = await _exchange(client, head("/api/v1/logs").replace(b"json", b"xml"))
+        assert wrong_type[0] == b"HTTP/1.1 415 Unsupported Media Type", wrong_type
+        assert (await _exchange(client, head("/api/v1/metrics", expect="magic")))[0].startswith(
+            b"HTTP/1.1 417"
+        )
+        accepted = await _exchange(client, head("/api/v1/metrics"), body)
+        assert [accepted[0], accepted[1]] == [b"HTTP/1.1 100 Continue", b"HTTP/1.1 202 Accepted"], accepted
+        assert b"Connection: close" not in accepted
+    assert await redis.xlen(keys.metrics) == 1

@@ -230,3 +230,16 @@ async def test_redis_unavailable_is_503(keys: Keys, make_client: MakeClient):
         assert response.status == 503, (method, path)
         assert response.headers["Retry-After"] == "1"
     await dead.aclose()
+
+
+async def test_a_client_that_expects_100_continue_is_asked_for_the_body_only_when_allowed(
+    client: TestClient, store: FlagStore
+):
+    # The body is asked for (100 Continue) only after the token check, so a refused client uploads nothing.
+    body = {"enabled": False, "reason": "incident 42"}
+    url = "/api/v1/flags/checkout"
+    refused = await client.put(url, json=body, headers={"Authorization": "Bearer nope"}, expect100=True)
+    assert (refused.status, refused.headers.get("Connection")) == (401, "close")
+    allowed = await client.put(url, json=body, headers=AUTH, expect100=True)
+    assert allowed.status == 200, await allowed.text()
+    assert (await store.get("checkout")).enabled is False

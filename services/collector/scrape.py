@@ -146,7 +146,7 @@ class ScrapeMetrics:
         self.scrapes = Counter(
             "tripwire_scrapes",
             "Scrapes by job and outcome (success, timeout, connection_error, http_status, content_type, "
-            "parse_error, body_size_limit, sample_limit, credentials, tls).",
+            "parse_error, body_size_limit, sample_limit, relabel_error, credentials, tls).",
             ["job", "outcome"],
             registry=registry,
         )
@@ -171,7 +171,7 @@ class ScrapeMetrics:
         )
         self.dropped = Counter(
             "tripwire_scrape_samples_dropped",
-            "Scraped samples left out of their batch, by reason (invalid, non_finite, duplicate, no_name, "
+            "Scraped samples left out of their batch, by reason (invalid, non_finite, duplicate, "
             "unsupported).",
             ["job", "reason"],
             registry=registry,
@@ -748,10 +748,18 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
                     continue
                 name = relabeled.pop(METRIC_NAME, "")
                 labels = relabeled
+                if not name:
+                    # As Prometheus (errNameLabelMandatory): a config error fails the scrape loudly, not
+                    # one sample quietly.
+                    parsed.failure = ScrapeFailed(
+                        "relabel_error",
+                        f"metric relabeling left the sample {exposed_name!r} with no __name__",
+                    )
+                    return parsed
             parsed.post_relabel += 1
             if parsed.post_relabel > sample_limit:
                 continue  # keep counting for the report; the scrape fails below
-            reason = _unusable(name, value)
+            reason = _unusable(value)
             if reason is not None:
                 parsed.dropped[reason] += 1
                 continue
@@ -777,9 +785,7 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
     return parsed
 
 
-def _unusable(name: str, value: float | None) -> str | None:
-    if not name:
-        return "no_name"  # metric relabeling removed __name__
+def _unusable(value: float | None) -> str | None:
     if value is None:
         return "unsupported"
     if not math.isfinite(value):

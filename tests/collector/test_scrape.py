@@ -632,6 +632,27 @@ http_requests_total{code="500",pod="web-1",le_noise="x"} 1
     assert value_of(items, "up") == 1.0  # metric relabeling does not touch the report series
 
 
+async def test_a_sample_left_without_a_name_by_metric_relabeling_fails_the_scrape(
+    exporter, make_scraper, redis, keys
+):
+    # Prometheus fails the scrape (errNameLabelMandatory); dropping only that sample hid the config error.
+    exporter.body = b"a 1\nb 2\n"
+    scraper = make_scraper(
+        static(
+            exporter.address,
+            metric_relabel_configs=[
+                {"source_labels": ["__name__"], "regex": "b", "target_label": "__name__", "replacement": ""}
+            ],
+        )
+    )
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "relabel_error"
+    assert "left the sample 'b' with no __name__" in (result.reason or "")
+    (items,) = await batches(redis, keys)
+    assert "a" not in {item["name"] for item in items}  # nothing of a failed scrape is kept
+    assert value_of(items, "up") == 0.0
+
+
 # Limits and invalid samples ------------------------------------------------------------------------------
 async def test_exceeding_sample_limit_fails_the_scrape(exporter, make_scraper, redis, keys):
     exporter.body = b"a 1\nb 2\nc 3\n"

@@ -50,6 +50,8 @@ def labels_string(labels: dict[str, str]) -> str:
 
 
 _INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
+# A repetition operator (RE2 reads a `{` that starts none as a literal).
+_QUANTIFIER = re.compile(r"[*+?]|\{\d+(?:,\d*)?\}")
 
 # RE2's Perl and POSIX classes are ASCII-only (Python's \d \w \s and \b are Unicode-aware): code point ranges.
 _Ranges = tuple[tuple[int, int], ...]
@@ -142,18 +144,40 @@ def _char_class(pattern: str, i: int) -> tuple[str, int]:
     return "".join(out), j + 1
 
 
+def _quoted(pattern: str, i: int) -> tuple[str, int]:
+    r"""The Python form of the `\Q...\E` at `pattern[i]` (literal text, to the end without `\E`) and
+    the index after it."""
+    end = pattern.find("\\E", i + 2)
+    end = len(pattern) if end < 0 else end
+    return re.escape(pattern[i + 2 : end]), end + 2
+
+
+def _repetition(pattern: str, i: int, ungreedy: bool) -> tuple[str, int]:
+    """The Python form of the repetition operator at `pattern[i]`, lazy or greedy as RE2 reads it under
+    `ungreedy` (`(?U)`), and the index after it. A `{` that starts no repetition is literal in RE2, where
+    Python might read one (`{,3}`)."""
+    quantifier = _QUANTIFIER.match(pattern, i)
+    if quantifier is None:
+        return "\\{", i + 1
+    lazy = pattern.startswith("?", quantifier.end())
+    return quantifier.group() + ("?" if lazy != ungreedy else ""), quantifier.end() + lazy
+
+
 def go_regex(pattern: str) -> str:
     r"""An RE2 pattern in Python's syntax. RE2 allows flag groups like `(?i)` anywhere, applying to the rest
     of the enclosing group; Python only at the start. So `a((?i)b)c` becomes `a((?i:b))c`. RE2's \d \w \s
-    and \b are ASCII-only and it has POSIX classes (`[[:alpha:]]`): both become explicit ASCII classes."""
+    and \b are ASCII-only and it has POSIX classes (`[[:alpha:]]`): both become explicit ASCII classes.
+    `\Q...\E` is literal text, and `(?U)` (ungreedy) swaps the laziness of the quantifiers after it."""
     out: list[str] = []
     i, n = 0, len(pattern)
     closers: list[int] = []  # per open group: how many scoped flag groups to close with it
     pending = 0  # scoped flag groups opened at top level
+    ungreedy = False  # (?U) in effect; like every RE2 flag, until the enclosing group ends
+    outer_ungreedy: list[bool] = []  # the setting to restore as each open group closes
     while i < n:
         ch = pattern[i]
         if ch == "\\":
-            text, i = _escape(pattern, i, in_class=False)
+            text, i = _quoted(pattern, i) if pattern.startswith("Q", i + 1) else _escape(pattern, i, False)
             out.append(text)
             continue
         if ch == "[":
@@ -162,6 +186,7 @@ def go_regex(pattern: str) -> str:
             continue
         flags = _INLINE_FLAGS.match(pattern, i)
         if flags:
+            ungreedy = ungreedy or "U" in flags.group(1)
             python_flags = flags.group(1).replace("U", "")
             out.append(f"(?{python_flags}:" if python_flags else "(?:")
             if closers:
@@ -170,10 +195,16 @@ def go_regex(pattern: str) -> str:
                 pending += 1
             i = flags.end()
             continue
+        if ch in "*+?{" and not (ch == "?" and out and out[-1] == "("):  # a group's `(?` is no quantifier
+            text, i = _repetition(pattern, i, ungreedy)
+            out.append(text)
+            continue
         if ch == "(":
             closers.append(0)
+            outer_ungreedy.append(ungreedy)
         elif ch == ")" and closers:
             out.append(")" * closers.pop())
+            ungreedy = outer_ungreedy.pop()
         out.append(ch)
         i += 1
     out.append(")" * pending)

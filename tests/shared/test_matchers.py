@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from shared.matchers import Matcher, MatcherError, go_regex
@@ -20,6 +22,30 @@ from shared.matchers import Matcher, MatcherError, go_regex
 )
 def test_re2_inline_flags_become_scoped_python_flags(re2: str, python: str):
     assert go_regex(re2) == python
+
+
+@pytest.mark.parametrize(
+    ("re2", "python"),
+    [
+        (r"a\Q.*+\Eb", r"a\.\*\+b"),  # \Q...\E is literal text
+        (r"\Qab\E*", "ab*"),  # and a quantifier after it takes its last character
+        (r"\Q(unterminated", r"\(unterminated"),  # to the end without \E
+        ("(?U)a+b*?", "(?:a+?b*)"),  # ungreedy: every quantifier's laziness swapped
+        ("(?iU)A{2,3}", "(?i:A{2,3}?)"),
+        ("x((?U)a*)b*", "x((?:a*?))b*"),  # until the enclosing group ends, as every RE2 flag
+        ("(?:a)?(?P<n>b)??", "(?:a)?(?P<n>b)??"),  # a group's `(?` is no quantifier
+        ("a{,3}", r"a\{,3}"),  # no repetition in RE2 (Python would read {0,3})
+        ("a{x}", r"a\{x}"),
+    ],
+)
+def test_re2_literal_text_ungreedy_and_braces(re2: str, python: str):
+    assert go_regex(re2) == python
+
+
+def test_ungreedy_changes_what_groups_capture():
+    # What label_replace, relabel `replace` and reReplaceAll see: the first group takes as little as it can.
+    assert re.fullmatch(go_regex("(?U)(a+)(a*)"), "aaa").groups() == ("a", "aa")
+    assert re.fullmatch(go_regex("(a+)(a*)"), "aaa").groups() == ("aaa", "")
 
 
 @pytest.mark.parametrize(

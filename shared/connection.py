@@ -1,7 +1,7 @@
 """Redis connections: one redis-py client for our own commands and one FastStream broker, both from config.
 
 Timeouts are short on purpose: when Redis is down the collector must answer 503 in about a second, not
-hang; a retry happens once with backoff (a reconnect after a blip), never forever, never after a timeout.
+hang. Commands are never sent again by the client library: each caller decides what a failure means.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from faststream.redis.prometheus import RedisPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.backoff import NoBackoff
 
 from shared.config import Config
 
@@ -24,20 +23,18 @@ BROKER_LOGGER = "tripwire.faststream"
 
 
 def redis_client(config: Config) -> Redis:
-    """A redis-py asyncio client (hiredis parser when installed) with bounded timeouts and one retry."""
+    """A redis-py asyncio client (hiredis parser when installed) with bounded timeouts and no retries."""
     return Redis.from_url(
         config.redis.url,
         password=config.redis_password(),
         socket_connect_timeout=config.redis.connect_timeout,
         socket_timeout=config.redis.socket_timeout,
-        # Not on timeouts: a timed-out XADD may have been applied, and retrying it would write the batch
-        # twice. The caller sees the error (the collector answers 503) and its own retry is the client's call.
-        # The Retry's own error list decides (redis-py 8 retries TimeoutError by default whatever
-        # retry_on_timeout says), so it names connection errors alone.
-        retry=Retry(
-            ExponentialBackoff(cap=0.5, base=0.05), retries=1, supported_errors=(RedisConnectionError,)
-        ),
-        retry_on_error=[RedisConnectionError],
+        # No retry of any kind. A command whose connection drops or times out after it was sent may have been
+        # applied: sent again, an XADD stores its batch twice (an increment counted twice), a SET NX answers
+        # "taken" to the caller that took it. Every caller handles the error instead: the collector answers
+        # 503 and the client retries with its X-Request-Id, consumers try again on their next turn. The cost:
+        # after Redis restarts, each pooled connection fails its first command once.
+        retry=Retry(NoBackoff(), retries=0),
         retry_on_timeout=False,
         health_check_interval=15,
     )

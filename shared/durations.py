@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -44,6 +45,8 @@ def _validate(value: Any) -> float:
         # Only seconds given as numbers in Python code (tests, defaults); YAML users write strings.
         if value < 0:
             raise PydanticCustomError("duration", "duration must not be negative")
+        if not math.isfinite(value):  # YAML's .inf and .nan are numbers too
+            raise PydanticCustomError("duration", f"duration must be finite, got {value}")
         return float(value)
     if isinstance(value, str):
         try:

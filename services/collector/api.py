@@ -64,9 +64,7 @@ class IngestMetrics:
 
 
 def unavailable_response(exc: Unavailable) -> web.Response:
-    return error_response(
-        503, "unavailable", str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after)))}
-    )
+    return error_response(503, "unavailable", str(exc), headers={"Retry-After": exc.retry_after_header})
 
 
 def add_routes(service: Service, publisher: Publisher) -> None:
@@ -126,13 +124,16 @@ def add_routes(service: Service, publisher: Publisher) -> None:
             return json_response({"status": "success", "accepted": 0}, 202)
         request_id, once = request_identity(request, body)
         try:
-            entry_id = await publisher.publish(
+            published = await publisher.publish(
                 stream, spec.kind, accepted.items_json, request_id, idempotency_key=once
             )
         except Unavailable as exc:
             return unavailable_response(exc)
-        metrics.items.labels(path).inc(accepted.count)
-        return json_response({"status": "success", "accepted": accepted.count, "entry": entry_id}, 202)
+        if published.appended:  # a replay's items were counted when they were stored
+            metrics.items.labels(path).inc(accepted.count)
+        return json_response(
+            {"status": "success", "accepted": accepted.count, "entry": published.entry_id}, 202
+        )
 
     endpoint(METRICS, keys.metrics, "/api/v1/metrics")
     endpoint(LOGS, keys.logs, "/api/v1/logs")

@@ -19,6 +19,7 @@ def build(config: Config, clock: Clock | None = None) -> Service:
         config.streams.maxlen,
         config.collector.retry_after,
         config.collector.max_in_flight,
+        registry=service.registry,
     )
     add_routes(service, publisher)
     add_otlp_routes(service, publisher)

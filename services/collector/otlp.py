@@ -102,7 +102,8 @@ class OtlpMetrics:
         self.points = Counter(
             "tripwire_otlp_points",
             "OTLP data points and log records by outcome: accepted (stored), rejected (dropped and "
-            "reported), skipped (flagged as having no recorded value).",
+            "reported), skipped (flagged as having no recorded value), replayed (a retry of a stored "
+            "request, same X-Request-Id and body: not stored again).",
             ["signal", "outcome"],
             registry=registry,
         )
@@ -300,10 +301,11 @@ class _Receiver:
                 + _summary(outcome.reasons, outcome.rejected),
                 violations=outcome.reasons,
             )
+        stored_as = "accepted"
         if outcome.accepted.count:
             request_id, once = request_identity(request, body)
             try:
-                await self.publisher.publish(
+                published = await self.publisher.publish(
                     signal.stream,
                     signal.spec.kind,
                     outcome.accepted.items_json,
@@ -315,17 +317,20 @@ class _Receiver:
                     503,
                     UNAVAILABLE,
                     str(exc),
-                    headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+                    headers={"Retry-After": exc.retry_after_header},
                 ) from None
+            if not published.appended:
+                stored_as = "replayed"  # a retry of a stored request: its points were counted then
         if outcome.rejected:
             log.debug(
                 "otlp points rejected",
                 extra={"signal": signal.name, "rejected": outcome.rejected, "accepted": outcome.points},
             )
         # Counted once the answer is final: a 503 is retried, and its points would count twice.
-        points.labels(signal.name, "accepted").inc(outcome.points)
-        points.labels(signal.name, "rejected").inc(outcome.rejected)
-        points.labels(signal.name, "skipped").inc(outcome.skipped)
+        points.labels(signal.name, stored_as).inc(outcome.points)
+        if stored_as == "accepted":
+            points.labels(signal.name, "rejected").inc(outcome.rejected)
+            points.labels(signal.name, "skipped").inc(outcome.skipped)
         return _message_response(
             signal.response(outcome.rejected, _partial_message(outcome, signal)), encoding
         )

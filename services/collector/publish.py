@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import uuid
+from typing import NamedTuple
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.collector.rate_limit import client_network
 from shared.streams import append_batch, append_batch_once
 from shared.webapp import CLIENT
 
@@ -25,22 +29,60 @@ log = logging.getLogger(__name__)
 
 
 class Unavailable(Exception):
-    """The batch was not stored; try again after `retry_after` seconds."""
+    """The batch may not have been stored (a write that timed out may still land); try again after
+    `retry_after` seconds, with the same X-Request-Id so that it is stored once either way."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
+    @property
+    def retry_after_header(self) -> str:
+        """`retry_after` as a Retry-After value: whole seconds, rounded up, at least 1."""
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class Published(NamedTuple):
+    entry_id: str
+    appended: bool  # False: a replay, answered with the entry an earlier request with this key appended
+
+
+class PublishMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.replays = Counter(
+            "tripwire_publish_replays",
+            "Batches not stored again: a retry (same X-Request-Id and body) got its earlier entry, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "tripwire_publish_refusals",
+            "Batches refused with 503, by kind and reason (queue_full: max_in_flight appends already "
+            "waiting; redis_error: Redis down, or slower than its socket timeout).",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "tripwire_publish_in_flight", "Appends waiting on Redis now.", registry=registry
+        )
+
 
 class Publisher:
     def __init__(
-        self, redis: Redis, maxlen: int, retry_after: float, max_in_flight: int = 64, queue_wait: float = 1.0
+        self,
+        redis: Redis,
+        maxlen: int,
+        retry_after: float,
+        max_in_flight: int = 64,
+        queue_wait: float = 1.0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.redis = redis
         self.maxlen = maxlen
         self.retry_after = retry_after
         self.queue_wait = queue_wait
         self._slots = asyncio.Semaphore(max_in_flight)
+        self.metrics = PublishMetrics(registry if registry is not None else CollectorRegistry())
 
     async def publish(
         self,
@@ -50,31 +92,44 @@ class Publisher:
         request_id: str,
         *,
         idempotency_key: str | None = None,
-    ) -> str:
-        """Append one batch; returns its entry id. Raises Unavailable (nothing stored, as far as we know).
-        With an `idempotency_key` (the caller's X-Request-Id, scoped to the client), a retry of a request
+    ) -> Published:
+        """Append one batch. Raises Unavailable (stored or not, unknown: the sender retries). With an
+        `idempotency_key` (the caller's X-Request-Id, scoped to its sender and body), a retry of a request
         whose answer was lost (a timeout after Redis wrote it) gets the same entry, not a second one."""
         try:
             async with asyncio.timeout(self.queue_wait):
                 await self._slots.acquire()
         except TimeoutError:
+            self.metrics.refusals.labels(kind, "queue_full").inc()
             raise Unavailable(
                 "events were not stored: redis is slow (too many appends waiting)", self.retry_after
             ) from None
+        self.metrics.in_flight.inc()
         try:
-            if idempotency_key is not None:
-                entry_id, _ = await append_batch_once(
+            if idempotency_key is None:
+                return Published(
+                    await append_batch(self.redis, stream, kind, items_json, request_id, self.maxlen), True
+                )
+            published = Published(
+                *await append_batch_once(
                     self.redis, stream, kind, items_json, request_id, idempotency_key, self.maxlen
                 )
-                return entry_id
-            return await append_batch(self.redis, stream, kind, items_json, request_id, self.maxlen)
+            )
+            if not published.appended:
+                self.metrics.replays.labels(kind).inc()
+            return published
         except RedisError as exc:
+            self.metrics.refusals.labels(kind, "redis_error").inc()
             log.warning("redis unavailable; refusing ingest", extra={"error": str(exc), "stream": stream})
-            # The reason stays in our log: Redis' address and errors are none of the sender's business.
+            # The reason stays in our log: Redis' address and errors are none of the sender's business. A
+            # write that timed out may still be applied: "may not", so that the sender retries with its id.
             raise Unavailable(
-                f"events were not stored: redis is unavailable ({type(exc).__name__})", self.retry_after
+                f"events may not have been stored: redis is unavailable ({type(exc).__name__}); retry with "
+                "the same X-Request-Id to store them once",
+                self.retry_after,
             ) from None
         finally:
+            self.metrics.in_flight.dec()
             self._slots.release()
 
 
@@ -83,16 +138,17 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 def request_identity(request: web.Request, body: bytes) -> tuple[str, str | None]:
     """The batch's request id and idempotency key. A caller's X-Request-Id travels with the batch (for
-    tracing) if it is a sane token, and is its idempotency key, scoped to the client and to the body, so a
+    tracing) if it is a sane token, and is its idempotency key, scoped to its sender and to the body, so a
     retry whose first answer was lost is stored once; without one, a fresh id and no idempotency promise.
 
-    The body (as sent, decompressed) is part of the key: an id used again for other data, by a sender that
-    numbers its requests from 1 after a restart or by another client sharing a token, must not get a 202
-    for data that was never stored. Its request is stored as new."""
+    The sender is the token's client and the address's network (as the rate limiter groups them): senders
+    that share a token, or send none, also number their requests alike (from 1 after a restart), and may send
+    the same bytes. The body (as sent, decompressed) is part of the key too: an id used again for other data
+    must not get a 202 for data that was never stored. Its request is stored as new."""
     given = request.headers.get("X-Request-Id", "")
     if _REQUEST_ID.fullmatch(given) is None:
         return uuid.uuid4().hex, None
-    client = request.get(CLIENT, "anonymous")
+    sender = f"{request.get(CLIENT, 'anonymous')}@{client_network(request.remote or '')}"
     digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-    # The client's length first: client names and ids may both hold ':', and must not run into each other.
-    return given, f"{len(client)}:{client}:{given}:{digest}"
+    # The sender's length first: client names and ids may both hold ':', and must not run into each other.
+    return given, f"{len(sender)}:{sender}:{given}:{digest}"

@@ -373,9 +373,10 @@ class Scraper:
         if accepted is not None:
             result.samples_published = accepted.count
             try:
-                result.entry_id = await self.publisher.publish(
+                published = await self.publisher.publish(
                     self.stream, METRICS.kind, accepted.items_json, uuid.uuid4().hex
                 )
+                result.entry_id = published.entry_id
             except Unavailable as exc:
                 result.publish_error = str(exc)
                 self._publish_failed(target, exc)

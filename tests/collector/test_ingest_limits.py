@@ -509,6 +509,38 @@ async def test_a_retried_request_with_the_same_request_id_is_stored_once(make_co
         other = {"samples": [{"name": "jobs_total", "labels": {}, "value": 5, "kind": "increment"}]}
         assert await post("batch-0001", other) != first
         assert await redis.xlen(keys.metrics) == 4
+        # The replay stored nothing, so it counts as a replay, not as items taken in.
+        text = await (await client.get("/metrics")).text()
+        assert 'tripwire_ingest_items_total{endpoint="/api/v1/metrics"} 4.0' in text
+        assert 'tripwire_publish_replays_total{kind="metrics"} 1.0' in text
+    await service.redis.aclose()
+
+
+async def test_senders_at_other_addresses_do_not_share_request_ids(make_config, redis, keys):
+    # Without a token (or with one shared token) every sender was the same client: a second host whose
+    # request had the same id and bytes (a counter from 1, server-side timestamps) got the first host's
+    # entry back, and its increment was lost under a 202.
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from services.collector.app import build
+
+    service = build(make_config())
+    body = {"samples": [{"name": "jobs_total", "labels": {}, "value": 1, "kind": "increment"}]}
+    entries = []
+    async with TestServer(service.web, host="127.0.0.1") as server:
+        for source in ("127.0.0.1", "127.0.0.3", "127.0.0.3"):
+            connector = aiohttp.TCPConnector(local_addr=(source, 0))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.post(
+                    server.make_url("/api/v1/metrics"), json=body, headers={"X-Request-Id": "1"}
+                ) as r,
+            ):
+                assert r.status == 202, await r.text()
+                entries.append((await r.json())["entry"])
+    assert entries[0] != entries[1] == entries[2]  # the second host's retry is still a replay
+    assert await redis.xlen(keys.metrics) == 2
     await service.redis.aclose()
 
 
@@ -519,3 +551,16 @@ def test_ipv6_clients_share_a_budget_per_64_and_mapped_ipv4_is_its_ipv4():
     assert client_network("2001:db8:1:3::1") != client_network("2001:db8:1:2::1")
     assert client_network("::ffff:10.0.0.1") == client_network("10.0.0.1") == "10.0.0.1"
     assert client_network("not-an-address") == "not-an-address"
+
+
+def test_a_503s_retry_after_rounds_up_and_the_setting_must_be_finite(tmp_path):
+    from services.collector.publish import Unavailable
+    from shared.config import load_config
+    from shared.yamlfile import ConfigErrors
+
+    # round() made 2.5s "2": a client told to come back before the time given.
+    assert [Unavailable("x", s).retry_after_header for s in (0.2, 2.5, 3.0)] == ["1", "3", "3"]
+    # YAML's .inf loaded, and every 503 then became a 500 (round(inf) raises).
+    (tmp_path / "tripwire.yml").write_text("collector:\n  retry_after: .inf\n")
+    with pytest.raises(ConfigErrors, match="duration must be finite"):
+        load_config(tmp_path / "tripwire.yml", environ={})

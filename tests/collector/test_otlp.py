@@ -660,6 +660,23 @@ async def test_redis_down_is_503_with_retry_after(make_config, redis: Redis, key
     assert await redis.exists(keys.metrics) == 0
 
 
+async def test_a_retry_with_the_same_request_id_is_stored_once_and_counted_as_replayed(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    body = metrics_request(gauge("up", point(1), point(1, ts=NOW - 7200))).SerializeToString()
+    for _ in range(2):
+        response = await faked.client.post(
+            "/v1/metrics", data=body, headers={**PROTOBUF, "X-Request-Id": "export-1"}
+        )
+        assert response.status == 200
+    assert await redis.xlen(keys.metrics) == 1
+    text = await (await faked.client.get("/metrics")).text()
+    # The retry's points were counted when they were stored: not again, as accepted or as rejected.
+    assert 'tripwire_otlp_points_total{outcome="accepted",signal="metrics"} 1.0' in text
+    assert 'tripwire_otlp_points_total{outcome="rejected",signal="metrics"} 1.0' in text
+    assert 'tripwire_otlp_points_total{outcome="replayed",signal="metrics"} 1.0' in text
+
+
 async def test_self_metrics(faked: Collector):
     await post_proto(faked, "/v1/metrics", metrics_request(gauge("up", point(1), point(1, ts=NOW - 7200))))
     await faked.client.post("/v1/logs", data=b"{}", headers=JSON)

@@ -201,7 +201,10 @@ class Service:
                 raise starting.exception()  # type: ignore[misc]
             await stopped
             await cancel_and_wait([starting])
-            await self.stop()
+        # Leaving `serving` stopped taking requests and waited for those in flight (aiohttp's shutdown):
+        # only now are Redis and the loops stopped. Closed under a request, Redis failed its XADD, and the
+        # client was told 503 for a batch Redis may have stored.
+        await self.stop()
         if self.exit_code:
             raise SystemExit(self.exit_code)
 

@@ -8,6 +8,7 @@ import os
 import zlib
 from collections.abc import AsyncIterator
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -374,3 +375,49 @@ async def test_expect_100_continue_is_answered_only_when_the_body_is_wanted(
         assert [accepted[0], accepted[1]] == [b"HTTP/1.1 100 Continue", b"HTTP/1.1 202 Accepted"], accepted
         assert b"Connection: close" not in accepted
     assert await redis.xlen(keys.metrics) == 1
+
+
+async def test_a_request_in_flight_at_shutdown_is_finished_before_redis_is_closed(
+    make_config, redis_server, redis: Redis, keys: Keys
+):
+    # SIGTERM closed Redis under an XADD still waiting for its reply: the client got a 503 (before that, a
+    # retry stored the batch twice) for a batch Redis may have stored. Now HTTP drains first.
+    from services.local_redis import free_port
+    from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
+    from tests.polling import eventually
+
+    port = free_port()
+    service = build(make_config(collector={"listen": f"127.0.0.1:{port}"}))
+    running = asyncio.create_task(service.run(f"127.0.0.1:{port}", service.start))
+    probe = Redis.from_url(redis_server.url, socket_timeout=0.1)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await eventually(lambda: _ready(session, base), timeout=10, what="the collector to be ready")
+            busy = asyncio.create_task(redis.eval(BUSY_FOR_600_MS, 0))
+            await eventually(lambda: redis_is_busy(probe), timeout=5, what="Redis to be running the script")
+            body = {"samples": [{"name": "jobs_total", "value": 1, "kind": "increment"}]}
+            post = asyncio.create_task(session.post(base + "/api/v1/metrics", json=body))
+            await eventually(lambda: _in_flight(session, base), timeout=5, what="the XADD to be waiting")
+            service.request_stop()
+            response = await post
+            assert response.status == 202, await response.text()
+            await busy
+        await asyncio.wait_for(running, timeout=10)
+    finally:
+        running.cancel()
+        await probe.aclose()
+    assert await redis.xlen(keys.metrics) == 1
+
+
+async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
+    try:
+        async with session.get(base + "/readyz") as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+async def _in_flight(session: aiohttp.ClientSession, base: str) -> bool:
+    async with session.get(base + "/metrics") as response:
+        return "tripwire_publish_in_flight 1.0" in await response.text()

@@ -11,16 +11,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.connection import redis_client
 from shared.streams import Keys
+from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
 from tests.polling import eventually
-
-# Keeps a single-threaded Redis busy (DEBUG SLEEP is disabled by default since Redis 7); TIME advances.
-BUSY_FOR_600_MS = """
-local start = redis.call('TIME')
-while true do
-    local now = redis.call('TIME')
-    if (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > 600000 then return 1 end
-end
-"""
 
 
 async def test_a_timed_out_xadd_is_not_sent_again(make_config, redis_server, redis: Redis, keys: Keys):
@@ -33,7 +25,7 @@ async def test_a_timed_out_xadd_is_not_sent_again(make_config, redis_server, red
         await client.ping()  # connected before Redis is made busy
         await probe.ping()
         busy = asyncio.create_task(redis.eval(BUSY_FOR_600_MS, 0))
-        await eventually(lambda: _busy(probe), timeout=5, what="Redis to be running the script")
+        await eventually(lambda: redis_is_busy(probe), timeout=5, what="Redis to be running the script")
         with pytest.raises(RedisTimeoutError):
             await client.xadd(stream, {b"data": b"batch"})
         await busy
@@ -99,14 +91,6 @@ async def test_a_write_whose_reply_is_lost_is_not_sent_again(
     finally:
         await client.aclose()
         proxy.server.close()
-
-
-async def _busy(probe: Redis) -> bool:
-    try:
-        await probe.ping()
-    except RedisTimeoutError:
-        return True
-    return False
 
 
 async def _stored(redis: Redis, stream: str) -> bool:

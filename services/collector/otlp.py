@@ -57,6 +57,7 @@ from services.collector.otlp_metrics import (
     MappedPoint,
     Mapping,
     OtlpOptions,
+    histogram_items,
     map_metrics,
 )
 from services.collector.otlp_wire import RawAttributesRequest
@@ -409,7 +410,7 @@ def _items_in(message: ProtoMessage, signal_name: str) -> int:
             for metric in scope.metrics:
                 kind = metric.WhichOneof("data")
                 if kind == "histogram":
-                    total += sum(len(p.explicit_bounds) + 3 for p in metric.histogram.data_points)
+                    total += sum(histogram_items(p) for p in metric.histogram.data_points)
                 elif kind == "summary":
                     total += sum(len(p.quantile_values) + 2 for p in metric.summary.data_points)
                 elif kind is not None:

@@ -497,9 +497,7 @@ def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out:
     if not base:
         out.reject(label, "metric has no name", len(points))
         return
-    # The longest name we derive must fit: base plus a suffix.
-    longest = base + {"sum": "_total", "histogram": "_bucket", "summary": "_count"}.get(data_type, "")
-    if len(longest) > series.limits.max_name_length:
+    if len(_longest_name(base, data_type, data)) > series.limits.max_name_length:
         out.reject(
             label,
             f"metric name is longer than {series.limits.max_name_length} characters "
@@ -511,7 +509,7 @@ def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out:
         _map_numbers(points, base, "sample", series, now, resource, label, out)
     elif data_type == "sum":
         temporality, monotonic = data.aggregation_temporality, data.is_monotonic
-        name = base + "_total" if monotonic and not base.endswith("_total") else base
+        name = _sum_name(base, monotonic)
         if temporality == CUMULATIVE:
             _map_numbers(points, name, "sample", series, now, resource, label, out)
         elif temporality == DELTA and monotonic:
@@ -552,6 +550,28 @@ def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out:
             out.points.append(MappedPoint(items, where, resource))
     else:  # a data type newer than this code
         out.reject(label, f"metric type {data_type!r} is not supported", len(points))
+
+
+def _sum_name(base: str, monotonic: bool) -> str:
+    """A monotonic sum is a counter: `_total`, unless its name has it already."""
+    return base + "_total" if monotonic and not base.endswith("_total") else base
+
+
+def _longest_name(base: str, data_type: str, data: Any) -> str:
+    """The longest name a metric's points are stored under: each must fit collector.max_name_length."""
+    if data_type == "sum":
+        return _sum_name(base, data.is_monotonic)
+    return base + {"histogram": "_bucket", "summary": "_count"}.get(data_type, "")
+
+
+def histogram_items(point: HistogramDataPoint) -> int:
+    """How many items `_map_histogram` makes of a point: a bucket per count (the +Inf one alone when there are
+    no counts), `_sum` when the point has one, and `_count`; none for a point it skips or refuses for its
+    shape. Counted on the decoded message, before mapping, to refuse oversized requests cheaply."""
+    counts = len(point.bucket_counts)
+    if point.flags & NO_RECORDED_VALUE or (counts and counts != len(point.explicit_bounds) + 1):
+        return 0
+    return max(counts, 1) + point.HasField("sum") + 1
 
 
 def _map_numbers(

@@ -73,7 +73,7 @@ from services.collector.ingest import IngestLimits as Limits
 from services.collector.ingest import limits_from
 from services.collector.otlp import add_otlp_routes
 from services.collector.otlp_logs import level_of, map_logs
-from services.collector.otlp_metrics import OtlpOptions, format_float, map_metrics
+from services.collector.otlp_metrics import OtlpOptions, format_float, histogram_items, map_metrics
 from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import Publisher
 from services.local_redis import free_port
@@ -620,6 +620,41 @@ async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis
         )
         assert response.status == 400
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"count": 3, "sum": 1.0, "bucket_counts": [1, 1, 1], "explicit_bounds": [0.1, 1]},
+        {"count": 3, "bucket_counts": [2, 1], "explicit_bounds": [0.5]},  # no sum: no _sum item
+        {"count": 3, "sum": 2.0, "explicit_bounds": [0.1, 1]},  # no counts: only the +Inf bucket
+        {"count": 3, "bucket_counts": [1, 2], "explicit_bounds": [0.1, 1]},  # refused for its shape
+        {"count": 0, "flags": 1},  # no recorded value: skipped
+    ],
+)
+def test_a_histogram_points_items_are_counted_as_the_mapping_makes_them(shape: dict[str, Any]):
+    # The 413 pre-count took every point as bounds + 3: a point without a sum was refused at max_items
+    # although it fitted.
+    data_point = HistogramDataPoint(time_unix_nano=NOW_NS, **shape)
+    metric = Metric(
+        name="latency", histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=[data_point])
+    )
+    assert histogram_items(data_point) == len(mapped_items(metrics_request(metric)))
+
+
+def test_the_name_limit_is_checked_on_the_name_stored():
+    # Every sum was checked as if `_total` were added: a counter already named `…_total` and an up-down
+    # counter were refused at a length the JSON API takes.
+    limits = limits_from(CollectorConfig(max_name_length=20))
+
+    def stored(metric: Metric) -> list[str]:
+        mapping = map_metrics(metrics_request(metric), NOW, limits, OtlpOptions(target_info=False))
+        return [item["name"] for p in mapping.points for item in p.items]
+
+    assert stored(counter("a" * 14 + "_total", point(1))) == ["a" * 14 + "_total"]
+    assert stored(counter("b" * 20, point(1), monotonic=False)) == ["b" * 20]
+    assert stored(counter("c" * 15, point(1))) == []  # c…_total is 21
+    assert stored(gauge("d" * 21, point(1))) == []
 
 
 async def test_bearer_token_is_required_when_configured(make_config, redis: Redis, keys: Keys):

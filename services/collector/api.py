@@ -79,15 +79,20 @@ def add_routes(service: Service, publisher: Publisher) -> None:
     def endpoint(spec: IngestKind, stream: str, path: str) -> None:
         latency = metrics.latency.labels(path)
 
-        async def handle(request: web.Request) -> web.Response:
-            started = time.perf_counter()
+        async def ingest(request: web.Request) -> web.Response:
             refused = limiter.check(request)
-            response = refused if refused is not None else await _ingest(request, spec, stream)
+            return refused if refused is not None else await _ingest(request, spec, stream)
+
+        checked = auth(ingest)
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            response = await checked(request)  # 401s counted too, as OTLP counts them
             metrics.requests.labels(path, str(response.status)).inc()
             latency.observe(time.perf_counter() - started)
             return response
 
-        add_body_route(service.web.router, "POST", path, auth(handle))
+        add_body_route(service.web.router, "POST", path, handle)
 
     async def _ingest(request: web.Request, spec: IngestKind, stream: str) -> web.Response:
         path = request.path

@@ -141,6 +141,8 @@ async def test_bearer_token_is_required_when_configured(make_config, clock, redi
         lower = await client.post("/api/v1/metrics", json=body, headers={"Authorization": "bearer s3cret"})
         assert (missing.status, wrong.status, right.status, lower.status) == (401, 401, 202, 202)
         assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        text = await (await client.get("/metrics")).text()
+        assert 'tripwire_ingest_requests_total{code="401",endpoint="/api/v1/metrics"} 2.0' in text
         # Health endpoints stay open for orchestrators.
         assert (await client.get("/healthz")).status == 200
     assert await redis.xlen(keys.metrics) == 2

@@ -80,6 +80,11 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+# RFC 3339's date-time (section 5.6, with the space its note allows), its time zone as group 1 so that a
+# missing one gets its own message.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
 def _timestamp(value: Any) -> float | None:
     """Unix seconds (a JSON number) or an RFC 3339 string with a time zone, as Unix seconds."""
     if value is None:
@@ -91,16 +96,22 @@ def _timestamp(value: Any) -> float | None:
             raise PydanticCustomError("timestamp", "timestamp must be a finite, non-negative number")
         return float(value)
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise PydanticCustomError(
-                "timestamp", "timestamp '{value}' is not RFC 3339", {"value": value[:64]}
-            ) from None
-        if parsed.tzinfo is None:
+        form = _RFC3339.fullmatch(value)
+        if form is not None and form.group(1) is None:
             raise PydanticCustomError(
                 "timestamp",
                 "timestamp '{value}' has no time zone (add Z or an offset)",
+                {"value": value[:64]},
+            )
+        try:
+            # RFC 3339 allows t and z in lower case (section 5.6); fromisoformat also takes forms it does not.
+            parsed = datetime.fromisoformat(value.upper()) if form is not None else None
+        except ValueError:  # the right shape, but no such date or time (month 13)
+            parsed = None
+        if parsed is None:
+            raise PydanticCustomError(
+                "timestamp",
+                "timestamp '{value}' is not RFC 3339 (such as 2026-12-02T16:10:11.5Z)",
                 {"value": value[:64]},
             )
         return parsed.timestamp()

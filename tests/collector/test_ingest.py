@@ -150,3 +150,27 @@ def test_timestamps_outside_the_window_are_rejected_per_item(ts: object, reason:
         parse_body(METRICS, body(samples=[good, {"name": "x", "value": 1, "timestamp": ts}]), NOW, 10)
     (error,) = caught.value.errors
     assert error.index == 1 and error.field == "timestamp" and reason in error.reason
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ("2025-11-22T08:26:40.25Z", NOW + 0.25),
+        ("2025-11-22t08:26:40.25z", NOW + 0.25),  # RFC 3339 5.6: t and z may be lower case
+        ("2025-11-22 09:26:40+01:00", NOW),  # and its note allows a space
+        ("2025-11-22T08:26:40.250000001Z", NOW + 0.25),  # nanoseconds, as Go writes them
+        ("20251122T082640Z", "is not RFC 3339"),  # ISO 8601 basic form, which fromisoformat took
+        ("2025-11-22T08:26Z", "is not RFC 3339"),  # no seconds
+        ("2025-13-22T08:26:40Z", "is not RFC 3339"),  # no such month
+        ("2025-11-22T08:26:40", "has no time zone"),
+    ],
+)
+def test_string_timestamps_are_rfc_3339(ts: str, expected: float | str):
+    sample = {"name": "x", "value": 1, "timestamp": ts}
+    if isinstance(expected, float):
+        [item] = orjson.loads(parse_body(METRICS, body(samples=[sample]), NOW, 10).items_json)
+        assert item["timestamp"] == pytest.approx(expected)
+        return
+    with pytest.raises(Rejected) as caught:
+        parse_body(METRICS, body(samples=[sample]), NOW, 10)
+    assert expected in caught.value.errors[0].reason

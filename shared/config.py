@@ -127,6 +127,21 @@ class CollectorConfig(Section):
         default=0.0, ge=0, description="requests per second per ingest token (or client address); 0: off"
     )
     rate_limit_burst: int = Field(default=100, ge=1)
+    max_buffered_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="request bodies held at once, reserved before reading (Content-Length; max_body_bytes "
+        "when compressed or chunked); past that, ingest answers 503",
+    )
+
+    @model_validator(mode="after")
+    def _a_whole_body_fits(self) -> CollectorConfig:
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
+                f"({self.max_body_bytes}), or no body of the largest size could ever be taken"
+            )
+        return self
 
 
 class EvaluatorConfig(Section):

@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.collector.body_budget import BodyBudget
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
 from services.collector.publish import Publisher, Unavailable, request_identity
 from services.collector.rate_limit import rate_limiter_for
@@ -67,7 +68,19 @@ def unavailable_response(exc: Unavailable) -> web.Response:
     return error_response(503, "unavailable", str(exc), headers={"Retry-After": exc.retry_after_header})
 
 
-def add_routes(service: Service, publisher: Publisher) -> None:
+def _wrong_type(request: web.Request) -> web.Response | None:
+    if request.content_type == JSON:
+        return None
+    # Not only tidiness: a web page can make a browser POST text/plain, a form or a body without a type to any
+    # address it can reach, with no CORS check, but never application/json.
+    return error_response(
+        415,
+        "unsupported_media_type",
+        f"Content-Type must be {JSON}, not {request.headers.get('Content-Type', '(none)')!r}",
+    )
+
+
+def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> None:
     config = service.config
     keys = Keys(config.redis.prefix)
     metrics = IngestMetrics(service.registry)
@@ -80,8 +93,15 @@ def add_routes(service: Service, publisher: Publisher) -> None:
         latency = metrics.latency.labels(path)
 
         async def ingest(request: web.Request) -> web.Response:
-            refused = limiter.check(request)
-            return refused if refused is not None else await _ingest(request, spec, stream)
+            refused = limiter.check(request) or _wrong_type(request)
+            if refused is not None:
+                return refused
+            try:
+                held = budget.hold(request)
+            except Unavailable as exc:
+                return unavailable_response(exc)
+            with held:
+                return await _ingest(request, spec, stream)
 
         checked = auth(ingest)
 
@@ -96,14 +116,6 @@ def add_routes(service: Service, publisher: Publisher) -> None:
 
     async def _ingest(request: web.Request, spec: IngestKind, stream: str) -> web.Response:
         path = request.path
-        if request.content_type != JSON:
-            # Not only tidiness: a web page can make a browser POST text/plain, a form or a body without a
-            # type to any address it can reach, with no CORS check, but never application/json.
-            return error_response(
-                415,
-                "unsupported_media_type",
-                f"Content-Type must be {JSON}, not {request.headers.get('Content-Type', '(none)')!r}",
-            )
         try:
             body = await read_body(request, config.collector.max_body_bytes, config.collector.body_timeout)
             accepted = parse_body(

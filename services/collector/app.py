@@ -4,6 +4,7 @@ entry per request or scrape out onto the streams."""
 from __future__ import annotations
 
 from services.collector.api import add_routes
+from services.collector.body_budget import BodyBudget
 from services.collector.otlp import add_otlp_routes
 from services.collector.publish import Publisher
 from services.collector.scrape import start_scraping
@@ -21,8 +22,13 @@ def build(config: Config, clock: Clock | None = None) -> Service:
         config.collector.max_in_flight,
         registry=service.registry,
     )
-    add_routes(service, publisher)
-    add_otlp_routes(service, publisher)
+    collector = config.collector
+    # One budget for both receivers: what bounds the collector's memory is all the bodies it holds.
+    budget = BodyBudget(
+        collector.max_buffered_bytes, collector.max_body_bytes, collector.retry_after, service.registry
+    )
+    add_routes(service, publisher, budget)
+    add_otlp_routes(service, publisher, budget=budget)
     start_scraping(service, publisher)
     return service
 

@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.collector.body_budget import BodyBudget
 from services.collector.ingest import (
     LOGS,
     METRICS,
@@ -167,10 +168,19 @@ class _Refused(Exception):
         self.headers = headers
 
 
-def add_otlp_routes(service: Service, publisher: Publisher, options: OtlpOptions | None = None) -> None:
+def add_otlp_routes(
+    service: Service,
+    publisher: Publisher,
+    options: OtlpOptions | None = None,
+    budget: BodyBudget | None = None,
+) -> None:
     """Register `POST /v1/metrics` and `POST /v1/logs` on the service: same bearer token as the JSON ingest
-    (`ingest_token`), same body limit and per-request limits (`collector.*`), same Publisher."""
-    receiver = _Receiver(service, publisher, options or OtlpOptions())
+    (`ingest_token`), same body limit and per-request limits (`collector.*`), same Publisher and (given the
+    JSON API's) the same budget of bodies held."""
+    config = service.config.collector
+    if budget is None:
+        budget = BodyBudget(config.max_buffered_bytes, config.max_body_bytes, config.retry_after)
+    receiver = _Receiver(service, publisher, options or OtlpOptions(), budget)
     keys = Keys(service.config.redis.prefix)
     signals = (
         _Signal(
@@ -202,9 +212,12 @@ def add_otlp_routes(service: Service, publisher: Publisher, options: OtlpOptions
 
 
 class _Receiver:
-    def __init__(self, service: Service, publisher: Publisher, options: OtlpOptions) -> None:
+    def __init__(
+        self, service: Service, publisher: Publisher, options: OtlpOptions, budget: BodyBudget
+    ) -> None:
         self.service = service
         self.publisher = publisher
+        self.budget = budget
         self.options = options
         self.config: CollectorConfig = service.config.collector
         self.limits = limits_from(self.config)  # one object per config: the fast path relies on it
@@ -285,6 +298,14 @@ class _Receiver:
                 "or application/json",
             )
         try:
+            held = self.budget.hold(request)
+        except Unavailable as exc:
+            raise _unavailable(exc) from None
+        with held:
+            return await self._export_body(request, signal, encoding)
+
+    async def _export_body(self, request: web.Request, signal: _Signal, encoding: str) -> web.Response:
+        try:
             body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout)
         except BodyRefused as exc:
             raise _Refused(exc.status, _BODY_CODES[exc.status], str(exc)) from None
@@ -314,12 +335,7 @@ class _Receiver:
                     idempotency_key=once,
                 )
             except Unavailable as exc:
-                raise _Refused(
-                    503,
-                    UNAVAILABLE,
-                    str(exc),
-                    headers={"Retry-After": exc.retry_after_header},
-                ) from None
+                raise _unavailable(exc) from None
             if not published.appended:
                 stored_as = "replayed"  # a retry of a stored request: its points were counted then
         if outcome.rejected:
@@ -499,6 +515,10 @@ def _partial_message(outcome: _Outcome, signal: _Signal) -> str:
 
 
 # Responses --------------------------------------------------------------------------------------------------
+def _unavailable(exc: Unavailable) -> _Refused:
+    return _Refused(503, UNAVAILABLE, str(exc), headers={"Retry-After": exc.retry_after_header})
+
+
 def _message_response(message: ProtoMessage, encoding: str, status: int = 200) -> web.Response:
     if encoding == JSON:
         # OTLP/JSON: lowerCamelCase keys, int64 as decimal strings (proto3 JSON mapping), {} when empty.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import os
 import zlib
@@ -423,3 +424,61 @@ async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
 async def _in_flight(session: aiohttp.ClientSession, base: str) -> bool:
     async with session.get(base + "/metrics") as response:
         return "tripwire_publish_in_flight 1.0" in await response.text()
+
+
+async def test_bodies_held_past_max_buffered_bytes_get_503_before_they_are_read(
+    make_config, redis_server, redis: Redis, keys: Keys, clock
+):
+    # While Redis is slow, requests wait with their bodies in memory; without a bound, enough concurrent
+    # senders could make the collector hold any amount (found by review).
+    from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
+    from tests.polling import eventually
+
+    config = make_config(collector={"max_body_bytes": 1024, "max_buffered_bytes": 1500})
+    pad = {"name": "x", "value": 1, "labels": {"pad": "p" * 900}}  # about 950 bytes: one fits, two do not
+    body = orjson.dumps({"samples": [pad]})
+    probe = Redis.from_url(redis_server.url, socket_timeout=0.1)
+    async for client in _client(config, clock):
+        busy = asyncio.create_task(redis.eval(BUSY_FOR_600_MS, 0))
+        await eventually(lambda: redis_is_busy(probe), timeout=5, what="Redis to be running the script")
+        first = asyncio.create_task(client.post("/api/v1/metrics", data=body, headers=JSON_TYPE))
+        held = functools.partial(_holding, client, len(body))
+        await eventually(held, timeout=5, what="the first body to be held")
+        for path in ("/api/v1/metrics", "/v1/metrics"):
+            refused = await client.post(path, data=body, headers=JSON_TYPE)
+            assert refused.status == 503, path
+            assert refused.headers["Retry-After"] == "1"
+        assert "max_buffered_bytes" in (
+            await (await client.post("/api/v1/logs", data=body, headers=JSON_TYPE)).text()
+        )
+        assert (await first).status == 202
+        await busy
+        assert (await client.post("/api/v1/metrics", data=body, headers=JSON_TYPE)).status == 202
+        text = await (await client.get("/metrics")).text()
+        assert "tripwire_ingest_buffer_full_total 3.0" in text
+        assert "tripwire_ingest_buffered_bytes 0.0" in text  # every hold was given back
+    await probe.aclose()
+    assert await redis.xlen(keys.metrics) == 2
+
+
+async def _holding(client: TestClient, size: int) -> bool:
+    text = await (await client.get("/metrics")).text()
+    return f"tripwire_ingest_buffered_bytes {float(size)}" in text
+
+
+def test_a_body_is_held_at_its_length_or_at_the_limit_when_it_may_decode_to_more():
+    from aiohttp.test_utils import make_mocked_request
+
+    from services.collector.body_budget import BodyBudget
+
+    budget = BodyBudget(10_000, 4096, 1.0)
+
+    def size(**headers: str) -> int:
+        return budget.size_of(make_mocked_request("POST", "/", headers=headers))
+
+    assert size(**{"Content-Length": "100"}) == 100
+    assert size(**{"Content-Length": "100", "Content-Encoding": "gzip"}) == 4096
+    assert size() == 4096  # chunked: no length
+    assert size(**{"Content-Length": "999999"}) == 4096  # refused unread at the limit
+    with pytest.raises(ValueError, match="must be at least max_body_bytes"):
+        Config.model_validate({"collector": {"max_body_bytes": 4096, "max_buffered_bytes": 2048}})

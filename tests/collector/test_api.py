@@ -7,7 +7,7 @@ import functools
 import gzip
 import os
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import orjson
@@ -17,11 +17,14 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.collector.app import build
+from services.local_redis import free_port
 from shared.clock import FakeClock
 from shared.codec import decode_entry
 from shared.config import Config
 from shared.streams import Keys
 from shared.webapp import BODIES_ENCODED, token_client
+from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
+from tests.polling import eventually
 from tests.redis_server import LocalRedisServer
 
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -385,9 +388,6 @@ async def test_a_request_in_flight_at_shutdown_is_finished_before_redis_is_close
 ):
     # SIGTERM closed Redis under an XADD still waiting for its reply: the client got a 503 (before that, a
     # retry stored the batch twice) for a batch Redis may have stored. Now HTTP drains first.
-    from services.local_redis import free_port
-    from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
-    from tests.polling import eventually
 
     port = free_port()
     service = build(make_config(collector={"listen": f"127.0.0.1:{port}"}))
@@ -431,8 +431,6 @@ async def test_bodies_held_past_max_buffered_bytes_get_503_before_they_are_read(
 ):
     # While Redis is slow, requests wait with their bodies in memory; without a bound, enough concurrent
     # senders could make the collector hold any amount (found by review).
-    from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
-    from tests.polling import eventually
 
     config = make_config(collector={"max_body_bytes": 1024, "max_buffered_bytes": 1500})
     pad = {"name": "x", "value": 1, "labels": {"pad": "p" * 900}}  # about 950 bytes: one fits, two do not
@@ -482,3 +480,54 @@ def test_a_body_is_held_at_its_length_or_at_the_limit_when_it_may_decode_to_more
     assert size(**{"Content-Length": "999999"}) == 4096  # refused unread at the limit
     with pytest.raises(ValueError, match="must be at least max_body_bytes"):
         Config.model_validate({"collector": {"max_body_bytes": 4096, "max_buffered_bytes": 2048}})
+
+
+async def test_every_202_survives_a_redis_sigkill_in_the_middle_of_ingest(
+    private_redis: LocalRedisServer, clock
+):
+    # "Nothing acknowledged that is not in Redis", under a crash rather than a clean stop: 200 requests, 16 at
+    # a time, Redis SIGKILLed once 30 have been answered 202 (AOF, fsync always, as in docker-compose).
+    config = Config.model_validate(
+        {
+            "redis": {
+                "url": private_redis.url,
+                "prefix": "crash",
+                "connect_timeout": "500ms",
+                "socket_timeout": "1s",
+            },
+            "collector": {"max_in_flight": 16},
+        }
+    )
+    statuses: dict[int, int] = {}
+    slots = asyncio.Semaphore(16)
+
+    async def send(client: TestClient, n: int) -> None:
+        sample = {"name": "jobs_total", "labels": {"n": str(n)}, "value": 1, "kind": "increment"}
+        async with slots:
+            response = await client.post("/api/v1/metrics", json={"samples": [sample]})
+            statuses[n] = response.status
+
+    async def crash() -> None:
+        answered = functools.partial(_async, lambda: list(statuses.values()).count(202) >= 30)
+        await eventually(answered, timeout=30, what="30 requests answered 202")
+        private_redis.kill()
+
+    async for client in _client(config, clock):
+        await asyncio.gather(crash(), *(send(client, n) for n in range(200)))
+    private_redis.start()
+    accepted = {n for n, status in statuses.items() if status == 202}
+    assert set(statuses.values()) <= {202, 503}
+    assert 30 <= len(accepted) < 200  # the crash came in the middle
+    check = Redis.from_url(private_redis.url)
+    stored = [
+        item["labels"]["n"]
+        for _, fields in await check.xrange(Keys("crash").metrics)
+        for item in decode_entry(fields).items
+    ]
+    await check.aclose()
+    assert len(stored) == len(set(stored))  # none twice
+    assert accepted <= {int(n) for n in stored}  # every 202 is there
+
+
+async def _async(check: Callable[[], bool]) -> bool:
+    return check()

@@ -9,6 +9,8 @@ paths measure software, not the disk), or TRIPWIRE_REDIS_URL:
 - raw, one by one: one XADD round trip per entry, which is what one request costs the collector at minimum;
 - raw, concurrent: one XADD per request with as many connections as the collector has requests in flight:
   the baseline for the issue's target (JSON path >= 0.8x of it);
+- raw, one entry per sample: what a producer writing the stream itself without batching would do (1,000
+  XADDs per request, pipelined per request), for the first 30 requests: context, not the target's baseline;
 - bare HTTP: bench/bare_http_ingest.py, an aiohttp handler that XADDs each body unparsed: the ceiling of
   any ingest path in Python on aiohttp on this machine, HTTP's own cost next to raw XADD;
 - OTLP: the same samples as OTLP/HTTP protobuf (`ExportMetricsServiceRequest`) to POST /v1/metrics, when
@@ -193,6 +195,27 @@ async def encoded_entries(bodies: list[bytes]) -> list[dict[bytes, bytes]]:
     return entries
 
 
+async def per_sample_entries(bodies: list[bytes]) -> list[list[dict[bytes, bytes]]]:
+    """Per request, one stream entry for each of its samples (a batch of one), as the collector encodes it."""
+    requests = []
+    for i, body in enumerate(bodies):
+        items = orjson.loads(parse_body(METRICS, body, time.time(), 10_000).items_json)
+        requests.append(
+            [await encode_batch("metrics", orjson.dumps([x]), f"bench-{i}-{j}") for j, x in enumerate(items)]
+        )
+    return requests
+
+
+async def bench_raw_per_sample(client: Redis, stream: str, requests: list[list[dict[bytes, bytes]]]) -> float:
+    started = time.perf_counter()
+    for entries in requests:
+        async with client.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(stream, fields, maxlen=1_000_000, approximate=True)
+            await pipe.execute()
+    return sum(map(len, requests)) / (time.perf_counter() - started)
+
+
 async def bench_raw_pipelined(
     client: Redis, stream: str, entries: list[dict[bytes, bytes]], per: int
 ) -> float:
@@ -243,6 +266,7 @@ def report(
         ("pipelined", "raw redis-py XADD, pipelines of 50"),
         ("single", "raw redis-py XADD, one per entry"),
         ("concurrent", f"raw redis-py XADD, {concurrency} connections"),
+        ("per_sample", "raw redis-py XADD, entry per sample"),
     ]
     for name, label in rows:
         if not results[name]:
@@ -279,12 +303,12 @@ async def one_round(
     client: Redis,
     pooled: Redis,
     bases: tuple[str, str],
-    data: tuple[list[bytes], list[bytes], list[dict[bytes, bytes]]],
+    data: tuple[list[bytes], list[bytes], list[dict[bytes, bytes]], list[list[dict[bytes, bytes]]]],
     results: dict[str, list[float]],
 ) -> None:
     """Each path once, in turn: collector, bare HTTP, OTLP, then the raw XADD baselines."""
     base, bare_base = bases
-    bodies, otlp_bodies, entries = data
+    bodies, otlp_bodies, entries, unbatched = data
     await client.delete("bench:{metrics}", "bench:raw")
     rate, lat = await bench_collector(base, bodies, args.concurrency)
     results["collector"].append(rate)
@@ -307,6 +331,8 @@ async def one_round(
     results["single"].append(await bench_raw_single(client, "bench:raw", entries))
     await client.delete("bench:raw")
     results["concurrent"].append(await bench_raw_concurrent(pooled, "bench:raw", entries, args.concurrency))
+    await client.delete("bench:raw")
+    results["per_sample"].append(await bench_raw_per_sample(client, "bench:raw", unbatched))
 
 
 async def main() -> None:
@@ -327,6 +353,7 @@ async def main() -> None:
     try:
         bodies = [make_request(i) for i in range(args.requests)]
         entries = await encoded_entries(bodies)
+        unbatched = await per_sample_entries(bodies[:30])
         otlp_status = await otlp_route_status(base)
         otlp_bodies = [make_otlp_request(i) for i in range(args.requests)] if otlp_status != 404 else []
         results: dict[str, list[float]] = {
@@ -336,11 +363,13 @@ async def main() -> None:
             "pipelined": [],
             "single": [],
             "concurrent": [],
+            "per_sample": [],
             "latency": [],
             "otlp_latency": [],
         }
         for _ in range(args.rounds):
-            await one_round(args, client, pooled, (base, bare_base), (bodies, otlp_bodies, entries), results)
+            data = (bodies, otlp_bodies, entries, unbatched)
+            await one_round(args, client, pooled, (base, bare_base), data, results)
         print(
             f"ingest benchmark: {args.requests} requests x {BATCH} samples "
             f"({sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB JSON each), "

@@ -745,8 +745,8 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
             if relabeling:
                 labels[METRIC_NAME] = name
                 relabeled = relabel(labels, relabeling)
-                if relabeled is None:
-                    continue
+                if not relabeled:
+                    continue  # dropped, or every label removed: Prometheus drops it too, without an error
                 name = relabeled.pop(METRIC_NAME, "")
                 labels = relabeled
                 if not name:

@@ -653,6 +653,27 @@ async def test_a_sample_left_without_a_name_by_metric_relabeling_fails_the_scrap
     assert value_of(items, "up") == 0.0
 
 
+async def test_a_sample_left_with_no_labels_at_all_is_dropped_without_failing(
+    exporter, make_scraper, redis, keys
+):
+    # An empty label set is Prometheus' signal to drop the sample (checked against Prometheus 2.42: up=1).
+    exporter.body = b"a 1\nb 2\n"
+    scraper = make_scraper(
+        static(
+            exporter.address,
+            metric_relabel_configs=[
+                {"source_labels": ["__name__"], "regex": "b", "action": "keep"},
+                {"regex": ".+", "action": "labeldrop"},
+            ],
+        )
+    )
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "success", result.reason
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "up") == 1.0
+    assert value_of(items, "scrape_samples_post_metric_relabeling") == 0.0
+
+
 # Limits and invalid samples ------------------------------------------------------------------------------
 async def test_exceeding_sample_limit_fails_the_scrape(exporter, make_scraper, redis, keys):
     exporter.body = b"a 1\nb 2\nc 3\n"

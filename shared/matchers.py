@@ -165,49 +165,41 @@ def _repetition(pattern: str, i: int, ungreedy: bool) -> tuple[str, int]:
 
 def go_regex(pattern: str) -> str:
     r"""An RE2 pattern in Python's syntax. RE2 allows flag groups like `(?i)` anywhere, applying to the rest
-    of the enclosing group; Python only at the start. So `a((?i)b)c` becomes `a((?i:b))c`. RE2's \d \w \s
-    and \b are ASCII-only and it has POSIX classes (`[[:alpha:]]`): both become explicit ASCII classes.
-    `\Q...\E` is literal text, and `(?U)` (ungreedy) swaps the laziness of the quantifiers after it."""
+    of the enclosing group, across its `|` alternatives; Python only at the start. So `a((?i)b|c)d` becomes
+    `a((?i:b)|(?i:c))d`. RE2's \d \w \s and \b are ASCII-only and it has POSIX classes (`[[:alpha:]]`): both
+    become explicit ASCII classes. `\Q...\E` is literal text, and `(?U)` (ungreedy) swaps the laziness of the
+    quantifiers after it."""
     out: list[str] = []
     i, n = 0, len(pattern)
-    closers: list[int] = []  # per open group: how many scoped flag groups to close with it
-    pending = 0  # scoped flag groups opened at top level
-    ungreedy = False  # (?U) in effect; like every RE2 flag, until the enclosing group ends
-    outer_ungreedy: list[bool] = []  # the setting to restore as each open group closes
+    # Per open group (the whole pattern first): the scoped flag groups opened in it so far, to close before
+    # each `|` and at its end, and to open again after each `|`.
+    scoped: list[list[str]] = [[]]
+    ungreedy = [False]  # (?U) in effect, per open group: like every RE2 flag, until the group ends
     while i < n:
         ch = pattern[i]
         if ch == "\\":
             text, i = _quoted(pattern, i) if pattern.startswith("Q", i + 1) else _escape(pattern, i, False)
-            out.append(text)
-            continue
-        if ch == "[":
+        elif ch == "[":
             text, i = _char_class(pattern, i)
-            out.append(text)
-            continue
-        flags = _INLINE_FLAGS.match(pattern, i)
-        if flags:
-            ungreedy = ungreedy or "U" in flags.group(1)
-            python_flags = flags.group(1).replace("U", "")
-            out.append(f"(?{python_flags}:" if python_flags else "(?:")
-            if closers:
-                closers[-1] += 1
-            else:
-                pending += 1
+        elif flags := _INLINE_FLAGS.match(pattern, i):
+            ungreedy[-1] = ungreedy[-1] or "U" in flags.group(1)
+            text = f"(?{flags.group(1).replace('U', '')}:"
+            scoped[-1].append(text)
             i = flags.end()
-            continue
-        if ch in "*+?{" and not (ch == "?" and out and out[-1] == "("):  # a group's `(?` is no quantifier
-            text, i = _repetition(pattern, i, ungreedy)
-            out.append(text)
-            continue
-        if ch == "(":
-            closers.append(0)
-            outer_ungreedy.append(ungreedy)
-        elif ch == ")" and closers:
-            out.append(")" * closers.pop())
-            ungreedy = outer_ungreedy.pop()
-        out.append(ch)
-        i += 1
-    out.append(")" * pending)
+        elif ch in "*+?{" and not (ch == "?" and out and out[-1] == "("):  # a group's `(?` is no quantifier
+            text, i = _repetition(pattern, i, ungreedy[-1])
+        else:
+            text, i = ch, i + 1
+            if ch == "(":
+                scoped.append([])
+                ungreedy.append(ungreedy[-1])
+            elif ch == ")" and len(scoped) > 1:
+                text = ")" * len(scoped.pop()) + ")"
+                ungreedy.pop()
+            elif ch == "|":
+                text = ")" * len(scoped[-1]) + "|" + "".join(scoped[-1])
+        out.append(text)
+    out.append(")" * len(scoped[0]))
     return "".join(out)
 
 

@@ -15,7 +15,10 @@ from shared.matchers import Matcher, MatcherError, go_regex
         ("((?i)PRO).*", "((?i:PRO)).*"),
         (".*((?i)DUC).*", ".*((?i:DUC)).*"),
         ("(?i)abc", "(?i:abc)"),
-        ("a(?i)b|c", "a(?i:b|c)"),
+        ("a(?i)b|c", "a(?i:b)|(?i:c)"),  # the flag reaches across `|`, which still splits the whole pattern
+        ("x|(?i)y|z", "x|(?i:y)|(?i:z)"),
+        ("(a(?i)b|c)d", "(a(?i:b)|(?i:c))d"),
+        ("(?i)a(?s)b|c", "(?i:a(?s:b))|(?i:(?s:c))"),
         ("[(?i)]x", "[(?i)]x"),  # inside a character class it is just characters
         (r"a\(?i)", r"a\(?i)"),
     ],
@@ -33,6 +36,7 @@ def test_re2_inline_flags_become_scoped_python_flags(re2: str, python: str):
         ("(?U)a+b*?", "(?:a+?b*)"),  # ungreedy: every quantifier's laziness swapped
         ("(?iU)A{2,3}", "(?i:A{2,3}?)"),
         ("x((?U)a*)b*", "x((?:a*?))b*"),  # until the enclosing group ends, as every RE2 flag
+        ("a(?U)b*|c*", "a(?:b*?)|(?:c*?)"),  # and across its alternatives
         ("(?:a)?(?P<n>b)??", "(?:a)?(?P<n>b)??"),  # a group's `(?` is no quantifier
         ("a{,3}", r"a\{,3}"),  # no repetition in RE2 (Python would read {0,3})
         ("a{x}", r"a\{x}"),

@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.collector.rate_limit import client_network
 from shared.streams import append_batch, append_batch_once
 from shared.webapp import CLIENT
 
@@ -138,17 +137,18 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 def request_identity(request: web.Request, body: bytes) -> tuple[str, str | None]:
     """The batch's request id and idempotency key. A caller's X-Request-Id travels with the batch (for
-    tracing) if it is a sane token, and is its idempotency key, scoped to its sender and to the body, so a
-    retry whose first answer was lost is stored once; without one, a fresh id and no idempotency promise.
+    tracing) if it is a sane token, and is its idempotency key, scoped to the token's client (every sender
+    without a token shares one scope) and to the body, so a retry whose first answer was lost is stored once;
+    without one, a fresh id and no idempotency promise.
 
-    The sender is the token's client and the address's network (as the rate limiter groups them): senders
-    that share a token, or send none, also number their requests alike (from 1 after a restart), and may send
-    the same bytes. The body (as sent, decompressed) is part of the key too: an id used again for other data
+    Not scoped to the sender's address: a retry may come from another one (another proxy replica, a NAT
+    pool, IPv4 after IPv6) and must still be a replay. So ids must be unique among the senders that share a
+    token, as idempotency keys are (a UUID). The body is part of the key too: an id used again for other data
     must not get a 202 for data that was never stored. Its request is stored as new."""
     given = request.headers.get("X-Request-Id", "")
     if _REQUEST_ID.fullmatch(given) is None:
         return uuid.uuid4().hex, None
-    sender = f"{request.get(CLIENT, 'anonymous')}@{client_network(request.remote or '')}"
+    client = request.get(CLIENT, "anonymous")
     digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-    # The sender's length first: client names and ids may both hold ':', and must not run into each other.
-    return given, f"{len(sender)}:{sender}:{given}:{digest}"
+    # The client's length first: client names and ids may both hold ':', and must not run into each other.
+    return given, f"{len(client)}:{client}:{given}:{digest}"

@@ -130,13 +130,16 @@ class CollectorConfig(Section):
     max_buffered_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,
-        description="request bodies held at once, reserved before reading (Content-Length; max_body_bytes "
-        "when compressed or chunked); past that, ingest answers 503",
+        description="bytes of request bodies held at once, counted as they arrive, until stored or refused; "
+        "past that, ingest answers 503 (default: 256 MiB, or max_body_bytes if that is more)",
     )
 
     @model_validator(mode="after")
     def _a_whole_body_fits(self) -> CollectorConfig:
-        if self.max_buffered_bytes < self.max_body_bytes:
+        if "max_buffered_bytes" not in self.model_fields_set:
+            # A config written before this setting, with bodies allowed past its default, keeps working.
+            self.max_buffered_bytes = max(self.max_buffered_bytes, self.max_body_bytes)
+        elif self.max_buffered_bytes < self.max_body_bytes:
             raise ValueError(
                 f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
                 f"({self.max_body_bytes}), or no body of the largest size could ever be taken"

@@ -145,21 +145,27 @@ async def _defer_continue(request: web.Request) -> None:
     request[_CONTINUE_DEFERRED] = True
 
 
-async def read_body(request: web.Request, limit: int, within: float | None = None) -> bytes:
+async def read_body(
+    request: web.Request,
+    limit: int,
+    within: float | None = None,
+    take: Callable[[int], None] | None = None,
+) -> bytes:
     """The request body (decompressed as its Content-Encoding says), refusing anything over `limit` bytes
     before reading it all into memory and, given `within` seconds, a body slower to arrive (a client
     trickling bytes would hold its connection and buffer for ever). Raises BodyTooLarge, BadBody
-    (UnsupportedEncoding for a Content-Encoding other than gzip or deflate) or BodyTimeout."""
+    (UnsupportedEncoding for a Content-Encoding other than gzip or deflate) or BodyTimeout. `take` is told
+    each decoded chunk's size before the chunk is kept, and may raise to stop reading (a memory budget)."""
     if within is None:
-        return await _read_body(request, limit)
+        return await _read_body(request, limit, take)
     try:
         async with asyncio.timeout(within):
-            return await _read_body(request, limit)
+            return await _read_body(request, limit, take)
     except TimeoutError:
         raise BodyTimeout(within) from None
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, take: Callable[[int], None] | None) -> bytes:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
     if encoding not in DECODED_ENCODINGS:
         raise UnsupportedEncoding(
@@ -167,16 +173,16 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         )
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(limit)
-    if request.get(_CONTINUE_DEFERRED):
-        request[_CONTINUE_DEFERRED] = False
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the response proper has not started (as aiohttp's own handler does)
     decoder = (
         _Decoder(encoding, limit) if request.app.get(BODIES_ENCODED) and encoding != "identity" else None
     )
     chunks: list[bytes] = []
     size = sent = 0
     try:
+        if request.get(_CONTINUE_DEFERRED):
+            request[_CONTINUE_DEFERRED] = False
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the response proper has not started (as aiohttp's handler does)
         async for raw in request.content.iter_chunked(64 * 1024):
             sent += len(raw)
             if sent > limit:  # compressed, it may not be bigger than the limit either
@@ -185,6 +191,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise BodyTooLarge(limit)
+                if take is not None:
+                    take(len(chunk))
                 chunks.append(chunk)
         if decoder is not None:
             decoder.finish()

@@ -12,7 +12,7 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.collector.body_budget import BodyBudget
+from services.collector.body_budget import BodyBudget, Held
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
 from services.collector.publish import Publisher, Unavailable, request_identity
 from services.collector.rate_limit import rate_limiter_for
@@ -101,7 +101,7 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
             except Unavailable as exc:
                 return unavailable_response(exc)
             with held:
-                return await _ingest(request, spec, stream)
+                return await _ingest(request, spec, stream, held)
 
         checked = auth(ingest)
 
@@ -114,10 +114,11 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
 
         add_body_route(service.web.router, "POST", path, handle)
 
-    async def _ingest(request: web.Request, spec: IngestKind, stream: str) -> web.Response:
+    async def _ingest(request: web.Request, spec: IngestKind, stream: str, held: Held) -> web.Response:
         path = request.path
+        collector = config.collector
         try:
-            body = await read_body(request, config.collector.max_body_bytes, config.collector.body_timeout)
+            body = await read_body(request, collector.max_body_bytes, collector.body_timeout, held.take)
             accepted = parse_body(
                 spec,
                 body,
@@ -129,6 +130,8 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
             )
         except BodyRefused as exc:
             return error_response(exc.status, _BODY_ERROR_TYPES[exc.status], str(exc))
+        except Unavailable as exc:  # the body budget ran out while it arrived
+            return unavailable_response(exc)
         except Rejected as exc:
             metrics.rejected_items.labels(path).inc(len({e.index for e in exc.errors}))
             extra = {"errors": [e.to_json() for e in exc.errors]} if exc.errors else {}

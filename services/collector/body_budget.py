@@ -1,10 +1,14 @@
 """How many bytes of request bodies the collector holds at once (`collector.max_buffered_bytes`).
 
-A body is held from before it is read until its batch is in Redis or refused. While Redis is slow, requests
-wait for a publish slot (or for Redis) with their bodies and parsed items in memory; the publisher bounds the
-appends in flight, not the requests waiting, so without this bound enough concurrent senders could make the
-collector hold any amount. A request that does not fit is answered 503 with Retry-After before its body is
-read: the same answer as Redis being slow, which is what it almost always means.
+A body is counted as its bytes arrive (decoded) and held until its batch is in Redis or refused. While Redis
+is slow, requests wait for a publish slot (or for Redis) with their bodies and parsed items in memory; the
+publisher bounds the appends in flight, not the requests waiting, so without this bound enough concurrent
+senders could make the collector hold any amount. A request that would pass the budget is answered 503 with
+Retry-After (at once when its Content-Length says so, else at the chunk that would pass it): the same
+answer as Redis being slow, which is what it almost always means.
+
+Bytes are counted as they arrive, not reserved from the headers: a connection that announces a large body
+and sends nothing (or a chunked one) holds nothing, so idle connections cannot starve everyone else.
 
 One budget per collector, shared by the JSON API and OTLP:
 
@@ -13,7 +17,7 @@ One budget per collector, shared by the JSON API and OTLP:
     except Unavailable as exc:
         return unavailable_response(exc)
     with held:
-        body = await read_body(request, limit)
+        body = await read_body(request, limit, take=held.take)  # may raise Unavailable
         ...
 """
 
@@ -38,7 +42,7 @@ class BodyBudget:
         registry = registry if registry is not None else CollectorRegistry()
         Gauge(
             "tripwire_ingest_buffered_bytes",
-            "Bytes of request bodies held (read, parsed or waiting on Redis), as reserved before reading.",
+            "Bytes of request bodies held (read, parsed or waiting on Redis), counted as they arrive.",
             registry=registry,
         ).set_function(lambda: self.held)
         self.refused = Counter(
@@ -47,19 +51,17 @@ class BodyBudget:
             registry=registry,
         )
 
-    def size_of(self, request: web.Request) -> int:
-        """The most a request's body may take once read: its Content-Length when sent uncompressed (read_body
-        refuses more), else the body limit (a compressed body may decode to that much)."""
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    def hold(self, request: web.Request) -> Held:
+        """A hold for the request's body, released when the returned context exits. Raises Unavailable at
+        once when an uncompressed body's Content-Length will not fit (a longer one than the body limit is
+        left for read_body to refuse with 413)."""
         length = request.content_length
-        if length is None or encoding not in ("", "identity"):
-            return self.max_body
-        return min(length, self.max_body)  # a longer one is refused unread
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if length is not None and length <= self.max_body and encoding in ("", "identity"):
+            self._check(length)
+        return Held(self)
 
-    def hold(self, request: web.Request) -> _Held:
-        """Reserve room for the request's body until the returned context exits; raises Unavailable when
-        there is none."""
-        size = self.size_of(request)
+    def _check(self, size: int) -> None:
         if self.held + size > self.limit:
             self.refused.inc()
             raise Unavailable(
@@ -67,19 +69,26 @@ class BodyBudget:
                 "redis is slow or the collector is overloaded; nothing was stored",
                 self.retry_after,
             )
-        self.held += size
-        return _Held(self, size)
 
 
-class _Held:
-    def __init__(self, budget: BodyBudget, size: int) -> None:
+class Held:
+    """The bytes one request's body holds of its budget."""
+
+    def __init__(self, budget: BodyBudget) -> None:
         self.budget = budget
-        self.size = size
+        self.size = 0
 
-    def __enter__(self) -> None:
-        return None
+    def take(self, size: int) -> None:
+        """Count `size` more bytes in, or raise Unavailable when they would pass the budget."""
+        self.budget._check(size)
+        self.budget.held += size
+        self.size += size
+
+    def __enter__(self) -> Held:
+        return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.budget.held -= self.size
+        self.size = 0

@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.collector.body_budget import BodyBudget
+from services.collector.body_budget import BodyBudget, Held
 from services.collector.ingest import (
     LOGS,
     METRICS,
@@ -302,13 +302,17 @@ class _Receiver:
         except Unavailable as exc:
             raise _unavailable(exc) from None
         with held:
-            return await self._export_body(request, signal, encoding)
+            return await self._export_body(request, signal, encoding, held)
 
-    async def _export_body(self, request: web.Request, signal: _Signal, encoding: str) -> web.Response:
+    async def _export_body(
+        self, request: web.Request, signal: _Signal, encoding: str, held: Held
+    ) -> web.Response:
         try:
-            body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout)
+            body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout, held.take)
         except BodyRefused as exc:
             raise _Refused(exc.status, _BODY_CODES[exc.status], str(exc)) from None
+        except Unavailable as exc:  # the body budget ran out while it arrived
+            raise _unavailable(exc) from None
         now = self.service.clock.now()
         # Decoding, mapping and validating a 5 MB request is CPU work of seconds: off the event loop, so
         # other requests and health checks are answered meanwhile.

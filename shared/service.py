@@ -26,6 +26,9 @@ from shared.webapp import BODIES_ENCODED, json_response
 
 log = logging.getLogger(__name__)
 
+# How long a stopping service lets HTTP requests in flight finish; under docker's 10 s grace before SIGKILL.
+HTTP_DRAIN_TIMEOUT = 5.0
+
 ReadinessCheck = Callable[[], list[str]]
 
 
@@ -54,6 +57,7 @@ class Service:
         self._consumer_metrics = ConsumerMetrics(self.registry)
         self._loops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._on_sighup: list[Callable[[], Awaitable[object]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -104,8 +108,14 @@ class Service:
         self._on_sighup.append(callback)
 
     def on_stop(self, cleanup: Callable[[], Awaitable[None]]) -> None:
-        """Run `cleanup` when the service stops, after consumers and loops have ended."""
+        """Run `cleanup` when the service stops, after consumers and loops have ended and while HTTP requests
+        in flight may still be finishing (release a lease here: a standby should not wait for them)."""
         self._cleanups.append(cleanup)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `closer` when the service stops, once HTTP requests in flight have finished, just before Redis
+        is closed: for what request handlers use (an HTTP client session)."""
+        self._closers.append(closer)
 
     # Lifecycle -------------------------------------------------------------------------------------------
     async def start(self, before_consumers: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -146,6 +156,11 @@ class Service:
             raise
 
     async def stop(self) -> None:
+        """Stop the loops and consumers, run the on_stop and on_close hooks, close Redis."""
+        await self._stop_work()
+        await self._close()
+
+    async def _stop_work(self) -> None:
         self._up.set(0)
         # FastStream closes its connections under a read still in flight and logs that as an error with a
         # traceback; during our own shutdown it is expected, so it is logged at DEBUG instead.
@@ -158,13 +173,19 @@ class Service:
             await self.broker.stop()
         for cleanup in self._cleanups:
             await cleanup()
+
+    async def _close(self) -> None:
+        for closer in self._closers:
+            await closer()
         await self.redis.aclose()
         log.info("service stopped")
 
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[int]:
         """Serve HTTP on host:port (0 picks a free port, yielded) while the service runs."""
-        runner = web.AppRunner(self.web, handle_signals=False, access_log=None)
+        runner = web.AppRunner(
+            self.web, handle_signals=False, access_log=None, shutdown_timeout=HTTP_DRAIN_TIMEOUT
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -201,10 +222,13 @@ class Service:
                 raise starting.exception()  # type: ignore[misc]
             await stopped
             await cancel_and_wait([starting])
-        # Leaving `serving` stopped taking requests and waited for those in flight (aiohttp's shutdown):
-        # only now are Redis and the loops stopped. Closed under a request, Redis failed its XADD, and the
-        # client was told 503 for a batch Redis may have stored.
-        await self.stop()
+            # Loops, consumers and leases first, while HTTP may still be finishing requests: a lease held
+            # through a slow request kept the standby waiting.
+            await self._stop_work()
+        # Leaving `serving` stopped taking requests and gave those in flight HTTP_DRAIN_TIMEOUT to finish:
+        # only now is Redis closed. Closed under a request, Redis failed its XADD, and the client was told
+        # 503 for a batch Redis may have stored.
+        await self._close()
         if self.exit_code:
             raise SystemExit(self.exit_code)
 

@@ -249,7 +249,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     else:
         routing = load_routing(config.alerting.config_file)
     session = aiohttp.ClientSession()
-    service.on_stop(session.close)
+    service.on_close(session.close)  # Slack actions answer through it while HTTP drains
     state = NotifierState(service.redis, keys)
     external_url = config.notifier.external_url.rstrip("/")
     deps = ReceiverDeps(

@@ -1,0 +1,68 @@
+"""How a service stops: loops, consumers and leases first, then HTTP requests in flight finish, then what they
+use (a client session, Redis) is closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from services.local_redis import free_port
+from shared.clock import FakeClock
+from shared.service import Service
+from tests.polling import eventually
+
+
+async def test_stop_releases_leases_before_http_drains_and_closes_what_handlers_use_after(make_config):
+    # The lease was held until a slow request finished (up to aiohttp's 60 s), so a standby waited; and
+    # closing Redis under a request in flight failed its write.
+    port = free_port()
+    service = Service("test", make_config(), FakeClock(0.0))
+    events: list[str] = []
+    release_request = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        events.append("request started")
+        await release_request.wait()
+        await service.redis.ping()  # Redis is still open for a request finishing during the drain
+        events.append("request finished")
+        return web.Response(text="done")
+
+    async def stop_hook() -> None:
+        events.append("on_stop")
+
+    async def close_hook() -> None:
+        events.append("on_close")
+
+    service.web.router.add_get("/slow", slow)
+    service.on_stop(stop_hook)
+    service.on_close(close_hook)
+    running = asyncio.create_task(service.run(f"127.0.0.1:{port}", service.start))
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def ready() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        return response.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await eventually(ready, timeout=10, what="the service to be ready")
+            request = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/slow"))
+            await eventually(lambda: _has(events, "request started"), timeout=5, what="the request")
+            service.request_stop()
+            await eventually(lambda: _has(events, "on_stop"), timeout=5, what="on_stop during the request")
+            assert "on_close" not in events
+            release_request.set()
+            response = await request
+            assert (response.status, await response.text()) == (200, "done")
+        await asyncio.wait_for(running, timeout=10)
+    finally:
+        running.cancel()
+    assert events == ["request started", "on_stop", "request finished", "on_close"]
+
+
+async def _has(events: list[str], event: str) -> bool:
+    return event in events

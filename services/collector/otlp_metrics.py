@@ -567,11 +567,21 @@ def _longest_name(base: str, data_type: str, data: Any) -> str:
 def histogram_items(point: HistogramDataPoint) -> int:
     """How many items `_map_histogram` makes of a point: a bucket per count (the +Inf one alone when there are
     no counts), `_sum` when the point has one, and `_count`; none for a point it skips or refuses for its
-    shape. Counted on the decoded message, before mapping, to refuse oversized requests cheaply."""
-    counts = len(point.bucket_counts)
-    if point.flags & NO_RECORDED_VALUE or (counts and counts != len(point.explicit_bounds) + 1):
+    shape (its labels are not looked at). Counted on the decoded message, before mapping, to refuse oversized
+    requests cheaply."""
+    if point.flags & NO_RECORDED_VALUE or _histogram_shape_problem(point) is not None:
         return 0
-    return max(counts, 1) + point.HasField("sum") + 1
+    return max(len(point.bucket_counts), 1) + point.HasField("sum") + 1
+
+
+def _histogram_shape_problem(point: HistogramDataPoint) -> str | None:
+    """Why a histogram point's buckets have no Prometheus form (None: they do)."""
+    bounds, counts = point.explicit_bounds, point.bucket_counts
+    if counts and len(counts) != len(bounds) + 1:
+        return f"{len(counts)} bucket_counts for {len(bounds)} explicit_bounds (expected {len(bounds) + 1})"
+    if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in itertools.pairwise(bounds)):
+        return "explicit_bounds must be finite and strictly increasing"
+    return None
 
 
 def _map_numbers(
@@ -617,16 +627,11 @@ def _map_histogram(
     if point.flags & NO_RECORDED_VALUE:
         out.skipped += 1
         return
+    problem = _histogram_shape_problem(point)
+    if problem is not None:
+        out.reject(where, problem)
+        return
     bounds, counts = list(point.explicit_bounds), list(point.bucket_counts)
-    if counts and len(counts) != len(bounds) + 1:
-        out.reject(
-            where,
-            f"{len(counts)} bucket_counts for {len(bounds)} explicit_bounds (expected {len(bounds) + 1})",
-        )
-        return
-    if any(not math.isfinite(b) for b in bounds) or any(a >= b for a, b in itertools.pairwise(bounds)):
-        out.reject(where, "explicit_bounds must be finite and strictly increasing")
-        return
     labels, problem = series.labels(point.attributes, ("le",))
     if problem:
         out.reject(where, problem)

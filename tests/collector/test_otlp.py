@@ -629,6 +629,7 @@ async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis
         {"count": 3, "bucket_counts": [2, 1], "explicit_bounds": [0.5]},  # no sum: no _sum item
         {"count": 3, "sum": 2.0, "explicit_bounds": [0.1, 1]},  # no counts: only the +Inf bucket
         {"count": 3, "bucket_counts": [1, 2], "explicit_bounds": [0.1, 1]},  # refused for its shape
+        {"count": 3, "bucket_counts": [1, 1, 1], "explicit_bounds": [1, 0.1]},  # bounds out of order
         {"count": 0, "flags": 1},  # no recorded value: skipped
     ],
 )

@@ -35,7 +35,7 @@ from pydantic import (
 
 from shared.durations import Duration
 from shared.events import LABEL_NAME_RE, METRIC_NAME_RE
-from shared.matchers import go_regex
+from shared.matchers import compile_go
 from shared.scrape_config import ScrapeConfigs, check_global_timeout
 from shared.yamlfile import ConfigError, ConfigErrors, Document, describe_error, load_yaml
 
@@ -202,7 +202,7 @@ class LogMetricConfig(Section):
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(go_regex(value))
+                compile_go(value)
             except re.error as exc:
                 raise ValueError(f"invalid message_regex {value!r}: {exc}") from None
         return value

@@ -171,36 +171,67 @@ def go_regex(pattern: str) -> str:
     quantifiers after it."""
     out: list[str] = []
     i, n = 0, len(pattern)
-    # Per open group (the whole pattern first): the scoped flag groups opened in it so far, to close before
-    # each `|` and at its end, and to open again after each `|`.
-    scoped: list[list[str]] = [[]]
-    ungreedy = [False]  # (?U) in effect, per open group: like every RE2 flag, until the group ends
+    groups = [_Group(frozenset(), False)]  # the open groups, the whole pattern first
     while i < n:
-        ch = pattern[i]
+        ch, group = pattern[i], groups[-1]
         if ch == "\\":
             text, i = _quoted(pattern, i) if pattern.startswith("Q", i + 1) else _escape(pattern, i, False)
         elif ch == "[":
             text, i = _char_class(pattern, i)
         elif flags := _INLINE_FLAGS.match(pattern, i):
-            ungreedy[-1] = ungreedy[-1] or "U" in flags.group(1)
-            text = f"(?{flags.group(1).replace('U', '')}:"
-            scoped[-1].append(text)
-            i = flags.end()
+            text, i = group.set_flags(flags.group(1)), flags.end()
         elif ch in "*+?{" and not (ch == "?" and out and out[-1] == "("):  # a group's `(?` is no quantifier
-            text, i = _repetition(pattern, i, ungreedy[-1])
+            text, i = _repetition(pattern, i, group.ungreedy)
         else:
             text, i = ch, i + 1
             if ch == "(":
-                scoped.append([])
-                ungreedy.append(ungreedy[-1])
-            elif ch == ")" and len(scoped) > 1:
-                text = ")" * len(scoped.pop()) + ")"
-                ungreedy.pop()
+                groups.append(_Group(group.flags, group.ungreedy))
+            elif ch == ")" and len(groups) > 1:
+                text = ")" * groups.pop().opened + ")"
             elif ch == "|":
-                text = ")" * len(scoped[-1]) + "|" + "".join(scoped[-1])
+                text = group.alternative()
         out.append(text)
-    out.append(")" * len(scoped[0]))
+    out.append(")" * groups[0].opened)
     return "".join(out)
+
+
+def compile_go(pattern: str, dotall: bool = False) -> re.Pattern[str]:
+    """An RE2 pattern compiled by Python's re (`dotall`: as Prometheus wraps it, `.` matching newlines).
+    Raises re.error for any pattern re cannot take, including one nested too deep (re's parser recurses)
+    or repeated too often, which re reports as RecursionError and OverflowError."""
+    translated = go_regex(pattern)
+    try:
+        return re.compile(f"(?s:{translated})" if dotall else translated)
+    except (RecursionError, OverflowError) as exc:
+        raise re.error(f"{type(exc).__name__}: {exc}") from None
+
+
+class _Group:
+    """The flags in effect in one open group of an RE2 pattern, and the Python flag groups that carry them."""
+
+    def __init__(self, inherited: frozenset[str], ungreedy: bool) -> None:
+        self.inherited = inherited  # on from the enclosing groups' Python flag groups
+        self.flags = inherited
+        self.ungreedy = ungreedy  # (?U): swaps quantifiers' laziness, which Python has no flag for
+        self.opened = 0  # Python flag groups opened in this group, closed with it
+
+    def set_flags(self, flags: str) -> str:
+        """The Python text for RE2's `(?flags)` here: a scoped group for the flags not yet on, or nothing."""
+        self.ungreedy = self.ungreedy or "U" in flags
+        new = set(flags) - {"U"} - self.flags
+        if not new:
+            return ""  # repeated flags add nothing (a pattern of many `(?i)` must not nest as many groups)
+        self.flags |= new
+        self.opened += 1
+        return f"(?{''.join(sorted(new))}:"
+
+    def alternative(self) -> str:
+        """The Python text for a `|` here: the flag groups closed, and the flags this group set on again for
+        the next alternative, as one group."""
+        added = self.flags - self.inherited
+        text = ")" * self.opened + "|" + (f"(?{''.join(sorted(added))}:" if added else "")
+        self.opened = 1 if added else 0
+        return text
 
 
 @dataclass(frozen=True)
@@ -219,7 +250,7 @@ class Matcher:
         if op in ("=~", "!~"):
             try:
                 # As Prometheus: anchored, `.` matches newlines, RE2's mid-pattern flags made Python-scoped.
-                regex = re.compile(f"(?s:{go_regex(value)})")
+                regex = compile_go(value, dotall=True)
             except re.error as exc:
                 raise MatcherError(f"invalid regular expression {value!r}: {exc}") from None
         return cls(name, op, value, regex)

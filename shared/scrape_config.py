@@ -33,7 +33,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.durations import Duration, format_duration
 from shared.events import LABEL_NAME_RE
-from shared.matchers import go_regex
+from shared.matchers import compile_go
 
 # Tripwire's defaults when a job (or a model built in code) names no interval/timeout and no global applies.
 DEFAULT_SCRAPE_INTERVAL = 15.0
@@ -101,7 +101,7 @@ LabelName = Annotated[str, AfterValidator(_label_name)]
 def compile_regex(pattern: str) -> re.Pattern[str]:
     """A relabel regex (RE2 syntax) compiled as Prometheus compiles it: `^(?s:pattern)$`. Callers use
     `fullmatch`, which is the anchoring; `(?s)` lets `.` match newlines. Raises re.error."""
-    return re.compile(f"(?s:{go_regex(_GO_NAMED_GROUP.sub('(?P<', pattern))})")
+    return compile_go(_GO_NAMED_GROUP.sub("(?P<", pattern), dotall=True)
 
 
 def _target(value: str) -> str:

@@ -15,12 +15,11 @@ A label whose source is missing or empty is left out, as Prometheus drops empty 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from shared.config import LogMetricConfig
 from shared.events import LogEvent
-from shared.matchers import go_regex
+from shared.matchers import compile_go
 
 
 def _field(event: LogEvent, name: str) -> str:
@@ -40,7 +39,7 @@ class LogMetric:
     def __init__(self, config: LogMetricConfig) -> None:
         self.name = config.name
         self.match = dict(config.match)
-        self.regex = re.compile(go_regex(config.message_regex)) if config.message_regex is not None else None
+        self.regex = compile_go(config.message_regex) if config.message_regex is not None else None
         self.labels = list(config.labels)
 
     def labels_for(self, event: LogEvent) -> dict[str, str] | None:

@@ -33,7 +33,7 @@ from services.notifier.silences import (
 )
 from shared.alerts import ZERO_TIME, Alert, rfc3339
 from shared.clock import Clock
-from shared.matchers import go_regex
+from shared.matchers import compile_go
 from shared.webapp import json_response, require_token
 
 MAX_BODY = 1024 * 1024
@@ -143,7 +143,7 @@ class V2Api:
         try:
             filters = _filters(request)
             show = {name: _flag(request, name) for name in ("active", "silenced", "inhibited")}
-            receiver = re.compile(go_regex(request.query.get("receiver", ".*")))
+            receiver = compile_go(request.query.get("receiver", ".*"))
         except (MatcherError, re.error) as exc:
             raise ValueError(str(exc)) from None
         now = self.clock.now()

@@ -35,7 +35,7 @@ from services.evaluator.promql.values import (
     labels_key,
 )
 from shared.gofloat import go_parse_float
-from shared.matchers import go_regex
+from shared.matchers import compile_go
 
 if TYPE_CHECKING:
     from services.evaluator.promql.engine import _Evaluator
@@ -286,7 +286,7 @@ def _literal(node: Node) -> str | None:
 def _replace_regex(pattern: str) -> re.Pattern[str]:
     """label_replace's regex as Prometheus compiles it: RE2 syntax, `^(?s:...)$` (fully anchored)."""
     try:
-        return re.compile(f"(?s:{go_regex(pattern)})")
+        return compile_go(pattern, dotall=True)
     except re.error:
         raise PromQLError(f"invalid regular expression in label_replace(): {pattern}") from None
 

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus
 from shared.gotemplate import ABSENT, BUILTINS, CallError, Func, Model
 from shared.gotemplate.fmt import format_float_verb
 from shared.gotemplate.strconv import can_backquote, format_float, parse_float
-from shared.matchers import go_quote, go_regex
+from shared.matchers import compile_go, go_quote
 
 FunctionError = CallError  # the name this module's functions have always raised
 
@@ -245,7 +245,7 @@ def title(text: str) -> str:
 def compile_go_regexp(pattern: str) -> re.Pattern[str]:
     """A Go (RE2) regexp compiled for Python's re; FunctionError with Go's wording for a bad one."""
     try:
-        return re.compile(go_regex(pattern))
+        return compile_go(pattern)
     except re.error as exc:
         raise FunctionError(f"error parsing regexp: {exc.msg}: `{pattern}`") from None
 

@@ -114,7 +114,8 @@ class Service:
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run `closer` when the service stops, once HTTP requests in flight have finished, just before Redis
-        is closed: for what request handlers use (an HTTP client session)."""
+        is closed: for what request handlers use (an HTTP client session). Closers run last registered first,
+        so one may still use what an earlier one closes."""
         self._closers.append(closer)
 
     # Lifecycle -------------------------------------------------------------------------------------------
@@ -167,16 +168,14 @@ class Service:
         logging.getLogger(BROKER_LOGGER).addFilter(_quiet_fetch_errors)
         await cancel_and_wait(self._tasks)
         self._tasks = []
-        for consumer in self.consumers:
-            await consumer.stop()
-        if self.consumers:
-            await self.broker.stop()
-        for cleanup in self._cleanups:
-            await cleanup()
+        # One step failing must not skip the rest: a lease left unreleased keeps the standby waiting.
+        await _each_step("stopping a consumer", [consumer.stop for consumer in self.consumers])
+        await _each_step("stopping the broker", [self.broker.stop] if self.consumers else [])
+        await _each_step("an on_stop hook", self._cleanups)
 
     async def _close(self) -> None:
-        for closer in self._closers:
-            await closer()
+        # Last registered first: a closer may use what an earlier one closes.
+        await _each_step("an on_close hook", list(reversed(self._closers)))
         await self.redis.aclose()
         log.info("service stopped")
 
@@ -212,23 +211,28 @@ class Service:
 
         if self._on_sighup:
             loop.add_signal_handler(signal.SIGHUP, hangup)
-        async with self.serving(host, int(port)) as bound:
-            log.info("listening", extra={"address": f"{host}:{bound}"})
-            starting = asyncio.create_task(start())
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if starting.done() and starting.exception():
-                stopped.cancel()
-                raise starting.exception()  # type: ignore[misc]
-            await stopped
-            await cancel_and_wait([starting])
-            # Loops, consumers and leases first, while HTTP may still be finishing requests: a lease held
-            # through a slow request kept the standby waiting.
-            await self._stop_work()
-        # Leaving `serving` stopped taking requests and gave those in flight HTTP_DRAIN_TIMEOUT to finish:
-        # only now is Redis closed. Closed under a request, Redis failed its XADD, and the client was told
-        # 503 for a batch Redis may have stored.
-        await self._close()
+        try:
+            async with self.serving(host, int(port)) as bound:
+                log.info("listening", extra={"address": f"{host}:{bound}"})
+                starting = asyncio.create_task(start())
+                stopped = asyncio.create_task(stop.wait())
+                try:
+                    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    if starting.done() and starting.exception():
+                        stopped.cancel()
+                        raise starting.exception()  # type: ignore[misc]
+                    await stopped
+                    await cancel_and_wait([starting])
+                finally:
+                    # Loops, consumers and leases first (also when start failed, say after taking the lease),
+                    # while HTTP may still be finishing requests: a lease held through a slow request kept
+                    # the standby waiting.
+                    await self._stop_work()
+        finally:
+            # Leaving `serving` stopped taking requests and gave those in flight HTTP_DRAIN_TIMEOUT to
+            # finish: only now is Redis closed. Closed under a request, Redis failed its XADD, and the client
+            # was told 503 for a batch Redis may have stored.
+            await self._close()
         if self.exit_code:
             raise SystemExit(self.exit_code)
 
@@ -272,3 +276,12 @@ class Service:
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+
+async def _each_step(what: str, steps: list[Callable[[], Awaitable[object]]]) -> None:
+    """Await every step in turn; one that fails is logged and the next still runs."""
+    for step in steps:
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed while stopping", what)

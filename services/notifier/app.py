@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -51,6 +52,9 @@ from shared.webapp import error_response, json_response, require_token
 from shared.yamlfile import ConfigError, ConfigErrors
 
 log = logging.getLogger(__name__)
+
+# How long a stopping notifier waits for Slack re-enables already clicked (within docker's 10 s grace).
+SLACK_DRAIN_TIMEOUT = 3.0
 
 BACKLOG_POLL = 0.05
 
@@ -236,6 +240,9 @@ def register_kill_switch(
         deps.clock,
     )
     service.web.router.add_post("/slack/actions", slack_actions.handle)
+    # A click is answered at once and re-enabled in the background: finish those before the session they
+    # answer Slack through is closed (closers run last registered first).
+    service.on_close(functools.partial(slack_actions.drain, within=SLACK_DRAIN_TIMEOUT))
 
 
 def build(config: Config, clock: Clock | None = None) -> NotifierApp:
@@ -249,7 +256,7 @@ def build(config: Config, clock: Clock | None = None) -> NotifierApp:
     else:
         routing = load_routing(config.alerting.config_file)
     session = aiohttp.ClientSession()
-    service.on_close(session.close)  # Slack actions answer through it while HTTP drains
+    service.on_close(session.close)  # after HTTP drains: Slack re-enables answer through it
     state = NotifierState(service.redis, keys)
     external_url = config.notifier.external_url.rstrip("/")
     deps = ReceiverDeps(

@@ -124,10 +124,14 @@ class SlackActions:
         if payload.response_url:
             await self._reply(payload.response_url, text)
 
-    async def drain(self) -> None:
-        """Wait for re-enables in progress (tests; shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def drain(self, within: float | None = None) -> None:
+        """Wait for re-enables in progress (tests; shutdown), given `within`, at most that many seconds."""
+        try:
+            async with asyncio.timeout(within):
+                while self._tasks:
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        except TimeoutError:
+            log.warning("slack actions still re-enabling at shutdown", extra={"count": len(self._tasks)})
 
     async def reenable(self, decision_id: str, user: SlackUser) -> str:
         """Turn the flag of a decision back on, as `user`; returns what to tell them."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from services.local_redis import free_port
@@ -66,3 +67,37 @@ async def test_stop_releases_leases_before_http_drains_and_closes_what_handlers_
 
 async def _has(events: list[str], event: str) -> bool:
     return event in events
+
+
+async def test_a_start_that_fails_still_runs_every_stop_hook_and_closes_redis(make_config):
+    # run() raised straight out of a failed start: a lease taken before the failure stayed for its TTL, and
+    # Redis and the on_close hooks were left open. A hook that fails does not skip the next ones either.
+    port = free_port()
+    service = Service("test", make_config(), FakeClock(0.0))
+    events: list[str] = []
+
+    async def failing_start() -> None:
+        await service.start()
+        raise RuntimeError("restore failed")
+
+    async def broken_hook() -> None:
+        events.append("broken on_stop")
+        raise OSError("cleanup failed")
+
+    async def release_lease() -> None:
+        events.append("lease released")
+
+    async def close_hook() -> None:
+        events.append("on_close")
+
+    async def finish_work_using_the_session() -> None:
+        events.append("work drained")
+
+    service.on_stop(broken_hook)
+    service.on_stop(release_lease)
+    service.on_close(close_hook)
+    # Registered later, run first: the notifier drains Slack re-enables before closing their session.
+    service.on_close(finish_work_using_the_session)
+    with pytest.raises(RuntimeError, match="restore failed"):
+        await asyncio.wait_for(service.run(f"127.0.0.1:{port}", failing_start), timeout=20)
+    assert events == ["broken on_stop", "lease released", "work drained", "on_close"]

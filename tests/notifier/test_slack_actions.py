@@ -79,7 +79,12 @@ async def flipped(make_config, redis, keys, tmp_path: Path):
             record = await store.get("new-checkout")
             return record is not None and not record.enabled
 
+        async def audited() -> bool:
+            return await redis.xlen(keys.audit) > 0
+
         await eventually(off, timeout=10, what="the kill switch to turn the flag off")
+        # The flip and its audit record are two writes: wait for the second too.
+        await eventually(audited, timeout=10, what="the kill switch's audit record")
         [(_, entry)] = await redis.xrange(keys.audit)
         yield client, entry[b"decision"].decode(), store
 

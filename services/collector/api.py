@@ -93,7 +93,9 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
         latency = metrics.latency.labels(path)
 
         async def ingest(request: web.Request) -> web.Response:
-            refused = limiter.check(request) or _wrong_type(request)
+            refused = limiter.check(request)
+            if refused is None:
+                refused = _wrong_type(request)
             if refused is not None:
                 return refused
             try:

@@ -127,6 +127,12 @@ class CollectorConfig(Section):
         default=0.0, ge=0, description="requests per second per ingest token (or client address); 0: off"
     )
     rate_limit_burst: int = Field(default=100, ge=1)
+    request_id_ttl: Duration = Field(
+        default=3600.0,
+        ge=1.0,
+        description="how long a request's X-Request-Id is remembered, so that a retry is stored once: one "
+        "small Redis key per id for this long",
+    )
     max_buffered_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,

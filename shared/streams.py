@@ -124,7 +124,7 @@ if existing then
   return {0, existing}
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[3])
-redis.call('SET', KEYS[2], id, 'EX', ARGV[4])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[4])
 return {1, id}
 """
 
@@ -137,7 +137,7 @@ async def append_batch_once(
     correlation_id: str,
     idempotency_key: str,
     maxlen: int,
-    remember_for: int = 3600,
+    remember_for: float = 3600.0,
 ) -> tuple[str, bool]:
     """Like append_batch, but at most once per `idempotency_key` within `remember_for` seconds (one round
     trip, atomic). Returns the entry id and whether this call appended it (False: a replay)."""
@@ -151,7 +151,7 @@ async def append_batch_once(
         maxlen,
         field,
         value,
-        remember_for,
+        max(1, round(remember_for * 1000)),
     )
     text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     return text, bool(appended)

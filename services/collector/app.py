@@ -21,6 +21,7 @@ def build(config: Config, clock: Clock | None = None) -> Service:
         config.collector.retry_after,
         config.collector.max_in_flight,
         registry=service.registry,
+        remember_ids_for=config.collector.request_id_ttl,
     )
     collector = config.collector
     # One budget for both receivers: what bounds the collector's memory is all the bodies it holds.

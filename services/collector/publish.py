@@ -75,8 +75,10 @@ class Publisher:
         max_in_flight: int = 64,
         queue_wait: float = 1.0,
         registry: CollectorRegistry | None = None,
+        remember_ids_for: float = 3600.0,
     ) -> None:
         self.redis = redis
+        self.remember_ids_for = remember_ids_for
         self.maxlen = maxlen
         self.retry_after = retry_after
         self.queue_wait = queue_wait
@@ -111,7 +113,14 @@ class Publisher:
                 )
             published = Published(
                 *await append_batch_once(
-                    self.redis, stream, kind, items_json, request_id, idempotency_key, self.maxlen
+                    self.redis,
+                    stream,
+                    kind,
+                    items_json,
+                    request_id,
+                    idempotency_key,
+                    self.maxlen,
+                    self.remember_ids_for,
                 )
             )
             if not published.appended:

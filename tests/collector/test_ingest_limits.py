@@ -542,6 +542,31 @@ async def test_a_retry_from_another_address_is_still_a_replay(make_config, redis
     await service.redis.aclose()
 
 
+async def test_request_ids_are_remembered_for_request_id_ttl(make_config, redis, keys, tmp_path):
+    # One Redis key per id: the lever that bounds what a sender with fresh ids for every request costs.
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.collector.app import build
+    from shared.config import load_config
+    from shared.yamlfile import ConfigErrors
+
+    service = build(make_config(collector={"request_id_ttl": "2m"}))
+    body = {"samples": [{"name": "jobs_total", "labels": {}, "value": 1, "kind": "increment"}]}
+    async with (
+        TestClient(TestServer(service.web)) as client,
+        client.post("/api/v1/metrics", json=body, headers={"X-Request-Id": "a-1"}) as response,
+    ):
+        assert response.status == 202
+    [key] = [key async for key in redis.scan_iter(match=f"{keys.metrics}:request:*")]
+    assert 110_000 < await redis.pttl(key) <= 120_000
+    await service.redis.aclose()
+
+    (tmp_path / "tripwire.yml").write_text("collector:\n  request_id_ttl: 500ms\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path / "tripwire.yml", environ={})
+    assert "request_id_ttl" in str(caught.value)
+
+
 def test_ipv6_clients_share_a_budget_per_64_and_mapped_ipv4_is_its_ipv4():
     from services.collector.rate_limit import client_network
 

@@ -277,11 +277,13 @@ def sample_labels(
 ) -> dict[str, str]:
     """A scraped sample's labels merged with its target's, as Prometheus' mutateSampleLabels: with
     honor_labels the scraped value wins; without, the target's does and a clashing scraped label is kept as
-    `exported_<name>` (`exported_exported_<name>` if that is taken too)."""
+    `exported_<name>` (`exported_exported_<name>` if that is taken too). An empty value counts as absent in
+    the result, but with honor_labels a label exposed empty still keeps the target's off (`lset.Has`): the
+    Pushgateway's `instance=""` is there so that no instance is attached."""
     out = {name: value for name, value in scraped.items() if value}
     if honor_labels:
         for name, value in target.items():
-            if not out.get(name):
+            if name not in scraped:
                 out[name] = value
         return out
     clashes = [(name, out[name]) for name in sorted(target) if out.get(name)]

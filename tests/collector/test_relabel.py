@@ -571,4 +571,9 @@ def test_honor_labels_keeps_scraped_values():
 
 def test_empty_scraped_labels_count_as_absent():
     assert sample_labels({"job": "", "x": ""}, TARGET, honor_labels=False) == TARGET
-    assert sample_labels({"job": ""}, TARGET, honor_labels=True) == TARGET
+
+
+def test_with_honor_labels_a_label_exposed_empty_keeps_the_targets_off():
+    # Prometheus' mutateSampleLabels sets a target label only if the sample lacks it (lset.Has): the
+    # Pushgateway exposes instance="" so that its pushed series get no instance at all.
+    assert sample_labels({"instance": "", "x": "1"}, TARGET, honor_labels=True) == {"job": "node", "x": "1"}

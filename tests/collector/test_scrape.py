@@ -560,6 +560,16 @@ async def test_honor_labels(
     assert named(items, "up")[0]["labels"] == {"job": "app", "instance": exporter.address}
 
 
+async def test_honor_labels_with_the_pushgateways_empty_instance_attaches_none(
+    exporter, make_scraper, redis, keys
+):
+    exporter.body = b'batch_last_success{instance="",job="nightly"} 1.7e9\n'
+    scraper = make_scraper(static(exporter.address, honor_labels=True))
+    await scraper.scrape_once(scraper.targets[0])
+    (items,) = await batches(redis, keys)
+    assert named(items, "batch_last_success")[0]["labels"] == {"job": "nightly"}
+
+
 async def test_target_relabeling_selects_targets_and_sets_the_url(exporter, make_scraper, redis, keys):
     exporter.body = b"jobs_total 1\n"
     scraper = make_scraper(

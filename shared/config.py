@@ -127,6 +127,11 @@ class CollectorConfig(Section):
         default=0.0, ge=0, description="requests per second per ingest token (or client address); 0: off"
     )
     rate_limit_burst: int = Field(default=100, ge=1)
+    otlp_metric_suffixes: bool = Field(
+        default=True,
+        description="OTLP metric names get their unit and type suffixes (http_server_duration_seconds, "
+        "as Prometheus' OTLP receiver names them); false: names as sent, sanitised, counters with _total",
+    )
     request_id_ttl: Duration = Field(
         default=3600.0,
         ge=1.0,

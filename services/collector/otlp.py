@@ -180,7 +180,9 @@ def add_otlp_routes(
     config = service.config.collector
     if budget is None:
         budget = BodyBudget(config.max_buffered_bytes, config.max_body_bytes, config.retry_after)
-    receiver = _Receiver(service, publisher, options or OtlpOptions(), budget)
+    if options is None:
+        options = OtlpOptions(metric_suffixes=config.otlp_metric_suffixes)
+    receiver = _Receiver(service, publisher, options, budget)
     keys = Keys(service.config.redis.prefix)
     signals = (
         _Signal(

@@ -3,8 +3,13 @@
 Spec: https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/ ("OTLP Metric points
 to Prometheus"). What we do, section by section:
 
-- Metric names and attribute keys: invalid characters become `_`, runs of `_` collapse to one. Unit suffixes
-  are not appended (names stay as sent, only sanitised); monotonic sums get `_total` if they lack it.
+- Metric names, as Prometheus 3's OTLP receiver names them by default (UnderscoreEscapingWithSuffixes):
+  runs of characters outside `[a-zA-Z0-9:]` become one `_`, the unit is added as a word (`s` -> `_seconds`,
+  `By/s` -> `_bytes_per_second`; nothing for `1` or an annotation such as `{request}`) unless the name has it
+  already, monotonic sums end in `_total` and gauges of unit `1` in `_ratio`.
+  `OtlpOptions.metric_suffixes=False` (`collector.otlp_metric_suffixes: false`) keeps names as sent, only
+  sanitised, with `_total` on counters.
+- Attribute keys: invalid characters become `_`, runs of `_` collapse to one.
 - Resource attributes: `service.namespace`/`service.name` become `job`, `service.instance.id` becomes
   `instance`; the other resource attributes go on one `target_info` sample per resource and request (value 1,
   labels `job`, `instance` and the attributes), not onto every series ("MUST NOT" unless configured: see
@@ -80,6 +85,8 @@ class OtlpOptions:
     # Resource attributes (OTel names, e.g. "deployment.environment") also copied onto every series/event
     # ("MAY be copied to labels ... if required by the exporter configuration").
     promote_resource_attributes: frozenset[str] = frozenset()
+    # Unit words and type suffixes on metric names ("SHOULD"; Prometheus' OTLP receiver's default).
+    metric_suffixes: bool = True
 
 
 @dataclass(slots=True)
@@ -117,22 +124,113 @@ class Mapping:
 _INVALID_METRIC_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
 _INVALID_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _UNDERSCORES = re.compile(r"__+")
+_NAME_TOKEN_SEPARATORS = re.compile(r"[^a-zA-Z0-9:]+")
 _NAME_CACHE_LIMIT = 10_000
-_metric_names: dict[str, str] = {}
+_metric_names: dict[tuple[str, str, str, bool], str] = {}
 _label_names: dict[str, str] = {}
 
+# The words Prometheus' OTLP translator writes for UCUM units; a unit not listed is written as itself.
+_UNIT_WORDS = {
+    "d": "days",
+    "h": "hours",
+    "min": "minutes",
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "GiBy": "gibibytes",
+    "TiBy": "tibibytes",
+    "KBy": "kilobytes",
+    "MBy": "megabytes",
+    "GBy": "gigabytes",
+    "TBy": "terabytes",
+    "m": "meters",
+    "V": "volts",
+    "A": "amperes",
+    "J": "joules",
+    "W": "watts",
+    "g": "grams",
+    "Cel": "celsius",
+    "Hz": "hertz",
+    "1": "",
+    "%": "percent",
+}
+_PER_UNIT_WORDS = {
+    "s": "second",
+    "m": "minute",
+    "h": "hour",
+    "d": "day",
+    "w": "week",
+    "mo": "month",
+    "y": "year",
+}
+COUNTER, GAUGE = "counter", "gauge"  # the kinds metric_name treats specially; others: their data type
 
-def sanitize_metric_name(name: str) -> str:
-    """A Prometheus metric name: invalid characters become `_`, runs of `_` collapse (spec: "MUST")."""
-    known = _metric_names.get(name)
+
+def metric_name(name: str, unit: str, kind: str, suffixes: bool = True) -> str:
+    """The Prometheus name of an OTLP metric ("" if its name has nothing usable). `kind` is COUNTER for a
+    monotonic sum, GAUGE for a gauge, else the data type.
+
+    With `suffixes`, as Prometheus' OTLP translator (normalizeName): the name's runs of characters outside
+    `[a-zA-Z0-9:]` become one `_` (none at either end); the unit's word is appended unless the name already
+    has it as a word; a counter's `total` and a unit-`1` gauge's `ratio` move to the end. Without: invalid
+    characters become `_`, runs of `_` collapse (spec: "MUST"), and a counter gets `_total` unless it ends so.
+    """
+    key = (name, unit, kind, suffixes)
+    known = _metric_names.get(key)
     if known is not None:
         return known
-    clean = _UNDERSCORES.sub("_", _INVALID_METRIC_CHARS.sub("_", name))
+    if suffixes:
+        words = [word for word in _NAME_TOKEN_SEPARATORS.split(name) if word]
+        if words:
+            words = _with_suffixes(words, unit, kind)
+        clean = "_".join(words)
+    else:
+        clean = _UNDERSCORES.sub("_", _INVALID_METRIC_CHARS.sub("_", name))
+        if kind == COUNTER and clean and not clean.endswith("_total"):
+            clean += "_total"
     if clean[:1].isdigit():
         clean = "_" + clean  # a name may not start with a digit
     if len(_metric_names) < _NAME_CACHE_LIMIT:
-        _metric_names[name] = clean
+        _metric_names[key] = clean
     return clean
+
+
+def _with_suffixes(words: list[str], unit: str, kind: str) -> list[str]:
+    main_unit, _, per_unit = unit.partition("/")
+    main = _unit_word(main_unit, _UNIT_WORDS)
+    per = _unit_word(per_unit, _PER_UNIT_WORDS)
+    per = _clean_unit("per_" + per) if per else ""
+    main = _clean_unit(main)
+    if main in words:
+        main = ""
+    per = "" if per == "per_" else per.removesuffix("_")  # "per_": a per-unit of no name characters
+    if per in words:
+        per = ""
+    if per:
+        main = main.removesuffix("_")
+    words = words + [word for word in (main, per) if word]
+    if kind == COUNTER:
+        words = [word for word in words if word != "total"] + ["total"]
+    if kind == GAUGE and unit == "1":
+        words = [word for word in words if word != "ratio"] + ["ratio"]
+    return words
+
+
+def _unit_word(unit: str, words: dict[str, str]) -> str:
+    """A unit part's word: "" when blank or an annotation (`{request}`), else the known word or the unit."""
+    unit = unit.strip()
+    if not unit or "{" in unit or "}" in unit:
+        return ""
+    return words.get(unit, unit)
+
+
+def _clean_unit(unit: str) -> str:
+    """A unit word made of name characters: others become `_`, runs of `_` collapse, no `_` in front."""
+    return _UNDERSCORES.sub("_", _NAME_TOKEN_SEPARATORS.sub("_", unit)).removeprefix("_")
 
 
 def sanitize_label_name(key: str) -> str:
@@ -465,7 +563,7 @@ def map_metrics(
                 cache=cache,
             )
             for metric in scope_metrics.metrics:
-                _map_metric(metric, series, now, r_index, out)
+                _map_metric(metric, series, now, r_index, out, options.metric_suffixes)
         if options.target_info and resource.info and len(out.points) > first:
             # Stamped with the receive time: "this resource reported now", inside the window whatever the
             # points' own times (a rejected one must not take target_info with it).
@@ -481,7 +579,9 @@ def map_metrics(
     return out
 
 
-def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out: Mapping) -> None:
+def _map_metric(
+    metric: Metric, series: _Series, now: float, resource: int, out: Mapping, suffixes: bool
+) -> None:
     data_type = metric.WhichOneof("data")
     if data_type is None:
         return  # a metric without data carries no points
@@ -493,11 +593,16 @@ def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out:
     if data_type == "exponential_histogram":
         out.reject(label, EXPONENTIAL_REASON, len(points))
         return
-    base = sanitize_metric_name(metric.name)
+    if data_type == "sum" and data.is_monotonic:
+        kind = COUNTER
+    else:
+        kind = GAUGE if data_type == "gauge" else data_type
+    base = metric_name(metric.name, metric.unit, kind, suffixes)
     if not base:
         out.reject(label, "metric has no name", len(points))
         return
-    if len(_longest_name(base, data_type, data)) > series.limits.max_name_length:
+    # The longest name its points are stored under must fit too.
+    if len(base + _LONGEST_SUFFIX.get(data_type, "")) > series.limits.max_name_length:
         out.reject(
             label,
             f"metric name is longer than {series.limits.max_name_length} characters "
@@ -509,11 +614,10 @@ def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out:
         _map_numbers(points, base, "sample", series, now, resource, label, out)
     elif data_type == "sum":
         temporality, monotonic = data.aggregation_temporality, data.is_monotonic
-        name = _sum_name(base, monotonic)
         if temporality == CUMULATIVE:
-            _map_numbers(points, name, "sample", series, now, resource, label, out)
+            _map_numbers(points, base, "sample", series, now, resource, label, out)
         elif temporality == DELTA and monotonic:
-            _map_numbers(points, name, "increment", series, now, resource, label, out)
+            _map_numbers(points, base, "increment", series, now, resource, label, out)
         elif temporality == DELTA:
             out.reject(
                 label,
@@ -552,16 +656,7 @@ def _map_metric(metric: Metric, series: _Series, now: float, resource: int, out:
         out.reject(label, f"metric type {data_type!r} is not supported", len(points))
 
 
-def _sum_name(base: str, monotonic: bool) -> str:
-    """A monotonic sum is a counter: `_total`, unless its name has it already."""
-    return base + "_total" if monotonic and not base.endswith("_total") else base
-
-
-def _longest_name(base: str, data_type: str, data: Any) -> str:
-    """The longest name a metric's points are stored under: each must fit collector.max_name_length."""
-    if data_type == "sum":
-        return _sum_name(base, data.is_monotonic)
-    return base + {"histogram": "_bucket", "summary": "_count"}.get(data_type, "")
+_LONGEST_SUFFIX = {"histogram": "_bucket", "summary": "_count"}
 
 
 def histogram_items(point: HistogramDataPoint) -> int:

@@ -73,7 +73,15 @@ from services.collector.ingest import IngestLimits as Limits
 from services.collector.ingest import limits_from
 from services.collector.otlp import add_otlp_routes
 from services.collector.otlp_logs import level_of, map_logs
-from services.collector.otlp_metrics import OtlpOptions, format_float, histogram_items, map_metrics
+from services.collector.otlp_metrics import (
+    COUNTER,
+    GAUGE,
+    OtlpOptions,
+    format_float,
+    histogram_items,
+    map_metrics,
+    metric_name,
+)
 from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import Publisher
 from services.local_redis import free_port
@@ -380,7 +388,7 @@ async def test_histogram_buckets_are_cumulative_with_inf_sum_and_count(
         items = await stream_items(redis, keys.metrics)
 
     for kind in ("sample", "increment"):
-        buckets = [s for s in named(items, "http_server_duration_bucket") if s["kind"] == kind]
+        buckets = [s for s in named(items, "http_server_duration_seconds_bucket") if s["kind"] == kind]
         assert [(b["labels"]["le"], b["value"]) for b in buckets] == [
             ("0.1", 1.0),
             ("0.5", 2.0),
@@ -388,8 +396,8 @@ async def test_histogram_buckets_are_cumulative_with_inf_sum_and_count(
             ("+Inf", 4.0),
         ]
         assert all(b["labels"]["route"] == "/pay" for b in buckets)
-        [total] = [s for s in named(items, "http_server_duration_sum") if s["kind"] == kind]
-        [count] = [s for s in named(items, "http_server_duration_count") if s["kind"] == kind]
+        [total] = [s for s in named(items, "http_server_duration_seconds_sum") if s["kind"] == kind]
+        [count] = [s for s in named(items, "http_server_duration_seconds_count") if s["kind"] == kind]
         assert total["value"] == pytest.approx(3.05)
         assert count["value"] == 4.0
 
@@ -749,6 +757,54 @@ def test_names_and_keys_are_sanitised_and_clashes_joined_in_key_order():
         "job": "api",
         "otel_scope_name": "test",
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "kind", "expected"),
+    [
+        # The examples in Prometheus' otlptranslator (MetricNamer with suffixes, its OTLP default).
+        ("http.server.duration", "s", "histogram", "http_server_duration_seconds"),
+        ("requests.count", "1", COUNTER, "requests_count_total"),
+        ("memory.usage", "By", GAUGE, "memory_usage_bytes"),
+        # Its rules, one each.
+        ("cpu.utilization", "1", GAUGE, "cpu_utilization_ratio"),  # unit 1: _ratio on gauges only
+        ("cpu.utilization", "1", "sum", "cpu_utilization"),
+        ("queue.size", "{message}", GAUGE, "queue_size"),  # an annotation is no unit
+        ("net.throughput", "By/s", GAUGE, "net_throughput_bytes_per_second"),
+        ("disk.io", "KiBy/min", COUNTER, "disk_io_kibibytes_per_min_total"),  # unknown per-unit as written
+        ("jobs", "requests", COUNTER, "jobs_requests_total"),  # unknown unit as written
+        ("request_duration_seconds", "s", "histogram", "request_duration_seconds"),  # has the word
+        ("total.requests", "", COUNTER, "requests_total"),  # total moves to the end
+        ("__leading..trailing__", "", GAUGE, "leading_trailing"),
+        ("2xx.responses", "", COUNTER, "_2xx_responses_total"),
+        ("temp", "Cel", GAUGE, "temp_celsius"),
+        ("...", "s", GAUGE, ""),  # no name to speak of: refused, not called "seconds"
+    ],
+)
+def test_metric_names_get_prometheus_unit_and_type_suffixes(name, unit, kind, expected):
+    assert metric_name(name, unit, kind) == expected
+
+
+def test_without_suffixes_names_stay_as_sent_with_total_on_counters():
+    assert metric_name("http.server.duration", "s", "histogram", suffixes=False) == "http_server_duration"
+    assert metric_name("cpu.utilization", "1", GAUGE, suffixes=False) == "cpu_utilization"
+    assert metric_name("jobs", "", COUNTER, suffixes=False) == "jobs_total"
+    assert metric_name("jobs_total", "", COUNTER, suffixes=False) == "jobs_total"
+    ratio = Metric(name="cpu.utilization", unit="1", gauge=Gauge(data_points=[point(0.5)]))
+    assert [i["name"] for i in mapped_items(metrics_request(ratio))] == ["cpu_utilization_ratio"]
+    plain = OtlpOptions(target_info=False, metric_suffixes=False)
+    assert [i["name"] for i in mapped_items(metrics_request(ratio), plain)] == ["cpu_utilization"]
+
+
+async def test_collector_otlp_metric_suffixes_false_turns_them_off(make_config, redis: Redis, keys: Keys):
+    ratio = Metric(name="cpu.utilization", unit="1", gauge=Gauge(data_points=[point(0.5)]))
+    for suffixes, expected in ((True, "cpu_utilization_ratio"), (False, "cpu_utilization")):
+        config = make_config(collector={"otlp_metric_suffixes": suffixes, "max_age": "100000d"})
+        async with running(config) as c:
+            response = await post_proto(c, "/v1/metrics", metrics_request(ratio))
+            assert response.status == 200, await response.read()
+        [stored] = named(await stream_items(redis, keys.metrics), expected)
+        assert stored["value"] == 0.5
 
 
 def test_total_suffix_only_where_missing_and_scope_labels_optional():

@@ -77,6 +77,7 @@ ACCEPT = (
 USER_AGENT = "tripwire-collector"
 # Threads that parse and validate scrape bodies, at least (one per target at most).
 PARSE_THREADS = 4
+VALIDATE_THREADS = 2
 # A target's failure is logged when it starts or changes, then at most once per this many seconds.
 LOG_EVERY = 60.0
 REPORT_SERIES = (
@@ -253,6 +254,9 @@ class Scraper:
         self._executor = ThreadPoolExecutor(
             max_workers=max(PARSE_THREADS, len(self.targets)), thread_name_prefix="scrape-parse"
         )
+        # Validation has threads of its own: it ends in bounded time, but queued behind parses stuck past
+        # their timeouts (every thread of the pool) it never ran, and no scrape reported `up 0`.
+        self._validators = ThreadPoolExecutor(max_workers=VALIDATE_THREADS, thread_name_prefix="scrape-check")
 
     # Running ---------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -298,6 +302,7 @@ class Scraper:
             await self._session.close()
             self._session = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._validators.shutdown(wait=False, cancel_futures=True)
 
     def status(self) -> dict[str, object]:
         """For /readyz details: how many targets there are and how many were up at their last scrape."""
@@ -364,7 +369,7 @@ class Scraper:
             parsed.dropped["reserved_name"] += len(reserved)
         items.extend(_report(target, result))
         accepted, invalid, first_reason = await asyncio.wrap_future(
-            self._executor.submit(self._validated, items, self.clock.now())
+            self._validators.submit(self._validated, items, self.clock.now())
         )
         if invalid:
             parsed.dropped["invalid"] += invalid

@@ -530,6 +530,37 @@ async def test_body_size_limit(exporter, make_scraper):
     assert result.outcome == "body_size_limit"
 
 
+async def test_targets_whose_parses_all_hang_still_report_up_0(make_scraper, monkeypatch, redis, keys):
+    # Every parse thread held by a parse stuck past its timeout: validation queued behind them never ran,
+    # so no scrape ever reported `up 0` (found by review).
+
+    jobs = [
+        {"job_name": f"j{i}", **static(f"127.0.0.1:{i + 1}", scrape_timeout="200ms")}
+        for i in range(scrape_module.PARSE_THREADS)
+    ]
+    scraper = make_scraper(*jobs)
+    release = threading.Event()
+    parse = scrape_module.parse_scrape
+
+    def stuck(*args: Any) -> Any:
+        release.wait(30)
+        return parse(*args)
+
+    async def fetch(target: Any) -> tuple[bytes, str]:
+        return b"m 1\n", "text/plain"
+
+    monkeypatch.setattr(scrape_module, "parse_scrape", stuck)
+    monkeypatch.setattr(scraper, "_fetch", fetch)
+    try:
+        for target in [*scraper.targets, scraper.targets[0]]:  # the last: its earlier parse still runs
+            result = await asyncio.wait_for(scraper.scrape_once(target), timeout=10)
+            assert result.outcome == "timeout"
+            assert result.entry_id is not None
+        assert [value_of(items, "up") for items in await batches(redis, keys)] == [0.0] * 5
+    finally:
+        release.set()
+
+
 # Labels and relabeling -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("honor_labels", "expected"),

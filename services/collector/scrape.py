@@ -242,6 +242,9 @@ class Scraper:
         self.targets: list[Target] = []
         for job in configs:
             targets, problems = targets_of(job)
+            refused = {id(t): p for t in targets if (p := self._label_problem(t)) is not None}
+            problems += [f"target {t.url}: {refused[id(t)]}" for t in targets if id(t) in refused]
+            targets = [target for target in targets if id(target) not in refused]
             for problem in problems:
                 log.warning("scrape target skipped: %s", problem, extra={"job": job.job_name})
             self.targets.extend(targets)
@@ -445,6 +448,26 @@ class Scraper:
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ScrapeFailed("connection_error", f"{type(exc).__name__}: {exc}") from None
+
+    def _label_problem(self, target: Target) -> str | None:
+        """Why the stream would refuse the target's own labels (None: it takes them). Such a target could
+        never report even `up`, so it is skipped at start, loudly, as Prometheus refuses a target with an
+        invalid label name (a labelmap result, a value past collector.max_label_value_length, ...)."""
+        report = ScrapeResult(target=target, started_at=self.clock.now())
+        try:
+            validate_items(
+                METRICS,
+                _report(target, report)[:1],
+                report.started_at,
+                1,
+                self.limits.max_age,
+                self.limits.max_skew,
+                limits=self.limits.item_limits,
+            )
+        except Rejected as exc:
+            error = exc.errors[0]
+            return f"its labels are refused: {error.field}: {error.reason}"
+        return None
 
     def _validated(self, items: list[dict[str, Any]], now: float) -> tuple[Accepted | None, int, str | None]:
         """The batch without the items the stream schema refuses: (batch, how many were left out, the first

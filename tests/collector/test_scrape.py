@@ -561,6 +561,24 @@ async def test_targets_whose_parses_all_hang_still_report_up_0(make_scraper, mon
         release.set()
 
 
+@pytest.mark.parametrize(
+    ("job", "reason"),
+    [
+        ({"labels": {"runbook": "x" * 5000}}, "longer than 4096"),
+        ({"labels": {"x_1dc": "eu"}, "relabel_configs": [{"action": "labelmap", "regex": "x_(.*)"}]}, "1dc"),
+    ],
+)
+async def test_a_target_whose_labels_the_stream_refuses_is_skipped_loudly(make_scraper, caplog, job, reason):
+    # Its every batch, `up` included, was refused: it never reported anything, yet counted as up.
+    labels = job.pop("labels")
+    with caplog.at_level(logging.WARNING, logger="services.collector.scrape"):
+        scraper = make_scraper({"static_configs": [{"targets": ["127.0.0.1:1"], "labels": labels}], **job})
+    assert scraper.targets == []
+    [message] = [r.getMessage() for r in caplog.records if "scrape target skipped" in r.getMessage()]
+    assert "its labels are refused" in message
+    assert reason in message
+
+
 # Labels and relabeling -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("honor_labels", "expected"),

@@ -149,8 +149,10 @@ def load_or_exit(path: Path | None) -> Config:
 
 
 def run_service(name: str, config: Config) -> None:
+    from services.up import exit_with_supervisor
     from shared.jsonlog import configure_logging
 
+    exit_with_supervisor()
     configure_logging(name, config.log.level, config.log.format)
     if name == "collector":
         from services.collector.app import run

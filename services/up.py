@@ -35,6 +35,26 @@ from shared.yamlfile import ConfigError, ConfigErrors
 
 SERVICES = ("collector", "evaluator", "notifier")
 CONFIG_ERROR_EXIT = 2
+SUPERVISOR_PID = "TRIPWIRE_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_supervisor() -> None:
+    """In a service that `tripwire up` started: be sent SIGTERM (a clean stop) when the supervisor dies,
+    even killed outright, instead of living on as an orphan that holds its port. Linux only (prctl); a
+    no-op elsewhere and outside `tripwire up`."""
+    parent = os.environ.get(SUPERVISOR_PID, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return  # not allowed here (a seccomp profile): the supervisor's own stop still works
+    if os.getppid() != int(parent):
+        raise SystemExit(1)  # it died before the request took effect
+
+
 _COLORS = {
     "collector": "36",
     "evaluator": "35",
@@ -51,7 +71,14 @@ def say(source: str, line: str) -> None:
     prefix = f"{source:<9}|"
     if sys.stdout.isatty():
         prefix = f"\x1b[{_COLORS.get(source, '0')}m{prefix}\x1b[0m"
-    print(f"{prefix} {line}", flush=True)
+    try:
+        print(f"{prefix} {line}", flush=True)
+    except BrokenPipeError:
+        # Whoever read our output went away (`| head`, a closed terminal): supervise on quietly rather than
+        # die and leave the services running as orphans. fd 1 becomes /dev/null so later writes succeed.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _port_taken(listen: str) -> bool:
@@ -174,11 +201,13 @@ class Supervisor:
         env["TRIPWIRE_REDIS_URL"] = self.redis.url
         env.setdefault("TRIPWIRE_LOG_FORMAT", "text")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env[SUPERVISOR_PID] = str(os.getpid())  # children stop when we die, even by SIGKILL
         return env
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal closed (a dropped ssh session); stop everything as Ctrl-C does.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
         argv_config = ["-c", str(self.config_path)] if self.config_path else []
         env = self._child_env()

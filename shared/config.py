@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "TRIPWIRE_"
 # Variables that are read elsewhere, not config keys.
-_ENV_NOT_CONFIG = {"TRIPWIRE_CONFIG"}
+# TRIPWIRE_SUPERVISOR_PID: set by `tripwire up` for its children (services/cli.py), not a setting.
+_ENV_NOT_CONFIG = {"TRIPWIRE_CONFIG", "TRIPWIRE_SUPERVISOR_PID"}
 # slack_signing_secret: Slack signs its interactive requests (the kill switch's "Re-enable flag" button).
 _SECRET_KEYS = {"ingest_token", "admin_token", "slack_signing_secret"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -122,6 +123,58 @@ def test_up_falls_back_to_embedded_redis_with_a_loud_warning(tmp_path: Path):
     assert code == 0, output[-3000:]
     assert "using an EMBEDDED in-process Redis" in output
     assert "Traceback" not in output, output[output.find("Traceback") - 300 :][:4000]
+
+
+def test_a_closed_terminal_stops_everything_as_ctrl_c_does(tmp_path: Path):
+    # SIGHUP (a dropped ssh session) left the services running as orphans holding their ports.
+    up = Up(tmp_path, "--embedded-redis")
+    try:
+        up.wait_for("Ctrl-C stops everything", timeout=60)
+        up.process.send_signal(signal.SIGHUP)
+        code = up.process.wait(timeout=60)
+        up.reader.join(timeout=5)
+    finally:
+        if up.process.poll() is None:
+            up.interrupt()
+    output = "\n".join(up.lines)
+    assert code == 0, output[-3000:]
+    for name in ("collector", "evaluator", "notifier"):
+        assert f"{name} stopped (exit 0)" in output
+
+
+def test_output_to_a_reader_that_went_away_is_not_fatal():
+    # `tripwire up | head`: the supervisor died of BrokenPipeError and left its services orphaned.
+    script = "import sys\nfrom services.up import say\nsys.stdin.readline()\nsay('a', 'b')\nsay('a', 'c')\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout and child.stdin
+    child.stdout.close()  # the reader is gone before anything is said
+    _, errors = child.communicate("go\n", timeout=30)
+    assert (child.returncode, errors) == (0, "")
+
+
+def test_services_stop_when_up_is_killed_outright(tmp_path: Path):
+    up = Up(tmp_path, "--embedded-redis")
+    try:
+        up.wait_for("Ctrl-C stops everything", timeout=60)
+    finally:
+        up.process.kill()  # no chance to stop its children: they must notice by themselves
+        up.process.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    listening = set(up.ports)
+    while listening and time.monotonic() < deadline:
+        for name in list(listening):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", up.ports[name])) != 0:
+                    listening.discard(name)
+        time.sleep(0.1)
+    assert not listening, f"still serving after the supervisor died: {sorted(listening)}"
 
 
 def test_up_refuses_a_bad_config_with_its_position(tmp_path: Path):

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.collector.body_budget import BodyBudget, Held
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
-from services.collector.publish import Publisher, Unavailable, request_identity
+from services.collector.publish import Publisher, Unavailable, request_id_problem, request_identity
 from services.collector.rate_limit import rate_limiter_for
 from shared.config import ingest_credentials
 from shared.service import Service
@@ -98,6 +98,9 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
                 refused = _wrong_type(request)
             if refused is not None:
                 return refused
+            problem = request_id_problem(request)
+            if problem is not None:
+                return error_response(400, "bad_data", problem)
             try:
                 held = budget.hold(request)
             except Unavailable as exc:

@@ -62,7 +62,7 @@ from services.collector.otlp_metrics import (
     map_metrics,
 )
 from services.collector.otlp_wire import RawAttributesRequest
-from services.collector.publish import Publisher, Unavailable, request_identity
+from services.collector.publish import Publisher, Unavailable, request_id_problem, request_identity
 from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
@@ -299,6 +299,9 @@ class _Receiver:
                 f"unsupported Content-Type {request.content_type!r}: OTLP/HTTP takes application/x-protobuf "
                 "or application/json",
             )
+        problem = request_id_problem(request)
+        if problem is not None:
+            raise _Refused(400, INVALID_ARGUMENT, problem)
         try:
             held = self.budget.hold(request)
         except Unavailable as exc:

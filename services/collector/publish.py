@@ -141,7 +141,20 @@ class Publisher:
             self._slots.release()
 
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Printable ASCII: what proxies and clients put there (nginx's hex, UUIDs with or without braces, Kong's
+# uuid#counter, Heroku's up to 200 characters), and nothing that could forge a log line.
+_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,256}")
+REQUEST_ID_RULE = "X-Request-Id must be 1-256 printable ASCII characters (a UUID, say)"
+
+
+def request_id_problem(request: web.Request) -> str | None:
+    """Why the request's X-Request-Id cannot be honoured (None: it can, or there is none). Refused, not
+    ignored: a sender that sets one counts on its retry being stored once, and a fresh id would break that
+    without a word."""
+    given = request.headers.get("X-Request-Id", "")
+    if not given or _REQUEST_ID.fullmatch(given):
+        return None
+    return f"{REQUEST_ID_RULE}; nothing was stored"
 
 
 def request_identity(request: web.Request, body: bytes) -> tuple[str, str | None]:

@@ -516,6 +516,37 @@ async def test_a_retried_request_with_the_same_request_id_is_stored_once(make_co
     await service.redis.aclose()
 
 
+async def test_request_ids_as_proxies_write_them_are_honoured_and_others_refused(make_config, redis, keys):
+    # A malformed id used to be replaced by a fresh one without a word: its retry was stored twice.
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.collector.app import build
+
+    service = build(make_config())
+    body = {"samples": [{"name": "jobs_total", "labels": {}, "value": 1, "kind": "increment"}]}
+    async with TestClient(TestServer(service.web)) as client:
+        for request_id in (
+            "order 42/retry",
+            "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+            "f81d4fae#1",
+            "h" * 256,
+        ):
+            entries = set()
+            for _ in range(2):
+                async with client.post(
+                    "/api/v1/metrics", json=body, headers={"X-Request-Id": request_id}
+                ) as response:
+                    assert response.status == 202, await response.text()
+                    entries.add((await response.json())["entry"])
+            assert len(entries) == 1, request_id
+        assert await redis.xlen(keys.metrics) == 4
+        async with client.post("/api/v1/metrics", json=body, headers={"X-Request-Id": "h" * 257}) as response:
+            assert response.status == 400
+            assert "X-Request-Id must be 1-256 printable ASCII" in (await response.json())["error"]
+        assert await redis.xlen(keys.metrics) == 4
+    await service.redis.aclose()
+
+
 async def test_a_retry_from_another_address_is_still_a_replay(make_config, redis, keys):
     # Behind a proxy with two replicas, or a NAT pool, a retry comes from another address: scoping request ids
     # by address (tried, and refuted by review) stored it twice. Ids are scoped to the token only.

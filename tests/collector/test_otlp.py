@@ -721,6 +721,19 @@ async def test_a_retry_with_the_same_request_id_is_stored_once_and_counted_as_re
     assert 'tripwire_otlp_points_total{outcome="replayed",signal="metrics"} 1.0' in text
 
 
+async def test_a_request_id_that_cannot_be_honoured_is_refused_not_ignored(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    body = metrics_request(gauge("up", point(1))).SerializeToString()
+    response = await faked.client.post(
+        "/v1/metrics", data=body, headers={**PROTOBUF, "X-Request-Id": "r" * 257}
+    )
+    assert response.status == 400
+    status, _ = status_of(await response.read())
+    assert "X-Request-Id must be 1-256 printable ASCII characters" in status.message
+    assert await redis.exists(keys.metrics) == 0
+
+
 async def test_self_metrics(faked: Collector):
     await post_proto(faked, "/v1/metrics", metrics_request(gauge("up", point(1), point(1, ts=NOW - 7200))))
     await faked.client.post("/v1/logs", data=b"{}", headers=JSON)

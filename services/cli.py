@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -169,6 +170,16 @@ def run_service(name: str, config: Config) -> None:
         for error in exc.errors:
             print(f"tripwire {name}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        listen = getattr(config, name).listen
+        print(
+            f"tripwire {name}: cannot listen on {listen}: the address is in use (is a {name} already "
+            f"running? set {name}.listen or TRIPWIRE_{name.upper()}_LISTEN)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

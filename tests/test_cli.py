@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,19 @@ def test_notifier_refuses_a_literal_secret_at_file_and_line(tmp_path: Path, redi
     assert result.returncode == 2
     assert f"{routing}:6:" in result.stderr and "use api_url_file or ${ENV_VAR}" in result.stderr
     assert "sekrit" not in result.stderr
+
+
+def test_a_service_whose_port_is_taken_says_so_without_a_traceback(tmp_path: Path, redis_server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "tripwire.yml"
+        config.write_text(f"collector:\n  listen: 127.0.0.1:{port}\nredis:\n  url: {redis_server.url}\n")
+        result = tripwire("collector", "-c", str(config))
+    assert result.returncode == 1
+    assert f"tripwire collector: cannot listen on 127.0.0.1:{port}: the address is in use" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path):

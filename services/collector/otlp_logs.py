@@ -7,8 +7,9 @@
 - `message`: the body; a string as it is, any other value as JSON. Longer than an event allows: truncated.
 - `labels`: `instance` (from `service.instance.id`), `service_namespace`, scope labels and promoted resource
   attributes as for metrics, then the record's attributes (sanitised like metric labels; `event_name` too).
-  Every event becomes a `log_events_total` sample, so labels are series labels: `exception.message` and
-  `exception.stacktrace` are left out (unbounded values), and past `collector.max_labels` the remaining
+  Every event becomes a `log_events_total` sample, so labels are series labels: attributes with a value per
+  record (`exception.message`, `exception.stacktrace`, `code.lineno`, trace and span ids copied into
+  attributes: `UNBOUNDED_ATTRIBUTES`) are left out, and past `collector.max_labels` the remaining
   attributes are dropped, with a warning in the response, rather than losing the record.
 - `timestamp`: `time_unix_nano`, else `observed_time_unix_nano`, else the receive time.
 
@@ -39,7 +40,29 @@ from services.collector.otlp_metrics import (
 
 DEFAULT_SERVICE = "unknown_service"
 MAX_MESSAGE_LENGTH = 65536  # shared.events.LogEvent.message
-UNBOUNDED_ATTRIBUTES = frozenset({"exception.message", "exception.stacktrace"})
+# Attributes whose values are per record, or nearly: as labels each would make a log_events_total series of
+# its own. Exception texts, stacks and line numbers (the Python SDK's LoggingHandler adds code.* to every
+# record: file and function stay, one series per function is fine), and trace ids that logging
+# integrations copy into attributes.
+UNBOUNDED_ATTRIBUTES = frozenset(
+    {
+        "exception.message",
+        "exception.stacktrace",
+        "code.stacktrace",
+        "code.lineno",
+        "code.line.number",
+        "code.column",
+        "code.column.number",
+        "trace_id",
+        "span_id",
+        "trace.id",
+        "span.id",
+        "otelTraceID",
+        "otelSpanID",
+        "otelTraceSampled",
+        "log.record.uid",
+    }
+)
 # Labels the event's own fields use: attributes with these names become exported_*.
 EVENT_FIELDS = ("service", "level")
 

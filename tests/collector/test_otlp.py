@@ -946,6 +946,28 @@ def test_log_levels_and_limits():
     assert mapping.points[0].items[0]["labels"]["exported_service"] == "svc"
 
 
+def test_log_attributes_with_a_value_per_record_are_not_labels():
+    # What the Python SDK's LoggingHandler and logging instrumentation attach to every record.
+    per_record = {
+        "code.file.path": "/app/pay.py",
+        "code.function.name": "charge",
+        "code.line.number": 42,
+        "code.lineno": 42,
+        "otelTraceID": "5b8aa5a2d2c872e8321cf37308d69df2",
+        "otelSpanID": "051581bf3cb55c13",
+        "trace_id": "abc",
+    }
+    request = logs_request(record())
+    request.resource_logs[0].scope_logs[0].log_records[0].attributes.extend(
+        kv(key, value) for key, value in per_record.items()
+    )
+    mapping = map_logs(request, NOW, LIMITS, OtlpOptions(scope_labels=False))
+    assert mapping.points[0].items[0]["labels"] == {
+        "code_file_path": "/app/pay.py",
+        "code_function_name": "charge",
+    }
+
+
 async def test_a_small_body_describing_many_items_is_refused_before_it_is_expanded(make_config):
     """200,000 empty log records fit in a few hundred KB: counted on the decoded message, refused with 413
     before any mapping (which would take seconds and gigabytes at scale)."""

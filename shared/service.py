@@ -138,12 +138,16 @@ class Service:
 
     async def _wait_for_redis(self) -> None:
         delay = 0.1
+        before = self.waiting_for
         while True:
             try:
                 await self.redis.ping()
+                self.waiting_for = before
                 return
             except RedisError as exc:
                 log.warning("waiting for redis: %s", exc)
+                # /readyz names the cause; the address and the error text stay in the log.
+                self.waiting_for = f"waiting for redis ({type(exc).__name__}; see the log)"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

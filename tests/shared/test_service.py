@@ -101,3 +101,30 @@ async def test_a_start_that_fails_still_runs_every_stop_hook_and_closes_redis(ma
     with pytest.raises(RuntimeError, match="restore failed"):
         await asyncio.wait_for(service.run(f"127.0.0.1:{port}", failing_start), timeout=20)
     assert events == ["broken on_stop", "lease released", "work drained", "on_close"]
+
+
+async def test_readyz_says_the_service_waits_for_redis_without_its_address(make_config):
+    # It said only "starting" while the log said why.
+    port, dead = free_port(), free_port()
+    config = make_config(redis={"url": f"redis://127.0.0.1:{dead}/0", "connect_timeout": "100ms"})
+    service = Service("test", config, FakeClock(0.0))
+    running = asyncio.create_task(service.run(f"127.0.0.1:{port}", service.start))
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def problems() -> list[str] | None:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        return (await response.json()).get("problems")
+                except aiohttp.ClientConnectionError:
+                    return None
+
+            async def waiting() -> bool:
+                return (await problems() or [""])[0].startswith("waiting for redis (ConnectionError")
+
+            await eventually(waiting, timeout=10, what="/readyz to name Redis")
+            assert str(dead) not in str(await problems())
+    finally:
+        service.request_stop()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

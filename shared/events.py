@@ -68,15 +68,27 @@ def _check_label_name(name: str) -> None:
 
 
 def _labels(value: dict[str, str]) -> dict[str, str]:
+    problems: list[PydanticCustomError] = []  # every bad label, not only the first: one fix, not several
     for name, label_value in value.items():
         if name not in _valid_label_names:  # inlined fast path: this runs for every label of every sample
-            _check_label_name(name)
+            try:
+                _check_label_name(name)
+            except PydanticCustomError as exc:
+                problems.append(exc)
         if len(label_value) > MAX_LABEL_VALUE_LENGTH:
-            raise PydanticCustomError(
-                "label_value_length",
-                "value of label '{name}' is longer than {max} characters",
-                {"name": name, "max": MAX_LABEL_VALUE_LENGTH},
+            problems.append(
+                PydanticCustomError(
+                    "label_value_length",
+                    "value of label '{name}' is longer than {max} characters",
+                    {"name": name, "max": MAX_LABEL_VALUE_LENGTH},
+                )
             )
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise PydanticCustomError(
+            "labels", "{problems}", {"problems": "; ".join(p.message() for p in problems)}
+        )
     return value
 
 

@@ -99,6 +99,18 @@ async def test_invalid_request_publishes_nothing(client: TestClient, redis: Redi
     assert await redis.exists(keys.metrics) == 0
 
 
+async def test_every_bad_label_of_an_item_is_named_not_only_the_first(client: TestClient):
+    sample = {"name": "ok", "value": 1, "labels": {"ok": "1", "b-1": "x", "__y": "z", "v": "x" * 5000}}
+    response = await client.post("/api/v1/metrics", json={"samples": [sample]})
+    assert response.status == 400
+    [error] = (await response.json())["errors"]
+    assert error["field"] == "labels"
+    assert error["reason"] == (
+        "invalid label name 'b-1': must match [a-zA-Z_][a-zA-Z0-9_]*; label name '__y' is reserved: names "
+        "starting with '__' are internal; value of label 'v' is longer than 4096 characters"
+    )
+
+
 async def test_oversized_body_is_413_and_publishes_nothing(make_config, clock, redis: Redis, keys: Keys):
     async for client in _client(make_config(collector={"max_body_bytes": 2048}), clock):
         big = {"samples": [{"name": "x", "value": 1, "labels": {"pad": "p" * 100}}] * 50}

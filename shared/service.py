@@ -22,7 +22,7 @@ from shared.config import Config
 from shared.connection import BROKER_LOGGER, redis_broker, redis_client
 from shared.consumers import ConsumerMetrics, EntryHandler, GroupConsumer
 from shared.tasks import cancel_and_wait
-from shared.webapp import BODIES_ENCODED, json_response
+from shared.webapp import BODIES_ENCODED, json_response, unmatched_as_json
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class Service:
         # That drain, which lets a client still sending read its answer, is cut to 2 s of raw bytes.
         ingest_handler = {"auto_decompress": False, "lingering_time": 2.0}
         self.web = web.Application(
+            middlewares=[unmatched_as_json],
             client_max_size=4 * 1024 * 1024,
             handler_args=ingest_handler if decode_bodies_in_handlers else None,
         )

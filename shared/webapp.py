@@ -31,6 +31,25 @@ def error_response(
     )
 
 
+@web.middleware
+async def unmatched_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path no route takes (404) or a method a path does not (405), answered in the API's JSON error
+    shape with what would have worked, instead of aiohttp's plain text."""
+    unmatched = request.match_info.http_exception
+    if unmatched is None:
+        return await handler(request)
+    path = request.path if len(request.path) <= 200 else request.path[:200] + "..."
+    if unmatched.status == 405:
+        allowed = unmatched.headers.get("Allow", "")
+        return error_response(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {path} (allowed: {allowed or 'none'})",
+            headers={"Allow": allowed},
+        )
+    return error_response(unmatched.status, "not_found", f"no endpoint {request.method} {path}")
+
+
 # The name of the client whose token a request carried (set by require_token; never the token itself).
 CLIENT = web.RequestKey("tripwire_client", str)
 

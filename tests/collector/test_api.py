@@ -111,6 +111,20 @@ async def test_every_bad_label_of_an_item_is_named_not_only_the_first(client: Te
     )
 
 
+async def test_a_wrong_path_or_method_gets_a_json_error_naming_what_works(client: TestClient):
+    response = await client.post("/api/v1/metric", json={"samples": []})
+    assert response.status == 404
+    assert await response.json() == {
+        "status": "error",
+        "errorType": "not_found",
+        "error": "no endpoint POST /api/v1/metric",
+    }
+    response = await client.get("/api/v1/metrics")
+    assert response.status == 405
+    assert response.headers["Allow"] == "POST"
+    assert (await response.json())["error"] == "GET is not allowed on /api/v1/metrics (allowed: POST)"
+
+
 async def test_oversized_body_is_413_and_publishes_nothing(make_config, clock, redis: Redis, keys: Keys):
     async for client in _client(make_config(collector={"max_body_bytes": 2048}), clock):
         big = {"samples": [{"name": "x", "value": 1, "labels": {"pad": "p" * 100}}] * 50}

@@ -67,6 +67,9 @@ def _check_label_name(name: str) -> None:
     remember_name(_valid_label_names, name)
 
 
+LISTED_LABEL_PROBLEMS = 10
+
+
 def _labels(value: dict[str, str]) -> dict[str, str]:
     problems: list[PydanticCustomError] = []  # every bad label, not only the first: one fix, not several
     for name, label_value in value.items():
@@ -86,9 +89,12 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
     if len(problems) == 1:
         raise problems[0]
     if problems:
-        raise PydanticCustomError(
-            "labels", "{problems}", {"problems": "; ".join(p.message() for p in problems)}
-        )
+        # A few in full, then a count: an item with 100,000 bad labels must not make an answer bigger
+        # than the request.
+        listed = "; ".join(problem.message() for problem in problems[:LISTED_LABEL_PROBLEMS])
+        if len(problems) > LISTED_LABEL_PROBLEMS:
+            listed += f"; and {len(problems) - LISTED_LABEL_PROBLEMS} more"
+        raise PydanticCustomError("labels", "{problems}", {"problems": listed})
     return value
 
 

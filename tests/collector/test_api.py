@@ -125,6 +125,17 @@ async def test_a_wrong_path_or_method_gets_a_json_error_naming_what_works(client
     assert (await response.json())["error"] == "GET is not allowed on /api/v1/metrics (allowed: POST)"
 
 
+async def test_an_item_with_very_many_bad_labels_gets_a_short_answer(client: TestClient):
+    labels = {f"bad-{i}": "x" for i in range(50_000)}
+    response = await client.post(
+        "/api/v1/metrics", json={"samples": [{"name": "ok", "value": 1, "labels": labels}]}
+    )
+    assert response.status == 400
+    [error] = (await response.json())["errors"]
+    assert error["reason"].count("invalid label name") == 10
+    assert error["reason"].endswith("; and 49990 more")
+
+
 async def test_oversized_body_is_413_and_publishes_nothing(make_config, clock, redis: Redis, keys: Keys):
     async for client in _client(make_config(collector={"max_body_bytes": 2048}), clock):
         big = {"samples": [{"name": "x", "value": 1, "labels": {"pad": "p" * 100}}] * 50}

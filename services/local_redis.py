@@ -8,6 +8,8 @@ and keeps the connection open, as Redis does.
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import socket
 import subprocess
@@ -20,6 +22,8 @@ import redis
 from fakeredis import TcpFakeServer
 from fakeredis._clients._tcp_server import TCPFakeRequestHandler
 from redis.exceptions import ResponseError
+
+from services.orphans import preexec_die_with
 
 
 def free_port() -> int:
@@ -34,12 +38,20 @@ def redis_server_binary() -> str | None:
 
 
 def spawn_redis_server(
-    binary: str, port: int, directory: Path, *, persistent: bool = True, new_session: bool = False
+    binary: str,
+    port: int,
+    directory: Path,
+    *,
+    persistent: bool = True,
+    new_session: bool = False,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start `redis-server` on 127.0.0.1:`port` with its files in `directory`.
 
     Persistent means AOF with fsync on every write, so an acknowledged write survives a crash (SIGKILL) of
-    Redis, not only a clean restart; benchmarks turn it off to measure software rather than the disk."""
+    Redis, not only a clean restart; benchmarks turn it off to measure software rather than the disk.
+    `die_with_parent` (only from a process with no other threads yet: it runs code between fork and exec)
+    makes Redis stop when this process dies, even killed outright (services/orphans.py)."""
     directory.mkdir(parents=True, exist_ok=True)
     durability = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
     return subprocess.Popen(
@@ -62,6 +74,8 @@ def spawn_redis_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=new_session,
+        # The caller vouches for having no other threads yet (see the docstring).
+        preexec_fn=functools.partial(preexec_die_with, os.getpid()) if die_with_parent else None,  # noqa: PLW1509
     )
 
 

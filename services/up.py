@@ -30,29 +30,29 @@ from services.local_redis import (
     spawn_redis_server,
     wait_until_ready,
 )
+from services.orphans import die_with_parent
 from shared.config import Config, load_config
 from shared.yamlfile import ConfigError, ConfigErrors
 
 SERVICES = ("collector", "evaluator", "notifier")
 CONFIG_ERROR_EXIT = 2
 SUPERVISOR_PID = "TRIPWIRE_SUPERVISOR_PID"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def exit_with_supervisor() -> None:
-    """In a service that `tripwire up` started: be sent SIGTERM (a clean stop) when the supervisor dies,
-    even killed outright, instead of living on as an orphan that holds its port. Linux only (prctl); a
-    no-op elsewhere and outside `tripwire up`."""
-    parent = os.environ.get(SUPERVISOR_PID, "")
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
+    """In a service that `tripwire up` started: stop (SIGTERM) when the supervisor dies, even killed
+    outright, instead of living on as an orphan that holds its port (services/orphans.py). The variable is
+    consumed, so nothing this process starts inherits it."""
+    parent = os.environ.pop(SUPERVISOR_PID, "")
+    if not parent.isdigit():
         return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        return  # not allowed here (a seccomp profile): the supervisor's own stop still works
-    if os.getppid() != int(parent):
-        raise SystemExit(1)  # it died before the request took effect
+    if not die_with_parent(int(parent)):
+        print(
+            f"tripwire: {SUPERVISOR_PID}={parent} names a process that is not this one's parent "
+            "(the tripwire up that started it has exited, or the variable was inherited): exiting",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
 
 
 _COLORS = {
@@ -73,9 +73,10 @@ def say(source: str, line: str) -> None:
         prefix = f"\x1b[{_COLORS.get(source, '0')}m{prefix}\x1b[0m"
     try:
         print(f"{prefix} {line}", flush=True)
-    except BrokenPipeError:
-        # Whoever read our output went away (`| head`, a closed terminal): supervise on quietly rather than
-        # die and leave the services running as orphans. fd 1 becomes /dev/null so later writes succeed.
+    except OSError:
+        # Whoever read our output went away (EPIPE from `| head`, EIO from a terminal that hung up):
+        # supervise on (or stop in order) quietly rather than die and leave the services running as
+        # orphans. fd 1 becomes /dev/null so later writes succeed.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
@@ -131,7 +132,7 @@ def start_redis(config: Config, config_path: Path | None, data_dir: Path, embedd
 def _spawn_redis_server(binary: str, directory: Path) -> RedisRuntime:
     port = free_port()
     # Own session: Ctrl-C in the terminal reaches only the supervisor, which stops Redis last.
-    process = spawn_redis_server(binary, port, directory, new_session=True)
+    process = spawn_redis_server(binary, port, directory, new_session=True, die_with_parent=True)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_until_ready(url, process=process)
@@ -206,8 +207,10 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        # SIGHUP: the terminal closed (a dropped ssh session); stop everything as Ctrl-C does.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # SIGHUP: the terminal closed (a dropped ssh session); stop everything as Ctrl-C does, unless it is
+        # ignored (`nohup tripwire up`), which is asking to outlive the terminal.
+        hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+        for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
             loop.add_signal_handler(sig, self.stopping.set)
         argv_config = ["-c", str(self.config_path)] if self.config_path else []
         env = self._child_env()

@@ -8,6 +8,7 @@ cluster. The contract's logical stream `tripwire:metrics` is therefore the Redis
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
@@ -117,16 +118,36 @@ async def append_batch(
 
 
 # Append unless this idempotency key was used: the key lives beside the stream (same hash tag, same slot)
-# and remembers the entry id, so a retry of a request whose answer was lost gets the same entry back.
+# and remembers the entry id and the answer given, so a retry of a request whose answer was lost gets the
+# same entry and the same answer back. Stored as `<entry id>\n<answer>`; a bare entry id is a record from
+# before answers were kept.
 _APPEND_ONCE = """
 local existing = redis.call('GET', KEYS[2])
 if existing then
   return {0, existing}
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[3])
-redis.call('SET', KEYS[2], id, 'PX', ARGV[4])
+redis.call('SET', KEYS[2], id .. '\\n' .. ARGV[5], 'PX', ARGV[4])
 return {1, id}
 """
+
+
+class StoredBatch(NamedTuple):
+    """What an idempotent append stored, or found stored under its key."""
+
+    entry_id: str
+    appended: bool  # False: found, stored by an earlier request with this key
+    answer: bytes  # what the appender asked to remember with it (b"" for records without one)
+
+
+def _request_key(stream: str, idempotency_key: str) -> str:
+    return f"{stream}:request:{idempotency_key}"
+
+
+def _stored(appended: bool, record: bytes | str) -> StoredBatch:
+    raw = record.encode() if isinstance(record, str) else record
+    entry_id, _, answer = raw.partition(b"\n")
+    return StoredBatch(entry_id.decode(), appended, answer)
 
 
 async def append_batch_once(
@@ -138,20 +159,29 @@ async def append_batch_once(
     idempotency_key: str,
     maxlen: int,
     remember_for: float = 3600.0,
-) -> tuple[str, bool]:
+    answer: bytes = b"",
+) -> StoredBatch:
     """Like append_batch, but at most once per `idempotency_key` within `remember_for` seconds (one round
-    trip, atomic). Returns the entry id and whether this call appended it (False: a replay)."""
+    trip, atomic). `answer` is kept with the entry id, so that a replay is answered as the original was."""
     fields = await encode_batch(kind, items_json, correlation_id)
     [(field, value)] = fields.items()
-    appended, entry_id = await redis.eval(
+    appended, record = await redis.eval(
         _APPEND_ONCE,
         2,
         stream,
-        f"{stream}:request:{idempotency_key}",
+        _request_key(stream, idempotency_key),
         maxlen,
         field,
         value,
         max(1, round(remember_for * 1000)),
+        answer,
     )
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return text, bool(appended)
+    if appended:
+        return StoredBatch(record.decode() if isinstance(record, bytes) else str(record), True, answer)
+    return _stored(False, record)
+
+
+async def recall_batch(redis: Redis, stream: str, idempotency_key: str) -> StoredBatch | None:
+    """What append_batch_once stored under `idempotency_key`, if it is still remembered (no append)."""
+    record = await redis.get(_request_key(stream, idempotency_key))
+    return None if record is None else _stored(False, record)

@@ -9,12 +9,19 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.collector.body_budget import BodyBudget, Held
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
-from services.collector.publish import Publisher, Unavailable, request_id_problem, request_identity
+from services.collector.publish import (
+    Published,
+    Publisher,
+    Unavailable,
+    request_id_problem,
+    request_identity,
+)
 from services.collector.rate_limit import rate_limiter_for
 from shared.config import ingest_credentials
 from shared.service import Service
@@ -80,6 +87,20 @@ def _wrong_type(request: web.Request) -> web.Response | None:
     )
 
 
+def _rejected(exc: Rejected) -> web.Response:
+    extra = {"errors": [e.to_json() for e in exc.errors]} if exc.errors else {}
+    if exc.total_errors > len(exc.errors):
+        extra["errors_truncated"] = exc.total_errors - len(exc.errors)
+    return error_response(exc.status, "bad_data" if exc.status == 400 else "too_large", exc.message, **extra)
+
+
+def _accepted(published: Published, count: int | None = None) -> web.Response:
+    """The 202 of a stored batch; a replay's counts are those its first request was answered with."""
+    if published.answer:
+        count = orjson.loads(published.answer)["accepted"]
+    return json_response({"status": "success", "accepted": count, "entry": published.entry_id}, 202)
+
+
 def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> None:
     config = service.config
     keys = Keys(config.redis.prefix)
@@ -124,6 +145,12 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
         collector = config.collector
         try:
             body = await read_body(request, collector.max_body_bytes, collector.body_timeout, held.take)
+        except BodyRefused as exc:
+            return error_response(exc.status, _BODY_ERROR_TYPES[exc.status], str(exc))
+        except Unavailable as exc:  # the body budget ran out while it arrived
+            return unavailable_response(exc)
+        request_id, once = request_identity(request, body)
+        try:
             accepted = parse_body(
                 spec,
                 body,
@@ -133,32 +160,29 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
                 config.collector.max_skew,
                 limits=limits,
             )
-        except BodyRefused as exc:
-            return error_response(exc.status, _BODY_ERROR_TYPES[exc.status], str(exc))
-        except Unavailable as exc:  # the body budget ran out while it arrived
-            return unavailable_response(exc)
         except Rejected as exc:
+            # A retry of a stored request whose timestamps have since aged out of the window: a replay.
+            stored = await publisher.recall(stream, spec.kind, once) if exc.status == 400 else None
+            if stored is not None:
+                return _accepted(stored)
             metrics.rejected_items.labels(path).inc(len({e.index for e in exc.errors}))
-            extra = {"errors": [e.to_json() for e in exc.errors]} if exc.errors else {}
-            if exc.total_errors > len(exc.errors):
-                extra["errors_truncated"] = exc.total_errors - len(exc.errors)
-            return error_response(
-                exc.status, "bad_data" if exc.status == 400 else "too_large", exc.message, **extra
-            )
+            return _rejected(exc)
         if accepted.count == 0:
             return json_response({"status": "success", "accepted": 0}, 202)
-        request_id, once = request_identity(request, body)
         try:
             published = await publisher.publish(
-                stream, spec.kind, accepted.items_json, request_id, idempotency_key=once
+                stream,
+                spec.kind,
+                accepted.items_json,
+                request_id,
+                idempotency_key=once,
+                answer=orjson.dumps({"accepted": accepted.count}),
             )
         except Unavailable as exc:
             return unavailable_response(exc)
         if published.appended:  # a replay's items were counted when they were stored
             metrics.items.labels(path).inc(accepted.count)
-        return json_response(
-            {"status": "success", "accepted": accepted.count, "entry": published.entry_id}, 202
-        )
+        return _accepted(published, accepted.count)
 
     endpoint(METRICS, keys.metrics, "/api/v1/metrics")
     endpoint(LOGS, keys.logs, "/api/v1/logs")

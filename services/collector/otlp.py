@@ -62,7 +62,13 @@ from services.collector.otlp_metrics import (
     map_metrics,
 )
 from services.collector.otlp_wire import RawAttributesRequest
-from services.collector.publish import Publisher, Unavailable, request_id_problem, request_identity
+from services.collector.publish import (
+    Published,
+    Publisher,
+    Unavailable,
+    request_id_problem,
+    request_identity,
+)
 from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
@@ -323,7 +329,15 @@ class _Receiver:
         # other requests and health checks are answered meanwhile.
         outcome = await asyncio.to_thread(self._process, body, encoding, signal, now)
         points = self.metrics.points
+        request_id, once = request_identity(request, body)
+        message = _partial_message(outcome, signal)
+        answer = {"points": outcome.points, "rejected": outcome.rejected, "message": message}
         if outcome.points == 0 and outcome.rejected:
+            # A retry of a stored request whose points have since aged out of the window is a replay,
+            # answered as its first attempt was. (One with some points left is found so by publish.)
+            stored = await self.publisher.recall(signal.stream, signal.spec.kind, once)
+            if stored is not None:
+                return self._replayed(stored, answer, signal, encoding)
             points.labels(signal.name, "rejected").inc(outcome.rejected)
             raise _Refused(
                 400,
@@ -332,9 +346,7 @@ class _Receiver:
                 + _summary(outcome.reasons, outcome.rejected),
                 violations=outcome.reasons,
             )
-        stored_as = "accepted"
         if outcome.accepted.count:
-            request_id, once = request_identity(request, body)
             try:
                 published = await self.publisher.publish(
                     signal.stream,
@@ -342,24 +354,31 @@ class _Receiver:
                     outcome.accepted.items_json,
                     request_id,
                     idempotency_key=once,
+                    answer=orjson.dumps(answer),
                 )
             except Unavailable as exc:
                 raise _unavailable(exc) from None
-            if not published.appended:
-                stored_as = "replayed"  # a retry of a stored request: its points were counted then
+            if not published.appended:  # a retry of a stored request: its points were counted then
+                return self._replayed(published, answer, signal, encoding)
         if outcome.rejected:
             log.debug(
                 "otlp points rejected",
                 extra={"signal": signal.name, "rejected": outcome.rejected, "accepted": outcome.points},
             )
         # Counted once the answer is final: a 503 is retried, and its points would count twice.
-        points.labels(signal.name, stored_as).inc(outcome.points)
-        if stored_as == "accepted":
-            points.labels(signal.name, "rejected").inc(outcome.rejected)
-            points.labels(signal.name, "skipped").inc(outcome.skipped)
-        return _message_response(
-            signal.response(outcome.rejected, _partial_message(outcome, signal)), encoding
-        )
+        points.labels(signal.name, "accepted").inc(outcome.points)
+        points.labels(signal.name, "rejected").inc(outcome.rejected)
+        points.labels(signal.name, "skipped").inc(outcome.skipped)
+        return _message_response(signal.response(outcome.rejected, message), encoding)
+
+    def _replayed(
+        self, published: Published, this_attempt: dict[str, Any], signal: _Signal, encoding: str
+    ) -> web.Response:
+        """A replay's answer: the one its first attempt was given, kept with the entry it stored (this
+        attempt's for a record from before answers were kept)."""
+        first = orjson.loads(published.answer) if published.answer else this_attempt
+        self.metrics.points.labels(signal.name, "replayed").inc(first["points"])
+        return _message_response(signal.response(first["rejected"], first["message"]), encoding)
 
 
 # Decoding ---------------------------------------------------------------------------------------------------

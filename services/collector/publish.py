@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.streams import append_batch, append_batch_once
+from shared.streams import append_batch, append_batch_once, recall_batch
 from shared.webapp import CLIENT
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Unavailable(Exception):
 class Published(NamedTuple):
     entry_id: str
     appended: bool  # False: a replay, answered with the entry an earlier request with this key appended
+    answer: bytes = b""  # a replay: what the request that stored it asked to remember (see publish)
 
 
 class PublishMetrics:
@@ -93,10 +94,12 @@ class Publisher:
         request_id: str,
         *,
         idempotency_key: str | None = None,
+        answer: bytes = b"",
     ) -> Published:
         """Append one batch. Raises Unavailable (stored or not, unknown: the sender retries). With an
         `idempotency_key` (the caller's X-Request-Id, scoped to its sender and body), a retry of a request
-        whose answer was lost (a timeout after Redis wrote it) gets the same entry, not a second one."""
+        whose answer was lost (a timeout after Redis wrote it) gets the same entry, not a second one, and the
+        `answer` the first request kept with it (its counts, say): the retry is answered as the first was."""
         try:
             async with asyncio.timeout(self.queue_wait):
                 await self._slots.acquire()
@@ -121,6 +124,7 @@ class Publisher:
                     idempotency_key,
                     self.maxlen,
                     self.remember_ids_for,
+                    answer,
                 )
             )
             if not published.appended:
@@ -139,6 +143,27 @@ class Publisher:
         finally:
             self.metrics.in_flight.dec()
             self._slots.release()
+
+    async def recall(self, stream: str, kind: str, idempotency_key: str | None) -> Published | None:
+        """The batch a request with this key stored, if it is still remembered; None otherwise, and when Redis
+        cannot say. For a request about to be refused for what time did to it (a timestamp that aged past
+        collector.max_age while the sender retried): if its first attempt was stored, the retry is a replay,
+        not an error. None on a Redis error is safe: the refusal then stands, and data that was stored stays
+        stored."""
+        if idempotency_key is None:
+            return None
+        try:
+            stored = await recall_batch(self.redis, stream, idempotency_key)
+        except RedisError as exc:
+            log.warning(
+                "redis unavailable; could not check for an earlier attempt of a refused request",
+                extra={"error": str(exc), "stream": stream},
+            )
+            return None
+        if stored is None or not stored.answer:  # no answer: a record from before answers were kept
+            return None
+        self.metrics.replays.labels(kind).inc()
+        return Published(stored.entry_id, False, stored.answer)
 
 
 # Printable ASCII: what proxies and clients put there (nginx's hex, UUIDs with or without braces, Kong's

@@ -516,6 +516,65 @@ async def test_a_retried_request_with_the_same_request_id_is_stored_once(make_co
     await service.redis.aclose()
 
 
+async def test_a_retry_whose_timestamps_aged_out_is_a_replay_not_a_400(
+    make_config, clock: FakeClock, redis: Redis, keys: Keys
+):
+    # The retry was validated before the id was looked up: a sender whose first answer was lost, retrying
+    # after max_age, was told nothing was accepted although the batch was stored.
+    body = {"samples": [{"name": "jobs_total", "value": 1, "timestamp": NOW, "kind": "increment"}] * 3}
+    async for client in _serve(make_config(collector={"max_age": "10m"}), clock):
+
+        async def post(request_id: str, client: TestClient = client) -> tuple[int, dict[str, Any]]:
+            response = await client.post("/api/v1/metrics", json=body, headers={"X-Request-Id": request_id})
+            return response.status, await response.json()
+
+        status, first = await post("late-1")
+        assert (status, first["accepted"]) == (202, 3)
+        clock.set(NOW + 3600)
+        assert await post("late-1") == (202, first)
+        assert await redis.xlen(keys.metrics) == 1
+        # Another id for the same body was never stored: its refusal stands, and stores nothing.
+        status, refused = await post("late-2")
+        assert status == 400
+        assert "in the past" in refused["errors"][0]["reason"]
+        assert await redis.xlen(keys.metrics) == 1
+        text = await (await client.get("/metrics")).text()
+        assert 'tripwire_publish_replays_total{kind="metrics"} 1.0' in text
+        assert 'tripwire_ingest_items_total{endpoint="/api/v1/metrics"} 3.0' in text
+
+
+async def test_a_request_record_from_before_answers_were_kept_is_still_a_replay(redis: Redis, keys: Keys):
+    # Records written before this version hold a bare entry id: a retry is still a replay (no second entry),
+    # answered with its own counts; one about to be refused keeps its refusal (its counts are unknown).
+    from services.collector.publish import Publisher
+
+    publisher = Publisher(redis, 1000, retry_after=1.0)
+    first = await publisher.publish(keys.metrics, "metrics", b"[]", "r-1", idempotency_key="k")
+    await redis.set(f"{keys.metrics}:request:k", first.entry_id)
+    again = await publisher.publish(keys.metrics, "metrics", b"[]", "r-1", idempotency_key="k", answer=b"{}")
+    assert (again.entry_id, again.appended, again.answer) == (first.entry_id, False, b"")
+    assert await publisher.recall(keys.metrics, "metrics", "k") is None
+    assert await redis.xlen(keys.metrics) == 1
+
+
+async def test_a_refused_retry_stays_refused_when_redis_cannot_say(make_config, clock: FakeClock):
+    # Looking the id up is only for a request about to be refused: with Redis down, the refusal stands
+    # (a 400 is safe: had the first attempt been stored, it stays stored).
+    from services.local_redis import free_port
+
+    config = make_config(collector={"max_age": "10m"})
+    config.redis.url = f"redis://127.0.0.1:{free_port()}/0"
+    body = {"samples": [{"name": "jobs_total", "value": 1, "timestamp": NOW - 3600}]}
+    service = build(config, clock)  # not started: start() waits for Redis
+    async with (
+        TestClient(TestServer(service.web)) as client,
+        client.post("/api/v1/metrics", json=body, headers={"X-Request-Id": "x-1"}) as response,
+    ):
+        assert response.status == 400
+        assert "in the past" in (await response.json())["errors"][0]["reason"]
+    await service.redis.aclose()
+
+
 async def test_request_ids_as_proxies_write_them_are_honoured_and_others_refused(make_config, redis, keys):
     # A malformed id used to be replaced by a fresh one without a word: its retry was stored twice.
     from aiohttp.test_utils import TestClient, TestServer

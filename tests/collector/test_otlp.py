@@ -721,6 +721,41 @@ async def test_a_retry_with_the_same_request_id_is_stored_once_and_counted_as_re
     assert 'tripwire_otlp_points_total{outcome="replayed",signal="metrics"} 1.0' in text
 
 
+async def test_a_retry_whose_points_aged_out_is_answered_as_its_first_attempt(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    # The retry was validated before its id was looked up: an exporter retrying after max_age was told that
+    # all its points were rejected (400), or a partial success it never had, though the first was stored.
+    clock = faked.service.clock
+    assert isinstance(clock, FakeClock)
+    body = metrics_request(
+        gauge("up", point(1), point(2, ts=NOW - 3000), point(3, ts=NOW - 7200))
+    ).SerializeToString()
+
+    async def export(request_id: str) -> ClientResponse:
+        return await faked.client.post(
+            "/v1/metrics", data=body, headers={**PROTOBUF, "X-Request-Id": request_id}
+        )
+
+    first = await export("export-7")
+    assert first.status == 200
+    first_reply = ExportMetricsServiceResponse.FromString(await first.read())
+    assert first_reply.partial_success.rejected_data_points == 1
+    for later in (1000, 7200):  # one more point out of the window, then all of them
+        clock.set(NOW + later)
+        retry = await export("export-7")
+        assert retry.status == 200
+        assert ExportMetricsServiceResponse.FromString(await retry.read()) == first_reply
+    assert await redis.xlen(keys.metrics) == 1
+    # The same body under an id that was never stored is refused, as before.
+    assert (await export("export-8")).status == 400
+    assert await redis.xlen(keys.metrics) == 1
+    text = await (await faked.client.get("/metrics")).text()
+    assert 'tripwire_otlp_points_total{outcome="accepted",signal="metrics"} 2.0' in text
+    assert 'tripwire_otlp_points_total{outcome="replayed",signal="metrics"} 4.0' in text  # 2 retries
+    assert 'tripwire_otlp_points_total{outcome="rejected",signal="metrics"} 4.0' in text  # 1 + export-8's 3
+
+
 async def test_a_request_id_that_cannot_be_honoured_is_refused_not_ignored(
     faked: Collector, redis: Redis, keys: Keys
 ):

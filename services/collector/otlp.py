@@ -537,8 +537,12 @@ def _partial_message(outcome: _Outcome, signal: _Signal) -> str:
         total = outcome.rejected + outcome.points
         summary = _summary(outcome.reasons, outcome.rejected)
         parts.append(f"{outcome.rejected} of {total} {signal.noun} rejected: {summary}")
-    for warning, count in outcome.warnings.items():
+    # A warning per resource can come 10,000 times: the first ones, then a count, as for the reasons.
+    warnings = list(outcome.warnings.items())
+    for warning, count in warnings[:SUMMARISED_REASONS]:
         parts.append(f"warning: {warning}" + (f" ({count}x)" if count > 1 else ""))
+    if len(warnings) > SUMMARISED_REASONS:
+        parts.append(f"and {len(warnings) - SUMMARISED_REASONS} more warnings")
     return ". ".join(parts)
 
 

@@ -756,6 +756,22 @@ async def test_a_retry_whose_points_aged_out_is_answered_as_its_first_attempt(
     assert 'tripwire_otlp_points_total{outcome="rejected",signal="metrics"} 4.0' in text  # 1 + export-8's 3
 
 
+async def test_warnings_in_a_partial_success_are_listed_up_to_ten_then_counted(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    # One warning per resource: 10,000 resources made a message of a megabyte, kept an hour with its id.
+    request = ExportMetricsServiceRequest()
+    for i in range(30):
+        one = metrics_request(gauge("up", point(1)), resource={"service.name": f"s{i}", "big": "x" * 5000})
+        request.resource_metrics.extend(one.resource_metrics)
+    response = await post_proto(faked, "/v1/metrics", request)
+    assert response.status == 200
+    message = ExportMetricsServiceResponse.FromString(await response.read()).partial_success.error_message
+    assert message.count("warning: target_info of resource") == 10
+    assert message.endswith("and 20 more warnings")
+    assert len(named(await stream_items(redis, keys.metrics), "up")) == 30
+
+
 async def test_a_request_id_that_cannot_be_honoured_is_refused_not_ignored(
     faked: Collector, redis: Redis, keys: Keys
 ):

@@ -126,6 +126,14 @@ def _timestamp(value: Any) -> float | None:
             parsed = datetime.fromisoformat(value.upper()) if form is not None else None
         except ValueError:  # the right shape, but no such date or time (month 13)
             parsed = None
+        if parsed is None and form is not None and value[17:19] == "60":
+            # RFC 3339 allows it; Prometheus (Go's time.Parse) and Python do not, so neither do we.
+            raise PydanticCustomError(
+                "timestamp",
+                "timestamp '{value}' is a leap second (:60), which is not taken; send :59.999 or the next "
+                "second",
+                {"value": value[:64]},
+            )
         if parsed is None:
             raise PydanticCustomError(
                 "timestamp",

@@ -56,13 +56,13 @@ CLIENT = web.RequestKey("tripwire_client", str)
 
 def token_client(authorization: str, tokens: dict[str, SecretStr]) -> str | None:
     """Which client's token an `Authorization` header carries (None: none of them). The scheme is
-    case-insensitive (RFC 9110). Every token is compared in constant time, so neither a token nor which one
-    matched leaks through timing."""
+    case-insensitive and may be followed by more than one space (RFC 9110 11.4: `1*SP`). Every token is
+    compared in constant time, so neither a token nor which one matched leaks through timing."""
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() != "bearer":
         return None
     # aiohttp hands over bytes that are not UTF-8 as surrogates: they must compare unequal, not raise.
-    given = credentials.encode("utf-8", "surrogateescape")
+    given = credentials.lstrip(" ").encode("utf-8", "surrogateescape")
     found = None
     for name, token in tokens.items():
         if hmac.compare_digest(given, token.get_secret_value().encode()):

@@ -553,5 +553,27 @@ def _accept_logs(items: list[Any], check: _Check) -> list[dict[str, Any]]:
 
 def _out_of_window(ts: float, now: float, max_age: float, max_skew: float) -> str:
     if ts < now:
-        return f"timestamp is {now - ts:.0f}s in the past; the limit is {max_age:.0f}s (collector.max_age)"
-    return f"timestamp is {ts - now:.0f}s in the future; the limit is {max_skew:.0f}s (collector.max_skew)"
+        return (
+            f"timestamp is {_past(now - ts, max_age)}s in the past; the limit is {_seconds(max_age)}s "
+            "(collector.max_age)"
+        )
+    return (
+        f"timestamp is {_past(ts - now, max_skew)}s in the future; the limit is {_seconds(max_skew)}s "
+        "(collector.max_skew)"
+    )
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds == int(seconds) else repr(seconds)
+
+
+def _past(seconds: float, limit: float) -> str:
+    """`seconds` in whole seconds, or as precisely as it takes to read as more than `limit`: rounding gave
+    "3600s in the past; the limit is 3600s". A year 10^300 is not spelled out in 301 digits."""
+    if seconds >= 1e9 > limit:
+        return f"{seconds:.3g}"
+    for digits in (0, 3):
+        text = f"{seconds:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return repr(seconds)

@@ -198,6 +198,14 @@ def test_a_token_that_is_not_utf8_is_refused_not_an_error():
     assert token_client("Bearer s3cret", tokens) == "default"
 
 
+def test_the_scheme_may_be_followed_by_several_spaces():
+    # RFC 9110 11.4: `auth-scheme [ 1*SP credentials ]`. Two spaces were a 401.
+    tokens = {"default": SecretStr("s3cret")}
+    assert token_client("Bearer  s3cret", tokens) == token_client("bearer   s3cret", tokens) == "default"
+    assert token_client("Bearer s3cret ", tokens) is None  # aiohttp strips a header's own trailing space
+    assert token_client("Bearer\ts3cret", tokens) is None
+
+
 async def test_redis_down_gives_503_with_retry_after_then_recovers(private_redis: LocalRedisServer, clock):
     config = Config.model_validate(
         {

@@ -138,10 +138,13 @@ def test_log_labels_may_not_shadow_service_or_level():
 @pytest.mark.parametrize(
     ("ts", "reason"),
     [
-        (1e300, "in the future"),
+        (1e300, "timestamp is 1e+300s in the future"),
         ("0001-01-01T00:00:00Z", "in the past"),
         (NOW - 3601, "in the past; the limit is 3600s"),
         (NOW + 601, "in the future; the limit is 600s"),
+        # Just past the limit: rounding said "3600s in the past; the limit is 3600s".
+        (NOW - 3600.4, "timestamp is 3600.400s in the past; the limit is 3600s"),
+        (NOW + 600.0004, "timestamp is 600.000"),  # a float's own digits, whatever they are, past 600
     ],
 )
 def test_timestamps_outside_the_window_are_rejected_per_item(ts: object, reason: str):
@@ -162,6 +165,8 @@ def test_timestamps_outside_the_window_are_rejected_per_item(ts: object, reason:
         ("20251122T082640Z", "is not RFC 3339"),  # ISO 8601 basic form, which fromisoformat took
         ("2025-11-22T08:26Z", "is not RFC 3339"),  # no seconds
         ("2025-13-22T08:26:40Z", "is not RFC 3339"),  # no such month
+        ("2016-12-31T23:59:60Z", "is a leap second (:60), which is not taken"),  # RFC 3339 allows it; Go not
+        ("2025-11-22T08:26:61Z", "is not RFC 3339"),
         ("2025-11-22T08:26:40", "has no time zone"),
     ],
 )

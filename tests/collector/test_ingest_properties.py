@@ -3,11 +3,13 @@
 1. The fast path agrees with the schema: for any batch, `validate_items` gives exactly the schema's errors
    (same index, field and message) and, for a valid batch, exactly the stream items the schema-built models
    give, whether the name caches are cold (schema path) or warm (fast path). The one-pass path for whole
-   metrics bodies (`parse_body`) gives the same verdict and the same items as the item-by-item one.
+   metrics bodies (`parse_body`) gives the same verdict and the same items as the item-by-item one, however
+   the JSON is spelled (whitespace, escapes, repeated keys), and is seen to decide bodies while it does.
 2. Malformed requests against every ingest endpoint that exists (the JSON API, and OTLP/HTTP when its routes
    are registered): random bytes, random JSON, near-valid documents with one defect, gzip garbage. The JSON
    API always answers 4xx with a reason; no endpoint ever answers 5xx; and a 4xx never leaves anything in
    the streams.
+3. Valid requests to the JSON API: a 202's `accepted` is the number of items the new stream entry holds.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from services.collector.ingest import (
 )
 from shared import events as events_module
 from shared.clock import FakeClock
+from shared.codec import decode_entry
 from shared.streams import Keys
 
 NOW = 1_763_800_000.0
@@ -243,6 +246,46 @@ def test_the_fast_path_keeps_tight_limits(items: list[Any], spec: IngestKind):
         assert outcome(spec, items, warm) == expected
 
 
+def spell(items: list[Any], style: str) -> bytes:
+    """A metrics body for `items`, written as senders other than orjson write JSON: the one-pass path reads
+    the raw bytes, so whitespace, escapes and repeated keys must not change its verdict or its items."""
+    document = {"samples": items}
+    try:
+        canonical = orjson.dumps(document)
+    except orjson.JSONEncodeError:  # ints beyond 64 bits: the stdlib writes them (and NaN as bare NaN)
+        canonical = json.dumps(document).encode()
+    if style == "spaced":  # Python's json: indented, non-ASCII as \uXXXX
+        return json.dumps(document, indent=1, ensure_ascii=True).encode()
+    if style == "escaped":  # keys and a name spelled with escapes
+        return (
+            canonical.replace(b'"name":', b'"\\u006eame":')
+            .replace(b'"labels":', b'"lab\\u0065ls":')
+            .replace(b'"up"', b'"\\u0075p"')
+        )
+    if style == "repeated":  # each sample says "value" twice; the last one counts, as in orjson
+        return canonical.replace(b'{"name":', b'{"value":"junk","name":')
+    return canonical
+
+
+_spellings = st.sampled_from(["orjson", "orjson", "spaced", "escaped", "repeated"])
+
+
+class FastPathDecisions:
+    """Counts the bodies the one-pass path decided (accepted) while a property ran: a differential test
+    whose generator never reaches that path would pass with the path switched off."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.decided = 0
+        real = ingest_module._parse_common_samples
+
+        def counting(*args: Any) -> Any:
+            accepted = real(*args)
+            self.decided += accepted is not None
+            return accepted
+
+        monkeypatch.setattr(ingest_module, "_parse_common_samples", counting)
+
+
 def body_outcome(body: bytes, limits: IngestLimits, one_pass: bool) -> tuple[str, object]:
     parse = parse_body if one_pass else _parse_body_items
     try:
@@ -262,16 +305,20 @@ def body_outcome(body: bytes, limits: IngestLimits, one_pass: bool) -> tuple[str
     ),
     st.sampled_from([LOOSE, TIGHT]),
     st.booleans(),
+    _spellings,
 )
-def test_the_one_pass_body_path_agrees_with_item_by_item(items: list[Any], limits: dict, warm: bool):
-    try:
-        body = orjson.dumps({"samples": items})
-    except orjson.JSONEncodeError:  # ints beyond 64 bits: the stdlib writes them (and NaN as bare NaN)
-        body = json.dumps({"samples": items}).encode()
+def _one_pass_agrees_with_item_by_item(items: list[Any], limits: dict, warm: bool, style: str) -> None:
+    body = spell(items, style)
     expected = body_outcome(body, NeverRemembers(**limits), one_pass=False)
     cache = IngestLimits(**limits)
     for _ in range(2 if warm else 1):  # cold caches, then warm ones
         assert body_outcome(body, cache, one_pass=True) == expected
+
+
+def test_the_one_pass_body_path_agrees_with_item_by_item(monkeypatch: pytest.MonkeyPatch):
+    fast = FastPathDecisions(monkeypatch)
+    _one_pass_agrees_with_item_by_item()
+    assert fast.decided >= 30, f"the one-pass path decided only {fast.decided} bodies"
 
 
 # Samples that are valid but for, now and then, one limit of TIGHT (count, name or value length) or the
@@ -291,13 +338,19 @@ _tight_items = st.fixed_dictionaries(
 
 
 @DIFFERENTIAL
-@given(st.lists(_tight_items, min_size=1, max_size=6))
-def test_the_one_pass_body_path_keeps_every_limit(items: list[Any]):
-    body = orjson.dumps({"samples": items})
+@given(st.lists(_tight_items, min_size=1, max_size=6), _spellings)
+def _one_pass_keeps_every_limit(items: list[Any], style: str) -> None:
+    body = spell(items, style)
     expected = body_outcome(body, NeverRemembers(**TIGHT), one_pass=False)
     cache = IngestLimits(**TIGHT)
     for _ in range(2):
         assert body_outcome(body, cache, one_pass=True) == expected
+
+
+def test_the_one_pass_body_path_keeps_every_limit(monkeypatch: pytest.MonkeyPatch):
+    fast = FastPathDecisions(monkeypatch)
+    _one_pass_keeps_every_limit()
+    assert fast.decided >= 30, f"the one-pass path decided only {fast.decided} bodies"
 
 
 @pytest.mark.parametrize(
@@ -599,3 +652,57 @@ def test_strategies_make_what_they_say():
                     validate_items(spec, items, NOW, 50)
 
     check()
+
+
+# Valid requests over HTTP: what a 202 says was accepted is what the stream holds ---------------------------
+
+_good_labels = st.dictionaries(
+    st.sampled_from(["job", "instance", "le", "a_b"]), st.text(max_size=6), max_size=4
+)
+_inside_the_window = st.floats(min_value=NOW - MAX_AGE + 1, max_value=NOW + MAX_SKEW - 1)
+_good_samples = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["up", "http_requests_total", "ns:sub_total"]),
+        "value": st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False)),
+    },
+    optional={
+        "labels": _good_labels,
+        "kind": st.sampled_from(["sample", "increment"]),
+        "timestamp": _inside_the_window,
+    },
+)
+_good_logs = st.fixed_dictionaries(
+    {"service": st.sampled_from(["api", "checkout"]), "level": st.sampled_from(["info", "ERROR", "Warn"])},
+    optional={
+        "message": st.text(max_size=20),
+        "labels": _good_labels,
+        "timestamp": _inside_the_window,
+    },
+)
+
+
+@pytest.mark.parametrize("path", list(JSON_API))
+@FUZZ
+@given(data=st.data())
+async def test_a_202_accepts_exactly_what_the_stream_holds(
+    server: TestClient, redis: Redis, keys: Keys, path: str, data: st.DataObject
+):
+    body_key = JSON_API[path]
+    items = data.draw(st.lists(_good_samples if body_key == "samples" else _good_logs, max_size=50))
+    stream = keys.metrics if body_key == "samples" else keys.logs
+    before = await redis.xlen(stream)
+    response = await server.post(
+        path, data=orjson.dumps({body_key: items}), headers={"Content-Type": "application/json"}
+    )
+    reply = await response.json()
+    assert response.status == 202, reply
+    assert reply["accepted"] == len(items)
+    if not items:
+        assert await redis.xlen(stream) == before  # nothing to store, no empty entry
+        return
+    [(_, fields)] = await redis.xrevrange(stream, count=1)
+    stored = decode_entry(fields).items
+    assert len(stored) == reply["accepted"]
+    assert [item.get("name", item.get("service")) for item in stored] == [
+        item.get("name", item.get("service")) for item in items
+    ]

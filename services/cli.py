@@ -65,6 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--token", default=None, help="bearer token (default: $TRIPWIRE_INGEST_TOKEN)")
     _rules_parser(sub)
     _routes_parser(sub)
+    config = sub.add_parser("config", help="check tripwire.yml and the files it names (as promtool does)")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="WHAT")
+    check = config_sub.add_parser(
+        "check", help="validate tripwire.yml, its rule files, routing file, scrape jobs and secret files"
+    )
+    check.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        default=os.environ.get("TRIPWIRE_CONFIG"),
+        metavar="FILE",
+        help="tripwire.yml (default: $TRIPWIRE_CONFIG, else built-in defaults)",
+    )
+    check.add_argument(
+        "--syntax-only",
+        action="store_true",
+        help="check tripwire.yml alone: read none of the files it names (rules, routing, secrets)",
+    )
+    check.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="check everything but secrets: no token, password, credentials or TLS file, no secret env var",
+    )
+
     receivers = sub.add_parser("receivers", help="test a receiver of an Alertmanager routing file")
     receivers_sub = receivers.add_subparsers(dest="receivers_command", required=True, metavar="WHAT")
     test = receivers_sub.add_parser(
@@ -200,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(run_rules(args))
     elif args.command == "routes":
         raise SystemExit(run_routes(args))
+    elif args.command == "config":
+        from services.config_check import check_config
+
+        raise SystemExit(
+            check_config(args.file, syntax_only=args.syntax_only, skip_secrets=args.skip_secrets)
+        )
     elif args.command == "receivers":
         from services.notifier.receiver_testing import send_test
 

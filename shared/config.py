@@ -419,10 +419,13 @@ def _refuse_literal_secrets(doc: Document) -> list[ConfigError]:
     return errors
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None, *, read_secrets: bool = True
+) -> Config:
     """Load tripwire.yml (or defaults when `path` is None), apply TRIPWIRE_* overrides, resolve secrets.
 
-    Raises ConfigErrors listing every problem, each with file:line where it came from the file.
+    Raises ConfigErrors listing every problem, each with file:line where it came from the file. With
+    `read_secrets=False` the secret files it names are not read (`tripwire config check --syntax-only`).
     """
     environ = os.environ if environ is None else environ
     if path is None:
@@ -453,7 +456,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise ConfigErrors(errors) from None
     if errors:
         raise ConfigErrors(errors)
-    _resolve_paths_and_secrets(config)
+    _resolve_paths_and_secrets(config, read_secrets)
     return config
 
 
@@ -469,7 +472,7 @@ def _env_name_for(loc: tuple[Any, ...], overrides: dict[str, Any]) -> str | None
     return None
 
 
-def _resolve_paths_and_secrets(config: Config) -> None:
+def _resolve_paths_and_secrets(config: Config, read_secrets: bool = True) -> None:
     if config.alerting.config_file is not None:
         config.alerting.config_file = config.resolve(config.alerting.config_file)
     if config.redis.password_file is not None:
@@ -480,11 +483,12 @@ def _resolve_paths_and_secrets(config: Config) -> None:
         if file_path is not None:
             file_path = config.resolve(file_path)
             setattr(config, file_key, file_path)
-            if getattr(config, key) is None:
+            if read_secrets and getattr(config, key) is None:
                 setattr(config, key, SecretStr(read_secret_file(file_path, file_key)))
     if config.ingest_tokens_file is not None:
         config.ingest_tokens_file = config.resolve(config.ingest_tokens_file)
-        config.ingest_tokens = read_token_file(config.ingest_tokens_file)
+        if read_secrets:
+            config.ingest_tokens = read_token_file(config.ingest_tokens_file)
 
 
 def read_token_file(path: Path) -> dict[str, SecretStr]:

@@ -241,10 +241,7 @@ class Scraper:
         self._parsing: dict[tuple[str, tuple[tuple[str, str], ...]], Future[_Parsed]] = {}
         self.targets: list[Target] = []
         for job in configs:
-            targets, problems = targets_of(job)
-            refused = {id(t): p for t in targets if (p := self._label_problem(t)) is not None}
-            problems += [f"target {t.url}: {refused[id(t)]}" for t in targets if id(t) in refused]
-            targets = [target for target in targets if id(target) not in refused]
+            targets, problems = scrapable_targets(job, self.limits, self.clock.now())
             for problem in problems:
                 log.warning("scrape target skipped: %s", problem, extra={"job": job.job_name})
             self.targets.extend(targets)
@@ -416,7 +413,7 @@ class Scraper:
         state = _tls_files_state(job)
         cached = self._tls.get(job.job_name)
         if cached is None or cached[0] != state:
-            cached = self._tls[job.job_name] = (state, _tls_for(job))
+            cached = self._tls[job.job_name] = (state, tls_context_for(job))
         return cached[1]
 
     async def _fetch(self, target: Target) -> tuple[bytes, str]:
@@ -429,7 +426,7 @@ class Scraper:
             "User-Agent": USER_AGENT,
             "X-Prometheus-Scrape-Timeout-Seconds": f"{target.timeout:g}",
         }
-        if authorization := _authorization(job):
+        if authorization := authorization_for(job):
             headers["Authorization"] = authorization
         session = self._ensure_session()
         try:
@@ -448,26 +445,6 @@ class Scraper:
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ScrapeFailed("connection_error", f"{type(exc).__name__}: {exc}") from None
-
-    def _label_problem(self, target: Target) -> str | None:
-        """Why the stream would refuse the target's own labels (None: it takes them). Such a target could
-        never report even `up`, so it is skipped at start, loudly, as Prometheus refuses a target with an
-        invalid label name (a labelmap result, a value past collector.max_label_value_length, ...)."""
-        report = ScrapeResult(target=target, started_at=self.clock.now())
-        try:
-            validate_items(
-                METRICS,
-                _report(target, report)[:1],
-                report.started_at,
-                1,
-                self.limits.max_age,
-                self.limits.max_skew,
-                limits=self.limits.item_limits,
-            )
-        except Rejected as exc:
-            error = exc.errors[0]
-            return f"its labels are refused: {error.field}: {error.reason}"
-        return None
 
     def _validated(self, items: list[dict[str, Any]], now: float) -> tuple[Accepted | None, int, str | None]:
         """The batch without the items the stream schema refuses: (batch, how many were left out, the first
@@ -575,11 +552,38 @@ async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def scrapable_targets(job: ScrapeConfig, limits: ScrapeLimits, now: float) -> tuple[list[Target], list[str]]:
+    """The job's targets, and why each one left out is left out: discovery and relabeling drop some; a target
+    whose own labels the stream would refuse could never report even `up`, so it is skipped, loudly, as
+    Prometheus refuses a target with an invalid label name (a labelmap result, a value past
+    collector.max_label_value_length, ...)."""
+    targets, problems = targets_of(job)
+    kept: list[Target] = []
+    for target in targets:
+        report = ScrapeResult(target=target, started_at=now)
+        try:
+            validate_items(
+                METRICS,
+                _report(target, report)[:1],
+                now,
+                1,
+                limits.max_age,
+                limits.max_skew,
+                limits=limits.item_limits,
+            )
+        except Rejected as exc:
+            error = exc.errors[0]
+            problems.append(f"target {target.url}: its labels are refused: {error.field}: {error.reason}")
+        else:
+            kept.append(target)
+    return kept, problems
+
+
 def _too_large(limit: int) -> str:
     return f"body size limit exceeded: the response is larger than {limit} bytes (body_size_limit)"
 
 
-def _authorization(job: ScrapeConfig) -> str | None:
+def authorization_for(job: ScrapeConfig) -> str | None:
     """The Authorization header, its secret read from its file now (files can be rotated between scrapes)."""
     try:
         if job.authorization is not None and job.authorization.credentials_file is not None:
@@ -618,7 +622,7 @@ def _tls_files_state(job: ScrapeConfig) -> object:
     return tuple(state)
 
 
-def _tls_for(job: ScrapeConfig) -> ssl.SSLContext | bool | ScrapeFailed:
+def tls_context_for(job: ScrapeConfig) -> ssl.SSLContext | bool | ScrapeFailed:
     """The `ssl` argument for aiohttp: True (verify with the system CAs) unless tls_config says otherwise; a
     tls_config whose files cannot be loaded fails every scrape of the job with the reason."""
     tls = job.tls_config

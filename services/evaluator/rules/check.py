@@ -67,7 +67,8 @@ def _duplicates_message(duplicates: list[Duplicate]) -> str:
     return "\n".join(lines)
 
 
-def _report(out: TextIO, err: TextIO, header: str, lines: list[str]) -> None:
+def report(out: TextIO, err: TextIO, header: str, lines: list[str]) -> None:
+    """A section header and its lines on stderr, after what stdout holds so far (FAILED, WARNING)."""
     out.flush()  # keep the report in order when both streams go to one terminal
     print(header, file=err)
     for line in lines:
@@ -89,13 +90,13 @@ def check_file(
     try:
         groups = load_rule_files([path], _DEFAULT_INTERVAL)
     except ConfigErrors as exc:
-        _report(out, err, "  FAILED:", [str(error) for error in exc.errors])
+        report(out, err, "  FAILED:", [str(error) for error in exc.errors])
         groups = None
     except ConfigError as exc:
-        _report(out, err, "  FAILED:", [str(exc)])
+        report(out, err, "  FAILED:", [str(exc)])
         groups = None
     except Exception as exc:  # a loader bug must still name the file, never print a traceback
-        _report(
+        report(
             out, err, "  FAILED:", [f"{path}: unexpected error while loading: {type(exc).__name__}: {exc}"]
         )
         groups = None
@@ -105,11 +106,11 @@ def check_file(
     count = sum(len(group.rules) for group in groups)
     duplicates = find_duplicates(groups) if lint in (LINT_DUPLICATE_RULES, LINT_ALL) else []
     if duplicates and lint_fatal:
-        _report(out, err, "  FAILED:", [f"lint error: {_duplicates_message(duplicates)}"])
+        report(out, err, "  FAILED:", [f"lint error: {_duplicates_message(duplicates)}"])
         print(file=out)
         return LINT_EXIT
     if duplicates:
-        _report(out, err, f"  WARNING: {_duplicates_message(duplicates)}", [])
+        report(out, err, f"  WARNING: {_duplicates_message(duplicates)}", [])
     print(f"  SUCCESS: {count} rules found", file=out)
     print(file=out)
     return SUCCESS_EXIT

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
-    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -53,14 +53,16 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-def _listen(value: str) -> str:
+def _listen(value: object) -> str:
+    if not isinstance(value, str):  # `listen: 9400` is an int to YAML: say what to write, not "a string"
+        raise ValueError(f"listen address {value!r} must be a host:port string (e.g. 0.0.0.0:9400)")
     _host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"listen address {value!r} must be host:port (e.g. 0.0.0.0:9400)")
     return value
 
 
-ListenAddress = Annotated[str, AfterValidator(_listen)]
+ListenAddress = Annotated[str, BeforeValidator(_listen)]
 
 
 class GlobalConfig(Section):
@@ -330,21 +332,29 @@ def read_secret_file(path: Path, key: str) -> str:
 def _env_value(raw: str, annotation: Any) -> Any:
     """An environment string as the field wants it: lists and maps as JSON (lists also comma-separated)."""
     text = raw.strip()
+    origin = getattr(annotation, "__origin__", None)
     if text.startswith(("[", "{")):
         try:
             return orjson.loads(text)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if origin is list:  # said plainly: pydantic would only say "should be a valid list"
+                raise ValueError(
+                    f"not valid JSON ({exc}); write a JSON list or comma-separated values"
+                ) from None
+            if origin is dict:
+                raise ValueError(f"not valid JSON ({exc}); write a JSON object") from None
             return raw
-    origin = getattr(annotation, "__origin__", None)
     if origin is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     return raw
 
 
-def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """Config overrides from TRIPWIRE_* variables, and the names of variables that match no key."""
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str], list[ConfigError]]:
+    """Config overrides from TRIPWIRE_* variables, the names of variables that match no key, and the values
+    that cannot be read."""
     overrides: dict[str, Any] = {}
     unknown: list[str] = []
+    errors: list[ConfigError] = []
     sections = {
         (field.alias or name): field.annotation
         for name, field in Config.model_fields.items()
@@ -363,18 +373,21 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str
         key = env_name.removeprefix(ENV_PREFIX).lower()
         if key == "redis_password":
             continue  # read lazily by Config.redis_password, never stored in the model
-        if key in top_level:
-            overrides[key] = _env_value(raw, top_level[key])
-            continue
-        for section, model in sections.items():
-            field_name = key.removeprefix(section + "_")
-            if key.startswith(section + "_") and field_name in model.model_fields:
-                annotation = model.model_fields[field_name].annotation
-                overrides.setdefault(section, {})[field_name] = _env_value(raw, annotation)
-                break
-        else:
-            unknown.append(env_name)
-    return overrides, unknown
+        try:
+            if key in top_level:
+                overrides[key] = _env_value(raw, top_level[key])
+                continue
+            for section, model in sections.items():
+                field_name = key.removeprefix(section + "_")
+                if key.startswith(section + "_") and field_name in model.model_fields:
+                    annotation = model.model_fields[field_name].annotation
+                    overrides.setdefault(section, {})[field_name] = _env_value(raw, annotation)
+                    break
+            else:
+                unknown.append(env_name)
+        except ValueError as exc:
+            errors.append(ConfigError(f"{env_name}: {exc}"))
+    return overrides, unknown, errors
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -438,8 +451,8 @@ def load_config(
             doc.data = {}
         if not isinstance(doc.data, dict):
             raise ConfigErrors([doc.error((), "config file must be a YAML mapping")])
-    errors = _refuse_literal_secrets(doc)
-    overrides, unknown = _env_overrides(environ)
+    overrides, unknown, errors = _env_overrides(environ)
+    errors[:0] = _refuse_literal_secrets(doc)
     for name in unknown:
         log.warning("ignoring unknown environment variable %s (no such config key)", name)
     merged = _merge(doc.data, overrides)

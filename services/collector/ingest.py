@@ -559,8 +559,20 @@ def _out_of_window(ts: float, now: float, max_age: float, max_skew: float) -> st
         )
     return (
         f"timestamp is {_past(ts - now, max_skew)}s in the future; the limit is {_seconds(max_skew)}s "
-        "(collector.max_skew)"
+        f"(collector.max_skew){_unit_hint(ts, now, max_age, max_skew)}"
     )
+
+
+# JavaScript's Date.now(), Java's currentTimeMillis(), Go's UnixNano(): how senders usually get this wrong.
+_FINER_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
+
+
+def _unit_hint(ts: float, now: float, max_age: float, max_skew: float) -> str:
+    """A hint when a timestamp far in the future would be in the window read in a finer unit than seconds."""
+    for unit, per_second in _FINER_UNITS:
+        if now - max_age <= ts / per_second <= now + max_skew:
+            return f"; it looks like Unix {unit}: send seconds (fractions allowed) or RFC 3339"
+    return ""
 
 
 def _seconds(seconds: float) -> str:

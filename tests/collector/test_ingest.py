@@ -145,6 +145,9 @@ def test_log_labels_may_not_shadow_service_or_level():
         # Just past the limit: rounding said "3600s in the past; the limit is 3600s".
         (NOW - 3600.4, "timestamp is 3600.400s in the past; the limit is 3600s"),
         (NOW + 600.0004, "timestamp is 600.000"),  # a float's own digits, whatever they are, past 600
+        (int(NOW * 1e3) - 5, "(collector.max_skew); it looks like Unix milliseconds: send seconds"),
+        (int(NOW * 1e6), "(collector.max_skew); it looks like Unix microseconds: send seconds"),
+        (int(NOW * 1e9), "(collector.max_skew); it looks like Unix nanoseconds: send seconds"),
     ],
 )
 def test_timestamps_outside_the_window_are_rejected_per_item(ts: object, reason: str):
@@ -153,6 +156,13 @@ def test_timestamps_outside_the_window_are_rejected_per_item(ts: object, reason:
         parse_body(METRICS, body(samples=[good, {"name": "x", "value": 1, "timestamp": ts}]), NOW, 10)
     (error,) = caught.value.errors
     assert error.index == 1 and error.field == "timestamp" and reason in error.reason
+
+
+@pytest.mark.parametrize("ts", [1e300, NOW + 601, (NOW - 3601) * 1e3, (NOW + 601) * 1e3, NOW * 1e12])
+def test_only_a_timestamp_that_would_fit_in_a_finer_unit_gets_the_unit_hint(ts: float):
+    with pytest.raises(Rejected) as caught:
+        parse_body(METRICS, body(samples=[{"name": "x", "value": 1, "timestamp": ts}]), NOW, 10)
+    assert "looks like" not in caught.value.errors[0].reason
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,30 @@ def test_a_log_metric_defined_twice_is_an_error(tmp_path: Path):
     path = write(tmp_path, "log_metrics:\n  - name: a_total\n  - name: a_total\n")
     with pytest.raises(ConfigErrors, match="define a_total more than once"):
         load_config(path, environ={})
+
+
+def test_a_listen_port_without_a_host_says_what_to_write(tmp_path: Path):
+    path = write(tmp_path, "collector:\n  listen: 9400\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(path, environ={})
+    assert [str(e) for e in exc.value.errors] == [
+        f"{path}:2:3: collector.listen: listen address 9400 must be a host:port string (e.g. 0.0.0.0:9400)"
+    ]
+
+
+def test_a_list_or_map_variable_that_is_broken_json_says_so():
+    with pytest.raises(ConfigErrors) as exc:
+        load_config(
+            None,
+            environ={
+                "TRIPWIRE_RULE_FILES": '["a.yml",',
+                "TRIPWIRE_GLOBAL_EXTERNAL_LABELS": "{env: prod}",
+                "TRIPWIRE_COLLECTOR_MAX_ITEMS": "50",
+            },
+        )
+    messages = [str(e) for e in exc.value.errors]
+    assert len(messages) == 2
+    assert messages[0].startswith("TRIPWIRE_GLOBAL_EXTERNAL_LABELS: not valid JSON (")
+    assert messages[0].endswith("); write a JSON object")
+    assert messages[1].startswith("TRIPWIRE_RULE_FILES: not valid JSON (")
+    assert messages[1].endswith("); write a JSON list or comma-separated values")

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -300,13 +300,15 @@ class LogEvent(BaseModel):
     labels: Labels = Field(default_factory=dict)
     timestamp: Timestamp = None
 
-    @model_validator(mode="after")
-    def _no_label_clash(self) -> LogEvent:
-        clash = {"service", "level"} & self.labels.keys()
+    @field_validator("labels")
+    @classmethod
+    def _no_label_clash(cls, labels: dict[str, str]) -> dict[str, str]:
+        # On the field, not the model, so that an ingest error names `labels` as its field.
+        clash = {"service", "level"} & labels.keys()
         if clash:
             raise PydanticCustomError(
                 "label_clash",
                 "labels must not repeat the event's own fields: {names}",
                 {"names": ", ".join(sorted(clash))},
             )
-        return self
+        return labels

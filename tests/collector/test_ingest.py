@@ -131,8 +131,9 @@ def test_log_events_are_normalised():
 def test_log_labels_may_not_shadow_service_or_level():
     with pytest.raises(Rejected) as caught:
         parse_body(LOGS, body(logs=[{"service": "a", "level": "info", "labels": {"level": "x"}}]), NOW, 10)
-    assert caught.value.errors[0].index == 0
-    assert "level" in caught.value.errors[0].reason
+    (error,) = caught.value.errors
+    assert (error.index, error.field) == (0, "labels")  # was "": the check ran on the model, not the field
+    assert error.reason == "labels must not repeat the event's own fields: level"
 
 
 @pytest.mark.parametrize(

@@ -677,3 +677,20 @@ def test_a_503s_retry_after_rounds_up_and_the_setting_must_be_finite(tmp_path):
     (tmp_path / "tripwire.yml").write_text("collector:\n  retry_after: .inf\n")
     with pytest.raises(ConfigErrors, match="duration must be finite"):
         load_config(tmp_path / "tripwire.yml", environ={})
+
+
+async def test_a_body_and_id_stored_by_otlp_and_sent_to_the_json_api_is_refused_not_a_500(
+    make_config, clock: FakeClock, redis: Redis, keys: Keys
+):
+    # Both endpoints write one stream under one request key: the JSON API read an OTLP record's answer as its
+    # own and failed with KeyError 'accepted' (a 500). The body is not JSON API input: it is refused.
+    point = {"asInt": "1", "timeUnixNano": str(int(NOW * 1e9))}
+    metric = {"name": "jobs", "gauge": {"dataPoints": [point]}}
+    otlp = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]}
+    async for client in _serve(make_config(), clock):
+        headers = {"X-Request-Id": "same-1"}
+        first = await client.post("/v1/metrics", json=otlp, headers=headers)
+        assert first.status == 200
+        again = await client.post("/api/v1/metrics", json=otlp, headers=headers)
+        assert again.status == 400, await again.text()
+        assert await redis.xlen(keys.metrics) == 1

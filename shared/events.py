@@ -103,6 +103,16 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
 
 
+def _valid_at_59(value: str) -> bool:
+    """Whether a timestamp with seconds `:60` is a real date and time apart from the leap second: an
+    impossible date (February 30th) is not RFC 3339, whatever its seconds say."""
+    try:
+        datetime.fromisoformat((value[:17] + "59" + value[19:]).upper())
+    except ValueError:
+        return False
+    return True
+
+
 def _timestamp(value: Any) -> float | None:
     """Unix seconds (a JSON number) or an RFC 3339 string with a time zone, as Unix seconds."""
     if value is None:
@@ -126,7 +136,7 @@ def _timestamp(value: Any) -> float | None:
             parsed = datetime.fromisoformat(value.upper()) if form is not None else None
         except ValueError:  # the right shape, but no such date or time (month 13)
             parsed = None
-        if parsed is None and form is not None and value[17:19] == "60":
+        if parsed is None and form is not None and value[17:19] == "60" and _valid_at_59(value):
             # RFC 3339 allows it; Prometheus (Go's time.Parse) and Python do not, so neither do we.
             raise PydanticCustomError(
                 "timestamp",

@@ -178,6 +178,8 @@ def test_only_a_timestamp_that_would_fit_in_a_finer_unit_gets_the_unit_hint(ts: 
         ("2025-13-22T08:26:40Z", "is not RFC 3339"),  # no such month
         ("2016-12-31T23:59:60Z", "is a leap second (:60), which is not taken"),  # RFC 3339 allows it; Go not
         ("2025-11-22T08:26:61Z", "is not RFC 3339"),
+        ("2016-02-30T23:59:60Z", "is not RFC 3339"),  # not a leap second: there is no February 30th
+        ("2016-12-31T24:59:60Z", "is not RFC 3339"),
         ("2025-11-22T08:26:40", "has no time zone"),
     ],
 )

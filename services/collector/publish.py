@@ -152,14 +152,24 @@ class Publisher:
         stored."""
         if idempotency_key is None:
             return None
+        # One of the appends' slots, and no longer than they wait for one: refused requests must not pile up
+        # on a stalled Redis, past max_in_flight, while appends are being turned away.
         try:
-            stored = await recall_batch(self.redis, stream, idempotency_key)
-        except RedisError as exc:
+            async with asyncio.timeout(self.queue_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            return None
+        try:
+            async with asyncio.timeout(self.queue_wait):
+                stored = await recall_batch(self.redis, stream, idempotency_key)
+        except (TimeoutError, RedisError) as exc:
             log.warning(
                 "redis unavailable; could not check for an earlier attempt of a refused request",
-                extra={"error": str(exc), "stream": stream},
+                extra={"error": str(exc) or type(exc).__name__, "stream": stream},
             )
             return None
+        finally:
+            self._slots.release()
         if stored is None or not stored.answer:  # no answer: a record from before answers were kept
             return None
         self.metrics.replays.labels(kind).inc()

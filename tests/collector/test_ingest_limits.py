@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
@@ -694,3 +695,20 @@ async def test_a_body_and_id_stored_by_otlp_and_sent_to_the_json_api_is_refused_
         again = await client.post("/api/v1/metrics", json=otlp, headers=headers)
         assert again.status == 400, await again.text()
         assert await redis.xlen(keys.metrics) == 1
+
+
+async def test_the_replay_lookup_of_a_refused_request_waits_for_a_slot_no_longer_than_appends_do(
+    redis: Redis, keys: Keys
+):
+    # The lookup took no max_in_flight slot: with Redis stalled, refused requests piled up past the limit,
+    # each waiting out the socket timeout. Now it queues as appends do, gives up as they do, frees its slot.
+    from services.collector.publish import Publisher
+
+    publisher = Publisher(redis, 1000, retry_after=1.0, max_in_flight=1, queue_wait=0.05)
+    await publisher.publish(keys.metrics, "metrics", b"[]", "r-1", idempotency_key="k", answer=b"{}")
+    await publisher._slots.acquire()  # every slot busy
+    assert await asyncio.wait_for(publisher.recall(keys.metrics, "metrics", "k"), 5) is None
+    publisher._slots.release()
+    stored = await publisher.recall(keys.metrics, "metrics", "k")
+    assert stored is not None and stored.answer == b"{}"
+    assert await asyncio.wait_for(publisher.recall(keys.metrics, "metrics", "k"), 5) is not None  # released

@@ -36,7 +36,7 @@ from services.collector.scrape import (
     with_resolved_paths,
 )
 from services.evaluator.rules.check import FAILURE_EXIT, SUCCESS_EXIT, check_file, report
-from shared.config import Config, load_config, rule_file_paths
+from shared.config import Config, load_config, rule_file_matches, rule_file_paths
 from shared.yamlfile import ConfigError, ConfigErrors
 
 
@@ -146,25 +146,24 @@ def check_config(
         report(out, err, "  FAILED:", problems)
         print(file=out)
         return FAILURE_EXIT
-    failed = False
-    if not syntax_only:
-        targets, problems = scrape_problems(config, secrets=not skip_secrets)
-        if not skip_secrets:
-            problems += _file_problems(config)
-        if problems:
-            report(out, err, "  FAILED:", problems)
-            print(file=out)
-            return _check_named_files(config, skip_secrets, out, err, failed=True)
+    if syntax_only:
+        print(f" SUCCESS: {name} is valid tripwire config file syntax", file=out)
+        print(file=out)
+        return SUCCESS_EXIT
+    targets, problems = scrape_problems(config, secrets=not skip_secrets)
+    if not skip_secrets:
+        problems += _file_problems(config)
+    if problems:
+        report(out, err, "  FAILED:", problems)
+    else:
         for pattern in config.rule_files:
-            if not rule_file_paths(config.model_copy(update={"rule_files": [pattern]})):
+            if not rule_file_matches(config, pattern):
                 print(f"  WARNING: rule_files pattern {pattern!r} matches no file", file=out)
         print(f"  SUCCESS: {len(rule_file_paths(config))} rule files found", file=out)
         print(f"  SUCCESS: {targets} scrape targets in {len(config.scrape_configs)} jobs", file=out)
-    print(f" SUCCESS: {name} is valid tripwire config file syntax", file=out)
+        print(f" SUCCESS: {name} is valid tripwire config file syntax", file=out)
     print(file=out)
-    if syntax_only:
-        return SUCCESS_EXIT
-    return _check_named_files(config, skip_secrets, out, err, failed)
+    return _check_named_files(config, skip_secrets, out, err, failed=bool(problems))
 
 
 def _check_named_files(config: Config, skip_secrets: bool, out: TextIO, err: TextIO, failed: bool) -> int:

@@ -535,15 +535,18 @@ def ingest_credentials(config: Config) -> dict[str, SecretStr]:
     return tokens
 
 
+def rule_file_matches(config: Config, pattern: str) -> list[Path]:
+    """The files one `rule_files` glob names, relative to the config file, sorted."""
+    p = Path(pattern)
+    if p.is_absolute():
+        return sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+    return sorted(config.base_dir.glob(pattern))
+
+
 def rule_file_paths(config: Config) -> list[Path]:
     """Rule files named by `rule_files` globs, relative to the config file, sorted and de-duplicated."""
     found: dict[Path, None] = {}
     for pattern in config.rule_files:
-        p = Path(pattern)
-        if p.is_absolute():
-            matches = sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
-        else:
-            matches = sorted(config.base_dir.glob(pattern))
-        for match in matches:
+        for match in rule_file_matches(config, pattern):
             found.setdefault(match.resolve(), None)
     return list(found)

@@ -100,10 +100,7 @@ class Publisher:
         `idempotency_key` (the caller's X-Request-Id, scoped to its sender and body), a retry of a request
         whose answer was lost (a timeout after Redis wrote it) gets the same entry, not a second one, and the
         `answer` the first request kept with it (its counts, say): the retry is answered as the first was."""
-        try:
-            async with asyncio.timeout(self.queue_wait):
-                await self._slots.acquire()
-        except TimeoutError:
+        if not await self._take_slot():
             self.metrics.refusals.labels(kind, "queue_full").inc()
             raise Unavailable(
                 "events were not stored: redis is slow (too many appends waiting)", self.retry_after
@@ -144,6 +141,16 @@ class Publisher:
             self.metrics.in_flight.dec()
             self._slots.release()
 
+    async def _take_slot(self) -> bool:
+        """One of the max_in_flight slots, waiting at most queue_wait; False if none came free (the caller
+        releases a slot it got)."""
+        try:
+            async with asyncio.timeout(self.queue_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        return True
+
     async def recall(self, stream: str, kind: str, idempotency_key: str | None) -> Published | None:
         """The batch a request with this key stored, if it is still remembered; None otherwise, and when Redis
         cannot say. For a request about to be refused for what time did to it (a timestamp that aged past
@@ -154,10 +161,7 @@ class Publisher:
             return None
         # One of the appends' slots, and no longer than they wait for one: refused requests must not pile up
         # on a stalled Redis, past max_in_flight, while appends are being turned away.
-        try:
-            async with asyncio.timeout(self.queue_wait):
-                await self._slots.acquire()
-        except TimeoutError:
+        if not await self._take_slot():
             return None
         try:
             async with asyncio.timeout(self.queue_wait):

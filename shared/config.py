@@ -130,6 +130,12 @@ class CollectorConfig(Section):
         default=0.0, ge=0, description="requests per second per ingest token (or client address); 0: off"
     )
     rate_limit_burst: int = Field(default=100, ge=1)
+    otlp_max_samples: int = Field(
+        default=200_000,
+        ge=1,
+        description="samples one OTLP metrics request may map to (a histogram point is one per bucket plus "
+        "_sum and _count); max_items counts its data points, as OTLP exporters batch them",
+    )
     otlp_metric_suffixes: bool = Field(
         default=True,
         description="OTLP metric names get their unit and type suffixes (http_server_duration_seconds, "

@@ -236,14 +236,25 @@ class _Receiver:
     def _process(self, body: bytes, encoding: str, signal: _Signal, now: float) -> _Outcome:
         """Decode, map and validate one request (runs in a worker thread)."""
         message = _decode(body, encoding, signal)
-        estimate = _items_in(message, signal.name)
-        if estimate > self.config.max_items:
+        points, samples = _size_of(message, signal.name)
+        # OTLP exporters batch by data point or log record (max_export_batch_size), a histogram point being
+        # one: max_items counts those. What a request expands to is bounded too, as a small body can describe
+        # millions of items (empty log records, histograms with huge bucket lists).
+        if points > self.config.max_items:
             raise _Refused(
                 413,
                 RESOURCE_EXHAUSTED,
-                f"request maps to {estimate} {signal.spec.noun} or more (a histogram point is one per bucket "
-                f"plus _sum and _count); the limit is {self.config.max_items} per request "
-                "(collector.max_items): send smaller batches (e.g. the exporter's max_export_batch_size)",
+                f"request carries {points} {signal.noun}; the limit is {self.config.max_items} per request "
+                "(collector.max_items): send smaller batches (the exporter's max_export_batch_size)",
+            )
+        max_samples = self._max_samples(signal)
+        if samples > max_samples:
+            raise _Refused(
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request maps to {samples} {signal.spec.noun} or more (a histogram point is one per bucket "
+                f"plus _sum and _count); the limit is {max_samples} per request "
+                "(collector.otlp_max_samples): send smaller batches (the exporter's max_export_batch_size)",
             )
         if encoding == PROTOBUF and signal.protobuf_type is not signal.request_type:
             # Read again, now that the real schema has accepted it and it is not too big, through the type
@@ -252,16 +263,20 @@ class _Receiver:
             message = signal.protobuf_type.FromString(body)
         mapping = signal.mapper(message, now, self.limits, self.options)
         total = sum(len(point.items) for point in mapping.points)
-        if total > self.config.max_items:
+        if total > max_samples:
             raise _Refused(
                 413,
                 RESOURCE_EXHAUSTED,
-                f"request maps to {total} {signal.spec.noun}; the limit is {self.config.max_items} per "
-                "request (collector.max_items): send smaller batches",
+                f"request maps to {total} {signal.spec.noun}; the limit is {max_samples} per request "
+                "(collector.otlp_max_samples): send smaller batches",
             )
-        outcome = _validate(signal.spec, mapping, now, self.config, self.limits)
+        outcome = _validate(signal.spec, mapping, now, self.config, self.limits, max_samples)
         outcome.skipped = mapping.skipped
         return outcome
+
+    def _max_samples(self, signal: _Signal) -> int:
+        """The most items one request of this signal may map to: a log record is one item, so max_items."""
+        return self.config.max_items if signal.name == "logs" else self.config.otlp_max_samples
 
     def handler(self, signal: _Signal) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
@@ -441,29 +456,39 @@ class _Outcome:
     skipped: int = 0  # points with no recorded value: neither stored nor rejected
 
 
-def _items_in(message: ProtoMessage, signal_name: str) -> int:
-    """How many stream items a request will map to at least, counted on the decoded message before any
-    mapping (a small body can describe millions: empty log records, histograms with huge bucket lists)."""
-    total = 0
+def _size_of(message: ProtoMessage, signal_name: str) -> tuple[int, int]:
+    """A request's data points (or log records), and how many stream items they will map to at least,
+    counted on the decoded message before any mapping."""
     if signal_name == "logs":
+        records = 0
         for resource in message.resource_logs:  # type: ignore[attr-defined]
-            total += sum(len(scope.log_records) for scope in resource.scope_logs)
-        return total
+            records += sum(len(scope.log_records) for scope in resource.scope_logs)
+        return records, records
+    points = samples = 0
     for resource in message.resource_metrics:  # type: ignore[attr-defined]
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 kind = metric.WhichOneof("data")
+                if kind is None:
+                    continue
+                data_points = getattr(metric, kind).data_points
+                points += len(data_points)
                 if kind == "histogram":
-                    total += sum(histogram_items(p) for p in metric.histogram.data_points)
+                    samples += sum(histogram_items(p) for p in data_points)
                 elif kind == "summary":
-                    total += sum(len(p.quantile_values) + 2 for p in metric.summary.data_points)
-                elif kind is not None:
-                    total += len(getattr(metric, kind).data_points)
-    return total
+                    samples += sum(len(p.quantile_values) + 2 for p in data_points)
+                else:
+                    samples += len(data_points)
+    return points, samples
 
 
 def _validate(
-    spec: IngestKind, mapping: Mapping, now: float, config: CollectorConfig, limits: IngestLimits
+    spec: IngestKind,
+    mapping: Mapping,
+    now: float,
+    config: CollectorConfig,
+    limits: IngestLimits,
+    max_samples: int,
 ) -> _Outcome:
     """Validate the mapped items as the JSON API does, but drop the points of invalid items (each point
     whole) and keep the rest. validate_items reports every bad item of a pass (up to its listing limit): drop
@@ -480,7 +505,7 @@ def _validate(
             owners.extend([index] * len(point.items))
         try:
             accepted = validate_items(
-                spec, items, now, config.max_items, config.max_age, config.max_skew, limits=limits
+                spec, items, now, max_samples, config.max_age, config.max_skew, limits=limits
             )
         except Rejected as exc:
             if exc.status != 400 or not exc.errors or any(e.index is None for e in exc.errors):

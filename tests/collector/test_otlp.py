@@ -597,7 +597,7 @@ async def test_empty_request_is_success(faked: Collector, redis: Redis, keys: Ke
 
 
 async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis, keys: Keys):
-    config = make_config(collector={"max_body_bytes": 2048, "max_items": 4})
+    config = make_config(collector={"max_body_bytes": 2048, "max_items": 4, "otlp_max_samples": 4})
     async with running(config, FakeClock(NOW)) as c:
         big = logs_request(*(record("x" * 100) for _ in range(40)))
         response = await post_proto(c, "/v1/logs", big)
@@ -621,13 +621,48 @@ async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis
         )
         response = await post_proto(c, "/v1/metrics", metrics_request(histogram))
         assert response.status == 413
-        assert "request maps to 5 samples" in status_of(await response.read())[0].message
+        message = status_of(await response.read())[0].message
+        assert "request maps to 5 samples" in message and "collector.otlp_max_samples" in message
+        # Data points are what max_items counts, a histogram point being one.
+        response = await post_proto(c, "/v1/metrics", metrics_request(gauge("up", *[point(1)] * 5)))
+        assert response.status == 413
+        message = status_of(await response.read())[0].message
+        assert "request carries 5 data points; the limit is 4" in message
+        assert "max_export_batch_size" in message
         # Malformed and too big: malformed first, as the body is parsed before it is counted.
         response = await c.client.post(
             "/v1/metrics", data=_with_bad_attribute(metrics_request(histogram), metric=0), headers=PROTOBUF
         )
         assert response.status == 400
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
+
+
+async def test_a_batch_of_default_bucket_histograms_is_not_refused_for_its_buckets(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    # max_items counted expanded items: 600 points of the SDKs' default 16 buckets (10,800 items) got a 413,
+    # which exporters never retry, so a service with 600 latency series lost every export.
+    bounds = [0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000]
+    points = [
+        HistogramDataPoint(
+            time_unix_nano=NOW_NS,
+            count=16,
+            sum=3.0,
+            bucket_counts=[1] * 16,
+            explicit_bounds=bounds,
+            attributes=attrs(route=f"/r{i}"),
+        )
+        for i in range(600)
+    ]
+    histogram = Metric(
+        name="latency", histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=points)
+    )
+    response = await post_proto(faked, "/v1/metrics", metrics_request(histogram))
+    assert response.status == 200, status_of(await response.read())[0].message
+    assert ExportMetricsServiceResponse.FromString(await response.read()) == ExportMetricsServiceResponse()
+    stored = await stream_items(redis, keys.metrics)
+    assert len(named(stored, "latency_bucket")) == 600 * 16
+    assert len(named(stored, "latency_count")) == 600
 
 
 @pytest.mark.parametrize(
@@ -1034,5 +1069,5 @@ async def test_a_small_body_describing_many_items_is_refused_before_it_is_expand
             "/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"}
         )
         assert response.status == 413
-        assert "200000 log events or more" in status_of(await response.read())[0].message
+        assert "request carries 200000 log records" in status_of(await response.read())[0].message
     await service.redis.aclose()

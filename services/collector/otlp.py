@@ -60,6 +60,7 @@ from services.collector.otlp_metrics import (
     OtlpOptions,
     histogram_items,
     map_metrics,
+    summary_items,
 )
 from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import (
@@ -476,7 +477,7 @@ def _size_of(message: ProtoMessage, signal_name: str) -> tuple[int, int]:
                 if kind == "histogram":
                     samples += sum(histogram_items(p) for p in data_points)
                 elif kind == "summary":
-                    samples += sum(len(p.quantile_values) + 2 for p in data_points)
+                    samples += sum(summary_items(p) for p in data_points)
                 else:
                     samples += len(data_points)
     return points, samples

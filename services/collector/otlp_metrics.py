@@ -21,7 +21,8 @@ to Prometheus"). What we do, section by section:
 - Histogram: `_bucket{le=...}` (cumulative over `le`, then `+Inf` = count), `_sum` (when set), `_count`; as
   samples when cumulative, as increments of the same series when delta (the spec's "aggregate delta into
   cumulative", done by the evaluator).
-- Summary: `{quantile=...}` samples plus `_sum` and `_count`.
+- Summary: `{quantile=...}` samples plus `_sum` and `_count`; a quantile without a finite value (NaN, from an
+  idle window) is dropped with a warning, the rest of the point kept.
 - Exponential histogram: rejected with a reason (its cumulative form maps to a native histogram, which
   tripwire does not store).
 - Points flagged NO_RECORDED_VALUE (a staleness signal we cannot represent) are skipped, not rejected.
@@ -50,6 +51,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     HistogramDataPoint,
     Metric,
     NumberDataPoint,
+    SummaryDataPoint,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -636,27 +638,50 @@ def _map_metric(
             _map_histogram(point, base, kind, series, now, resource, f"{label} point {index}", out)
     elif data_type == "summary":
         for index, point in enumerate(points):
-            where = f"{label} point {index}"
-            if point.flags & NO_RECORDED_VALUE:
-                out.skipped += 1
-                continue
-            labels, problem = series.labels(point.attributes, ("quantile",))
-            if problem:
-                out.reject(where, problem)
-                continue
-            ts = timestamp(point.time_unix_nano, now)
-            items = [
-                _item(base, {**labels, "quantile": format_float(q.quantile)}, q.value, "sample", ts)
-                for q in sorted(point.quantile_values, key=lambda q: q.quantile)
-            ]
-            items.append(_item(base + "_sum", labels, point.sum, "sample", ts))
-            items.append(_item(base + "_count", labels, float(point.count), "sample", ts))
-            out.points.append(MappedPoint(items, where, resource))
+            _map_summary(point, base, series, now, resource, f"{label} point {index}", out)
     else:  # a data type newer than this code
         out.reject(label, f"metric type {data_type!r} is not supported", len(points))
 
 
+SUMMARY_NAN_WARNING = (
+    "summary quantiles without a finite value (NaN: no observations in the window) were dropped; the "
+    "points' _sum and _count were kept"
+)
 _LONGEST_SUFFIX = {"histogram": "_bucket", "summary": "_count"}
+
+
+def _map_summary(
+    point: SummaryDataPoint, base: str, series: _Series, now: float, resource: int, where: str, out: Mapping
+) -> None:
+    if point.flags & NO_RECORDED_VALUE:
+        out.skipped += 1
+        return
+    labels, problem = series.labels(point.attributes, ("quantile",))
+    if problem:
+        out.reject(where, problem)
+        return
+    ts = timestamp(point.time_unix_nano, now)
+    quantiles = sorted(point.quantile_values, key=lambda q: q.quantile)
+    items = [
+        _item(base, {**labels, "quantile": format_float(q.quantile)}, q.value, "sample", ts)
+        for q in quantiles
+        if math.isfinite(q.value)
+    ]
+    if len(items) < len(quantiles):
+        # A summary over an idle window has NaN quantiles and a real _sum and _count; the stream carries
+        # finite values only, and the rest of the point is still worth keeping.
+        out.warn(SUMMARY_NAN_WARNING)
+    items.append(_item(base + "_sum", labels, point.sum, "sample", ts))
+    items.append(_item(base + "_count", labels, float(point.count), "sample", ts))
+    out.points.append(MappedPoint(items, where, resource))
+
+
+def summary_items(point: SummaryDataPoint) -> int:
+    """How many items a summary point maps to: its quantiles with a finite value, `_sum` and `_count` (as
+    `histogram_items`, before mapping)."""
+    if point.flags & NO_RECORDED_VALUE:
+        return 0
+    return sum(1 for q in point.quantile_values if math.isfinite(q.value)) + 2
 
 
 def histogram_items(point: HistogramDataPoint) -> int:

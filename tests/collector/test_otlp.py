@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ from services.collector.otlp_metrics import (
     histogram_items,
     map_metrics,
     metric_name,
+    summary_items,
 )
 from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import Publisher
@@ -947,6 +949,40 @@ def test_unmappable_points_are_rejected_or_skipped_with_reasons():
     assert "cannot decrease" in reasons["metric 'decreasing' point 0"]
     assert "unspecified" in reasons["metric 'unspecified'"]
     assert reasons["metric 'empty' point 0"] == "data point has no value"
+
+
+async def test_a_summary_with_nan_quantiles_keeps_its_sum_and_count(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    # A summary over an idle sliding window has NaN quantiles: the whole point was rejected, its real _sum
+    # and _count with it.
+    idle = [
+        SummaryDataPoint.ValueAtQuantile(quantile=0.5, value=math.nan),
+        SummaryDataPoint.ValueAtQuantile(quantile=0.9, value=0.25),
+        SummaryDataPoint.ValueAtQuantile(quantile=0.99, value=math.inf),
+    ]
+    summary = Metric(
+        name="rpc_latency",
+        summary=Summary(
+            data_points=[SummaryDataPoint(time_unix_nano=NOW_NS, count=7, sum=1.5, quantile_values=idle)]
+        ),
+    )
+    response = await post_proto(faked, "/v1/metrics", metrics_request(summary))
+    assert response.status == 200
+    answer = ExportMetricsServiceResponse.FromString(await response.read())
+    assert answer.partial_success.rejected_data_points == 0
+    assert "summary quantiles without a finite value" in answer.partial_success.error_message
+    stored = {
+        (item["name"], item["labels"].get("quantile")): item["value"]
+        for item in await stream_items(redis, keys.metrics)
+        if item["name"] != "target_info"
+    }
+    assert stored == {
+        ("rpc_latency", "0.9"): 0.25,
+        ("rpc_latency_sum", None): 1.5,
+        ("rpc_latency_count", None): 7.0,
+    }
+    assert summary_items(summary.summary.data_points[0]) == 3
 
 
 def test_summary_and_attribute_value_types():

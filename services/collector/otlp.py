@@ -346,7 +346,7 @@ class _Receiver:
         outcome = await asyncio.to_thread(self._process, body, encoding, signal, now)
         points = self.metrics.points
         request_id, once = request_identity(request, body)
-        message = _partial_message(outcome, signal)
+        message = _partial_message(outcome, signal.noun)
         answer = {"points": outcome.points, "rejected": outcome.rejected, "message": message}
         if outcome.points == 0 and outcome.rejected:
             # A retry of a stored request whose points have since aged out of the window is a replay,
@@ -557,12 +557,14 @@ def _summary(reasons: list[tuple[str, str]], count: int) -> str:
     return text
 
 
-def _partial_message(outcome: _Outcome, signal: _Signal) -> str:
+def _partial_message(outcome: _Outcome, noun: str) -> str:
+    """partial_success.error_message: the rejected `noun` (data points, log records) and why, then the
+    warnings, each list cut short with a count."""
     parts = []
     if outcome.rejected:
         total = outcome.rejected + outcome.points
         summary = _summary(outcome.reasons, outcome.rejected)
-        parts.append(f"{outcome.rejected} of {total} {signal.noun} rejected: {summary}")
+        parts.append(f"{outcome.rejected} of {total} {noun} rejected: {summary}")
     # A warning per resource can come 10,000 times: the first ones, then a count, as for the reasons.
     warnings = list(outcome.warnings.items())
     for warning, count in warnings[:SUMMARISED_REASONS]:

@@ -34,6 +34,7 @@ from services.collector.otlp_metrics import (
     ResourceContext,
     any_value_text,
     attribute_labels,
+    fit_labels,
     scope_labels,
     timestamp,
 )
@@ -168,21 +169,4 @@ def _labels(
         attributes.setdefault("event_name", record.event_name)
     for name, value in promoted.items():
         attributes.setdefault(name, value)
-    labels = dict(fixed)
-    dropped_long = dropped_over = 0
-    for name in sorted(attributes):
-        value = attributes[name]
-        if len(name) > limits.max_label_name_length or len(value) > limits.max_label_value_length:
-            dropped_long += 1
-        elif len(labels) >= limits.max_labels:
-            dropped_over += 1
-        else:
-            labels[name] = value
-    if dropped_long:
-        out.warn(
-            "log attributes longer than collector.max_label_name_length / max_label_value_length "
-            "were dropped from labels"
-        )
-    if dropped_over:
-        out.warn(f"log attributes past collector.max_labels ({limits.max_labels} labels) were dropped")
-    return labels
+    return fit_labels(fixed, attributes, limits, out, "log attributes")

@@ -311,6 +311,32 @@ def any_value_text(value: AnyValue) -> str:
     return "" if json_value is None else orjson.dumps(json_value).decode()
 
 
+def fit_labels(
+    labels: dict[str, str], attributes: dict[str, str], limits: IngestLimits, out: Mapping, what: str
+) -> dict[str, str]:
+    """`labels`, then the `attributes` that fit the label limits, in name order until collector.max_labels.
+    One too long or past the count is dropped with a warning naming `what`, not the sample or record it
+    describes: a Java command line (process.command_line) is longer than 4096 characters."""
+    labels = dict(labels)
+    dropped_long = dropped_over = 0
+    for name in sorted(attributes):
+        value = attributes[name]
+        if len(name) > limits.max_label_name_length or len(value) > limits.max_label_value_length:
+            dropped_long += 1
+        elif len(labels) >= limits.max_labels:
+            dropped_over += 1
+        else:
+            labels[name] = value
+    if dropped_long:
+        out.warn(
+            f"{what} longer than collector.max_label_name_length / max_label_value_length were dropped from "
+            "labels"
+        )
+    if dropped_over:
+        out.warn(f"{what} past collector.max_labels ({limits.max_labels} labels) were dropped")
+    return labels
+
+
 def attribute_labels(
     attributes: Iterable[KeyValue],
     reserved: Sequence[str] | frozenset[str] = (),
@@ -569,7 +595,7 @@ def map_metrics(
         if options.target_info and resource.info and len(out.points) > first:
             # Stamped with the receive time: "this resource reported now", inside the window whatever the
             # points' own times (a rejected one must not take target_info with it).
-            info = {**resource.info, **resource.identity}
+            info = fit_labels(resource.identity, resource.info, limits, out, "resource attributes")
             out.points.append(
                 MappedPoint(
                     items=[_item("target_info", info, 1.0, "sample", now)],

@@ -70,9 +70,9 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.collector.app import build
+from services.collector.ingest import Accepted, limits_from
 from services.collector.ingest import IngestLimits as Limits
-from services.collector.ingest import limits_from
-from services.collector.otlp import add_otlp_routes
+from services.collector.otlp import _Outcome, _partial_message, add_otlp_routes
 from services.collector.otlp_logs import level_of, map_logs
 from services.collector.otlp_metrics import (
     COUNTER,
@@ -793,20 +793,38 @@ async def test_a_retry_whose_points_aged_out_is_answered_as_its_first_attempt(
     assert 'tripwire_otlp_points_total{outcome="rejected",signal="metrics"} 4.0' in text  # 1 + export-8's 3
 
 
-async def test_warnings_in_a_partial_success_are_listed_up_to_ten_then_counted(
+def test_warnings_in_a_partial_success_are_listed_up_to_ten_then_counted():
+    # One warning per resource: 10,000 resources made a message of a megabyte, kept an hour with its id.
+    warnings = {f"target_info of resource {i} dropped: why": 1 for i in range(30)}
+    outcome = _Outcome(Accepted(b"[]", 0), points=30, rejected=0, reasons=[], warnings=warnings)
+    message = _partial_message(outcome, "data points")
+    assert message.count("warning: target_info of resource") == 10
+    assert message.endswith("and 20 more warnings")
+
+
+async def test_a_resource_attribute_too_long_for_a_label_is_dropped_not_target_info(
     faked: Collector, redis: Redis, keys: Keys
 ):
-    # One warning per resource: 10,000 resources made a message of a megabyte, kept an hour with its id.
+    # One attribute over max_label_value_length (a Java process.command_line) dropped the whole target_info
+    # of its resource, and warned once per resource on every export.
     request = ExportMetricsServiceRequest()
     for i in range(30):
-        one = metrics_request(gauge("up", point(1)), resource={"service.name": f"s{i}", "big": "x" * 5000})
-        request.resource_metrics.extend(one.resource_metrics)
+        resource = {"service.name": f"s{i}", "process.command_line": "x" * 5000, "host.name": f"h{i}"}
+        request.resource_metrics.extend(
+            metrics_request(gauge("up", point(1)), resource=resource).resource_metrics
+        )
     response = await post_proto(faked, "/v1/metrics", request)
     assert response.status == 200
     message = ExportMetricsServiceResponse.FromString(await response.read()).partial_success.error_message
-    assert message.count("warning: target_info of resource") == 10
-    assert message.endswith("and 20 more warnings")
-    assert len(named(await stream_items(redis, keys.metrics), "up")) == 30
+    assert message == (
+        "warning: resource attributes longer than collector.max_label_name_length / max_label_value_length "
+        "were dropped from labels (30x)"
+    )
+    items = await stream_items(redis, keys.metrics)
+    assert len(named(items, "up")) == 30
+    infos = named(items, "target_info")
+    assert sorted(info["labels"]["host_name"] for info in infos) == sorted(f"h{i}" for i in range(30))
+    assert all("process_command_line" not in info["labels"] for info in infos)
 
 
 async def test_a_request_id_that_cannot_be_honoured_is_refused_not_ignored(

@@ -60,6 +60,12 @@ _QUOTED = 100
 _INT_RANGE = 2**63
 
 
+def quoted(text: str) -> str:
+    """`text` quoted for an error message, cut at 100 characters: a reason must not carry a 400 KB name back
+    to the sender, nor into the answer kept with its request id."""
+    return repr(text[:_QUOTED]) + ("..." if len(text) > _QUOTED else "")
+
+
 @dataclass(frozen=True, slots=True)
 class ItemError:
     index: int | None

@@ -90,6 +90,8 @@ _CONTENT_TYPES = {
 _RESPONSE_TYPES = {PROTOBUF: "application/x-protobuf", JSON: "application/json"}
 # Reasons spelled out in a message; a 400's BadRequest detail lists up to LISTED_REASONS.
 SUMMARISED_REASONS = 10
+# Longest partial_success message: it is kept with the request's X-Request-Id for request_id_ttl.
+MAX_MESSAGE = 4096
 
 # google.rpc.Code values for Status.code (informational: OTLP clients go by the HTTP status).
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 3, 8, 12, 14, 16
@@ -571,7 +573,8 @@ def _partial_message(outcome: _Outcome, noun: str) -> str:
         parts.append(f"warning: {warning}" + (f" ({count}x)" if count > 1 else ""))
     if len(warnings) > SUMMARISED_REASONS:
         parts.append(f"and {len(warnings) - SUMMARISED_REASONS} more warnings")
-    return ". ".join(parts)
+    message = ". ".join(parts)
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
 # Responses --------------------------------------------------------------------------------------------------

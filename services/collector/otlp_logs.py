@@ -23,7 +23,7 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from services.collector.ingest import IngestLimits
+from services.collector.ingest import IngestLimits, quoted
 from services.collector.otlp_metrics import (
     SERVICE_INSTANCE_ID,
     SERVICE_NAME,
@@ -120,7 +120,7 @@ def map_logs(
         for scope_logs in resource_logs.scope_logs:
             fixed = {**base, **scope_labels(scope_logs.scope, options)}
             for record in scope_logs.log_records:
-                where = f"log record {index} (service {service!r})"
+                where = f"log record {index} (service {quoted(service)})"
                 index += 1
                 if len(service) > limits.max_name_length:
                     out.reject(

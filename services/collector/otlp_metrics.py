@@ -55,7 +55,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from services.collector.ingest import IngestLimits
+from services.collector.ingest import IngestLimits, quoted
 from services.collector.otlp_wire import decode_attributes, raw_attributes_request
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -615,7 +615,7 @@ def _map_metric(
         return  # a metric without data carries no points
     data = getattr(metric, data_type)
     points = data.data_points
-    label = f"metric {metric.name!r}"
+    label = f"metric {quoted(metric.name)}"
     if not points:
         return
     if data_type == "exponential_histogram":

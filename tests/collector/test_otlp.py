@@ -793,6 +793,23 @@ async def test_a_retry_whose_points_aged_out_is_answered_as_its_first_attempt(
     assert 'tripwire_otlp_points_total{outcome="rejected",signal="metrics"} 4.0' in text  # 1 + export-8's 3
 
 
+async def test_the_answer_kept_with_a_request_id_stays_small_whatever_the_names(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    # Rejection reasons quoted whole metric names, and the answer is kept with the request's id for an hour:
+    # ten 400 KB names made a 4 MB Redis key per request.
+    long_names = [gauge(f"m{i}_" + "x" * 400_000, point(1)) for i in range(10)]
+    request = metrics_request(gauge("up", point(1)), *long_names)
+    response = await post_proto(faked, "/v1/metrics", request, **{"X-Request-Id": "big-names"})
+    assert response.status == 200
+    answer = ExportMetricsServiceResponse.FromString(await response.read()).partial_success
+    assert answer.rejected_data_points == 10
+    assert "metric 'm0_" + "x" * 97 + "'...: metric name is longer than" in answer.error_message
+    assert len(answer.error_message) <= 4096
+    [key] = [key async for key in redis.scan_iter(match=f"{keys.metrics}:request:*")]
+    assert await redis.memory_usage(key) < 8192
+
+
 def test_warnings_in_a_partial_success_are_listed_up_to_ten_then_counted():
     # One warning per resource: 10,000 resources made a message of a megabyte, kept an hour with its id.
     warnings = {f"target_info of resource {i} dropped: why": 1 for i in range(30)}

@@ -162,7 +162,8 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
             )
         except Rejected as exc:
             # A retry of a stored request whose timestamps have since aged out of the window: a replay.
-            stored = await publisher.recall(stream, spec.kind, once) if exc.status == 400 else None
+            # Refused for anything else, the first attempt was refused the same way and stored nothing.
+            stored = await publisher.recall(stream, spec.kind, once) if exc.only_aged_out else None
             # Only a record this API stored: OTLP writes the same stream with another answer's shape.
             if stored is not None and "accepted" in orjson.loads(stored.answer):
                 return _accepted(stored)

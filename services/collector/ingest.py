@@ -71,6 +71,7 @@ class ItemError:
     index: int | None
     field: str
     reason: str
+    aged_out: bool = False  # the timestamp is older than collector.max_age, and that is all this error says
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "field": self.field, "reason": self.reason}
@@ -84,6 +85,9 @@ class Rejected(Exception):
     status: int = 400
     errors: list[ItemError] = field(default_factory=list)
     total_errors: int = 0
+    # Every error (listed or not) is an aged-out timestamp: what time alone does to a request that was valid
+    # when first sent, so its first attempt may have been stored.
+    only_aged_out: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -375,6 +379,7 @@ def validate_items(
             "nothing from this request was accepted",
             errors=check.errors[:MAX_LISTED_ERRORS],
             total_errors=len(check.errors),
+            only_aged_out=all(error.aged_out for error in check.errors),
         )
     return Accepted(items_json=orjson.dumps(for_stream), count=len(for_stream))
 
@@ -411,11 +416,14 @@ class _Check:
             return None
         problems = self.limits.problems(model)
         ts = model.timestamp
-        if ts is not None and not self.oldest <= ts <= self.newest:
-            problems.append(("timestamp", _out_of_window(ts, self.now, self.max_age, self.max_skew)))
-        if problems:
+        out_of_window = ts is not None and not self.oldest <= ts <= self.newest
+        if problems or out_of_window:
             self.bad_items += 1
             self.errors.extend(ItemError(index, where, reason) for where, reason in problems)
+            if out_of_window:
+                reason = _out_of_window(ts, self.now, self.max_age, self.max_skew)
+                # Too old, not too new: only that one can come of time passing while a sender retried.
+                self.errors.append(ItemError(index, "timestamp", reason, aged_out=ts < self.oldest))
             return None
         # Valid under these limits: later items with the same names can take the fast path.
         limits = self.limits

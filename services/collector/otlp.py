@@ -352,8 +352,11 @@ class _Receiver:
         answer = {"points": outcome.points, "rejected": outcome.rejected, "message": message}
         if outcome.points == 0 and outcome.rejected:
             # A retry of a stored request whose points have since aged out of the window is a replay,
-            # answered as its first attempt was. (One with some points left is found so by publish.)
-            stored = await self.publisher.recall(signal.stream, signal.spec.kind, once)
+            # answered as its first attempt was. (One with some points left is found so by publish.) With
+            # no point too old, the first attempt was refused as this one is, and stored nothing.
+            stored = await self.publisher.recall(
+                signal.stream, signal.spec.kind, once if outcome.aged_out else None
+            )
             if stored is not None:
                 return self._replayed(stored, answer, signal, encoding)
             points.labels(signal.name, "rejected").inc(outcome.rejected)
@@ -457,6 +460,7 @@ class _Outcome:
     reasons: list[tuple[str, str]]  # (which point, why), the first LISTED_REASONS
     warnings: dict[str, int]
     skipped: int = 0  # points with no recorded value: neither stored nor rejected
+    aged_out: bool = False  # some point was rejected for a timestamp older than collector.max_age
 
 
 def _size_of(message: ProtoMessage, signal_name: str) -> tuple[int, int]:
@@ -499,6 +503,7 @@ def _validate(
     rejected, reasons = mapping.rejected, list(mapping.reasons)
     warnings = dict(mapping.warnings)
     alive = mapping.points
+    aged_out = False
     while True:
         alive = _without_orphans(alive)
         items: list[dict[str, Any]] = []
@@ -516,6 +521,7 @@ def _validate(
             bad: dict[int, str] = {}
             for error in exc.errors:
                 bad.setdefault(owners[error.index], _reason(error))
+                aged_out = aged_out or (error.aged_out and alive[owners[error.index]].counted)
             for index, reason in bad.items():
                 point = alive[index]
                 if not point.counted:
@@ -532,6 +538,7 @@ def _validate(
             rejected=rejected,
             reasons=reasons,
             warnings=warnings,
+            aged_out=aged_out,
         )
 
 

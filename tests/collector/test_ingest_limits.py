@@ -544,6 +544,41 @@ async def test_a_retry_whose_timestamps_aged_out_is_a_replay_not_a_400(
         assert 'tripwire_ingest_items_total{endpoint="/api/v1/metrics"} 3.0' in text
 
 
+async def test_a_refused_request_is_looked_up_only_when_time_alone_refused_it(
+    make_config, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+):
+    # Every 400 with an X-Request-Id cost a Redis lookup, for garbage too: only a timestamp that aged out
+    # can refuse a retry of a request that was stored, so only that one is looked up.
+    from services.collector import publish
+
+    lookups: list[str] = []
+    real = publish.recall_batch
+
+    async def counted(redis: Redis, stream: str, key: str) -> Any:
+        lookups.append(key)
+        return await real(redis, stream, key)
+
+    monkeypatch.setattr(publish, "recall_batch", counted)
+
+    def sample(**fields: Any) -> dict[str, Any]:
+        return {"samples": [{"name": "jobs_total", "value": 1, "timestamp": NOW, **fields}]}
+
+    async for client in _serve(make_config(collector={"max_age": "10m", "max_skew": "1m"}), clock):
+        for body in (
+            sample(labels={"__bad": "x"}),  # invalid at any time
+            sample(timestamp=NOW + 3600),  # too new: time passing does not do that
+            sample(timestamp=NOW - 3600, labels={"__bad": "x"}),  # too old, and invalid anyway
+        ):
+            response = await client.post("/api/v1/metrics", json=body, headers={"X-Request-Id": "r-1"})
+            assert response.status == 400
+        assert lookups == []
+        response = await client.post(
+            "/api/v1/metrics", json=sample(timestamp=NOW - 3600), headers={"X-Request-Id": "r-1"}
+        )
+        assert response.status == 400
+        assert len(lookups) == 1
+
+
 async def test_a_request_record_from_before_answers_were_kept_is_still_a_replay(redis: Redis, keys: Keys):
     # Records written before this version hold a bare entry id: a retry is still a replay (no second entry),
     # answered with its own counts; one about to be refused keeps its refusal (its counts are unknown).

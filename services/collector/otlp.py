@@ -74,7 +74,7 @@ from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import CLIENT, BodyRefused, add_body_route, read_body, token_client
+from shared.webapp import CLIENT, BodyRefused, BodyTimeout, add_body_route, read_body, token_client
 
 __all__ = ["OtlpOptions", "add_otlp_routes"]
 
@@ -97,7 +97,7 @@ MAX_MESSAGE = 4096
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 3, 8, 12, 14, 16
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 # The google.rpc.Code of each status read_body refuses a body with.
-_BODY_CODES = {400: INVALID_ARGUMENT, 408: UNAVAILABLE, 413: RESOURCE_EXHAUSTED, 415: UNIMPLEMENTED}
+_BODY_CODES = {400: INVALID_ARGUMENT, 413: RESOURCE_EXHAUSTED, 415: UNIMPLEMENTED}
 
 
 class OtlpMetrics:
@@ -289,6 +289,10 @@ class _Receiver:
                 response = await self._export(request, signal, encoding)
             except _Refused as refused:
                 response = _status_response(refused, encoding or JSON)
+            if encoding is not None:
+                # "The server MUST use the same Content-Type in the response as it received in the request":
+                # application/protobuf is answered as such, not as x-protobuf.
+                response.content_type = request.content_type
             self.metrics.requests.labels(signal.name, encoding or "unsupported", str(response.status)).inc()
             self.metrics.latency.labels(signal.name).observe(time.perf_counter() - started)
             return response
@@ -338,6 +342,9 @@ class _Receiver:
     ) -> web.Response:
         try:
             body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout, held.take)
+        except BodyTimeout as exc:
+            # OTLP exporters retry 429, 502, 503 and 504 only: a 408 would drop the export for a slow link.
+            raise _unavailable(Unavailable(str(exc), self.config.retry_after)) from None
         except BodyRefused as exc:
             raise _Refused(exc.status, _BODY_CODES[exc.status], str(exc)) from None
         except Unavailable as exc:  # the body budget ran out while it arrived

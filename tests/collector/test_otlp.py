@@ -551,6 +551,39 @@ async def test_bad_content_type_garbage_and_bad_gzip(faked: Collector, redis: Re
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
 
 
+async def test_a_stalled_body_is_503_which_exporters_retry(make_config, redis: Redis, keys: Keys):
+    # It was the JSON API's 408, which OTLP exporters never retry: an export over a slow link was dropped.
+    async with running(make_config(collector={"body_timeout": "300ms", "retry_after": "2s"})) as c:
+        body = metrics_request(gauge("up", point(1))).SerializeToString()
+        reader, writer = await asyncio.open_connection(c.client.server.host, c.client.server.port)
+        writer.write(
+            b"POST /v1/metrics HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-protobuf\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:5]  # and never the rest
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        status = status_pb2.Status.FromString(await reader.readexactly(length))
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 503"), head
+    assert b"Retry-After: 2\r\n" in head
+    assert (status.code, status.message) == (14, "request body did not arrive within 0.3s")
+    assert await redis.exists(keys.metrics) == 0
+
+
+async def test_the_answer_has_the_requests_content_type(faked: Collector):
+    # application/protobuf (the registered name) was answered as application/x-protobuf; the spec says the
+    # response MUST use the request's Content-Type.
+    body = metrics_request(gauge("up", point(1))).SerializeToString()
+    for content_type in ("application/protobuf", "application/x-protobuf"):
+        response = await faked.client.post("/v1/metrics", data=body, headers={"Content-Type": content_type})
+        assert (response.status, response.content_type) == (200, content_type)
+        refused = await faked.client.post("/v1/metrics", data=b"\xff", headers={"Content-Type": content_type})
+        assert (refused.status, refused.content_type) == (400, content_type)
+        assert status_of(await refused.read())[0].code == 3
+
+
 def _with_bad_attribute(request: ExportMetricsServiceRequest, metric: int) -> bytes:
     """`request` with one malformed attribute (a key that is not UTF-8) on the first point of a metric."""
     raw = RawAttributesRequest.FromString(request.SerializeToString())

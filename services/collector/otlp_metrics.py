@@ -12,9 +12,11 @@ to Prometheus"). What we do, section by section:
 - Attribute keys: invalid characters become `_`, runs of `_` collapse to one.
 - Resource attributes: `service.namespace`/`service.name` become `job`, `service.instance.id` becomes
   `instance`; the other resource attributes go on one `target_info` sample per resource and request (value 1,
-  labels `job`, `instance` and the attributes), not onto every series ("MUST NOT" unless configured: see
+  labels `job`, `instance` and the attributes; none for a resource with neither, which it could not be
+  joined on), not onto every series ("MUST NOT" unless configured: see
   `OtlpOptions.promote_resource_attributes`).
-- Instrumentation scope: `otel_scope_name` / `otel_scope_version` labels on every point (the spec's default).
+- Instrumentation scope: `otel_scope_name` / `otel_scope_version` labels on every point (the spec's default)
+  whose scope has a name.
 - Gauge and non-monotonic cumulative Sum: samples. Monotonic cumulative Sum: samples of the running total (a
   Prometheus counter). Monotonic delta Sum: `increment` items, which the evaluator accumulates into the same
   counter. Non-monotonic delta Sum: rejected (the spec drops it: a delta of a level is no series).
@@ -418,11 +420,11 @@ class ResourceContext:
 
 
 def scope_labels(scope: InstrumentationScope, options: OtlpOptions) -> dict[str, str]:
-    if not options.scope_labels:
+    """otel_scope_name and otel_scope_version; none for a scope without a name, as Prometheus' translator
+    does (a version alone names nothing)."""
+    if not options.scope_labels or not scope.name:
         return {}
-    labels = {}
-    if scope.name:
-        labels["otel_scope_name"] = scope.name
+    labels = {"otel_scope_name": scope.name}
     if scope.version:
         labels["otel_scope_version"] = scope.version
     return labels
@@ -592,7 +594,8 @@ def map_metrics(
             )
             for metric in scope_metrics.metrics:
                 _map_metric(metric, series, now, r_index, out, options.metric_suffixes)
-        if options.target_info and resource.info and len(out.points) > first:
+        # Without job or instance a target_info joins to nothing (Prometheus' translator skips it too).
+        if options.target_info and resource.info and resource.identity and len(out.points) > first:
             # Stamped with the receive time: "this resource reported now", inside the window whatever the
             # points' own times (a rejected one must not take target_info with it).
             info = fit_labels(resource.identity, resource.info, limits, out, "resource attributes")

@@ -1012,6 +1012,19 @@ def test_total_suffix_only_where_missing_and_scope_labels_optional():
     ]
 
 
+def test_target_info_needs_a_job_or_instance_and_scope_labels_a_scope_name():
+    # As Prometheus' translator: a target_info without job or instance joins to nothing, and a scope version
+    # without a name was written as otel_scope_version alone.
+    anonymous = metrics_request(gauge("up", point(1)), resource={"host.name": "h"})
+    assert [item["name"] for item in mapped_items(anonymous, OtlpOptions())] == ["up"]
+    named_only = metrics_request(gauge("up", point(1)), resource={"service.name": "api", "host.name": "h"})
+    assert [item["name"] for item in mapped_items(named_only, OtlpOptions())] == ["up", "target_info"]
+    unnamed_scope = metrics_request(gauge("up", point(1)))
+    unnamed_scope.resource_metrics[0].scope_metrics[0].scope.CopyFrom(InstrumentationScope(version="1.0"))
+    [item] = mapped_items(unnamed_scope, OtlpOptions(target_info=False))
+    assert item["labels"] == {"job": "api"}
+
+
 def test_resource_attributes_can_be_promoted():
     request = metrics_request(
         gauge("up", point(1)),

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import math
 import re
 import threading
@@ -286,8 +287,10 @@ def _json_value(value: AnyValue) -> Any:
 
 
 def attribute_text(value: AnyValue) -> str:
-    """An attribute value as a label value: strings as they are, scalars as Go's pdata AsString() writes them
-    (what Prometheus shows), arrays and maps as JSON (the attribute spec's non-OTLP mapping)."""
+    """An attribute value as a label value, as Go's pdata AsString() writes it, so that label values are
+    Prometheus' own: strings as they are, numbers as JSON writes them (0.5, 1e+21, 1e-7), arrays and maps as
+    JSON with sorted keys (one holding NaN or an infinity has none: ""). One difference: a non-finite
+    double alone is NaN, +Inf or -Inf, not Go's "json: unsupported value: NaN"."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -296,12 +299,66 @@ def attribute_text(value: AnyValue) -> str:
     if kind == "int_value":
         return str(value.int_value)
     if kind == "double_value":
-        return format_float(value.double_value)
+        number = value.double_value
+        return _json_number(number) if math.isfinite(number) else format_float(number)
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     if kind in ("array_value", "kvlist_value"):
-        return orjson.dumps(_json_value(value)).decode()
+        try:
+            return _go_json(value)
+        except ValueError:  # Go's json.Marshal refuses NaN and infinities; AsString keeps the empty result
+            return ""
     return ""  # unset, or a kind we do not map (string_value_strindex refers to a profiles dictionary)
+
+
+def _json_number(number: float) -> str:
+    """A finite double as Go's encoding/json writes it (ES6 number to string): no exponent from 1e-6 up to
+    1e21, an unpadded one outside (1e+21, 1.5e-7)."""
+    magnitude = abs(number)
+    if magnitude == 0 or 1e-6 <= magnitude < 1e21:
+        return format_float(number)
+    sign, coefficient, exponent = Decimal(repr(number)).normalize().as_tuple()
+    text = "".join(map(str, coefficient))
+    power = int(exponent) + len(text) - 1
+    mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+    return f"{'-' if sign else ''}{mantissa}e{'+' if power >= 0 else '-'}{abs(power)}"
+
+
+# What Go's encoding/json escapes beyond what Python's json does: U+2028 and U+2029 (it escapes them for
+# JavaScript). pdata writes no HTML escapes (<, >, &).
+_GO_ONLY_ESCAPES = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _go_json(value: AnyValue) -> str:
+    """An AnyValue as Go's json.Marshal writes its AsRaw() form: maps with sorted keys, numbers as
+    `_json_number`, bytes as base64. Raises ValueError for NaN or an infinity, as Go does."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return json.dumps(value.string_value, ensure_ascii=False).translate(_GO_ONLY_ESCAPES)
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        if not math.isfinite(value.double_value):
+            raise ValueError("unsupported value")
+        return _json_number(value.double_value)
+    if kind == "bytes_value":
+        return '"' + base64.b64encode(value.bytes_value).decode() + '"'
+    if kind == "array_value":
+        return "[" + ",".join(_go_json(v) for v in value.array_value.values) + "]"
+    if kind == "kvlist_value":
+        # A Go map: the last of repeated keys counts, and keys are written sorted.
+        members = {kv.key: kv.value for kv in value.kvlist_value.values}
+        return (
+            "{"
+            + ",".join(
+                json.dumps(key, ensure_ascii=False).translate(_GO_ONLY_ESCAPES) + ":" + _go_json(members[key])
+                for key in sorted(members)
+            )
+            + "}"
+        )
+    return "null"
 
 
 def any_value_text(value: AnyValue) -> str:

@@ -78,6 +78,7 @@ from services.collector.otlp_metrics import (
     COUNTER,
     GAUGE,
     OtlpOptions,
+    attribute_text,
     format_float,
     histogram_items,
     map_metrics,
@@ -1132,6 +1133,41 @@ def test_summary_and_attribute_value_types():
         "tags": '["a"]',
         "raw": "AQI=",
     }
+
+
+def test_attribute_values_are_written_as_go_pdata_as_string_writes_them():
+    # Doubles were written as `le` is (never an exponent) and arrays and maps by orjson (1.0, keys as sent),
+    # so a label differed from the one Prometheus stores for the same attribute. Expected: Go's output.
+    def text(**value: Any) -> str:
+        return attribute_text(AnyValue(**value))
+
+    def kvlist(**members: AnyValue) -> KeyValueList:
+        return KeyValueList(values=[KeyValue(key=k, value=v) for k, v in members.items()])
+
+    assert [text(double_value=v) for v in (1.0, -0.0, 0.5, 1e20, 1e21, 1.5e-7, 1e-6, 5e-324)] == [
+        "1",
+        "-0",
+        "0.5",
+        "100000000000000000000",
+        "1e+21",
+        "1.5e-7",
+        "0.000001",
+        "5e-324",
+    ]
+    values = [
+        AnyValue(double_value=2.0),
+        AnyValue(bytes_value=b"\x01"),
+        AnyValue(),
+        AnyValue(bool_value=True),
+    ]
+    assert text(array_value=ArrayValue(values=values)) == '[2,"AQ==",null,true]'
+    mixed = kvlist(
+        b=AnyValue(int_value=-3), a=AnyValue(string_value='<x>&\u2028\n"'), c=AnyValue(double_value=1e22)
+    )
+    assert text(kvlist_value=mixed) == '{"a":"<x>&\\u2028\\n\\"","b":-3,"c":1e+22}'
+    # Go's json.Marshal refuses NaN: AsString gives "", which is no label.
+    assert text(array_value=ArrayValue(values=[AnyValue(double_value=math.nan)])) == ""
+    assert text(double_value=math.inf) == "+Inf"
 
 
 def test_le_and_quantile_values_are_written_as_prometheus_writes_them():

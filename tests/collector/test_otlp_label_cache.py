@@ -283,11 +283,11 @@ def _string(key: str, value: str) -> KeyValue:
         ("long value", "s", [_string("route", "x" * ENTRY_LIMIT_BYTES)]),
         # Empty attributes are 2 bytes on the wire and map to no label: the key's objects still cost.
         ("many empty attributes", "s", [KeyValue()] * 500),
-        # A few bytes on the wire, a 309-character label each: what the labels cost counts too.
+        # Eleven bytes on the wire, a 24-character label each: what the labels cost counts too.
         (
             "expanding doubles",
             "s",
-            [KeyValue(key=f"d{i}", value=AnyValue(double_value=1e308)) for i in range(60)],
+            [KeyValue(key=f"d{i}", value=AnyValue(double_value=1.2345678901234567e-6)) for i in range(150)],
         ),
         # Counted at their worst per character: a str of emoji holds 4 bytes each, and its UTF-8 form too.
         ("non-ASCII values", "s", [_string(f"e{i}", "\U0001f600" * 500) for i in range(4)]),

@@ -545,20 +545,10 @@ async def test_a_retry_whose_timestamps_aged_out_is_a_replay_not_a_400(
 
 
 async def test_a_refused_request_is_looked_up_only_when_time_alone_refused_it(
-    make_config, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    make_config, clock: FakeClock, recall_lookups: list[str]
 ):
     # Every 400 with an X-Request-Id cost a Redis lookup, for garbage too: only a timestamp that aged out
     # can refuse a retry of a request that was stored, so only that one is looked up.
-    from services.collector import publish
-
-    lookups: list[str] = []
-    real = publish.recall_batch
-
-    async def counted(redis: Redis, stream: str, key: str) -> Any:
-        lookups.append(key)
-        return await real(redis, stream, key)
-
-    monkeypatch.setattr(publish, "recall_batch", counted)
 
     def sample(**fields: Any) -> dict[str, Any]:
         return {"samples": [{"name": "jobs_total", "value": 1, "timestamp": NOW, **fields}]}
@@ -571,12 +561,12 @@ async def test_a_refused_request_is_looked_up_only_when_time_alone_refused_it(
         ):
             response = await client.post("/api/v1/metrics", json=body, headers={"X-Request-Id": "r-1"})
             assert response.status == 400
-        assert lookups == []
+        assert recall_lookups == []
         response = await client.post(
             "/api/v1/metrics", json=sample(timestamp=NOW - 3600), headers={"X-Request-Id": "r-1"}
         )
         assert response.status == 400
-        assert len(lookups) == 1
+        assert len(recall_lookups) == 1
 
 
 async def test_a_request_record_from_before_answers_were_kept_is_still_a_replay(redis: Redis, keys: Keys):

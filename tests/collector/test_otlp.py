@@ -845,18 +845,8 @@ async def test_the_answer_kept_with_a_request_id_stays_small_whatever_the_names(
 
 
 async def test_an_all_rejected_export_is_looked_up_only_when_a_point_aged_out(
-    faked: Collector, monkeypatch: pytest.MonkeyPatch
+    faked: Collector, recall_lookups: list[str]
 ):
-    from services.collector import publish
-
-    lookups: list[str] = []
-    real = publish.recall_batch
-
-    async def counted(redis: Redis, stream: str, key: str) -> Any:
-        lookups.append(key)
-        return await real(redis, stream, key)
-
-    monkeypatch.setattr(publish, "recall_batch", counted)
 
     async def export(*metrics: Metric) -> None:
         response = await post_proto(
@@ -866,9 +856,9 @@ async def test_an_all_rejected_export_is_looked_up_only_when_a_point_aged_out(
 
     await export(gauge("x" * 300, point(1)))  # a name too long at any time
     await export(gauge("up", point(1, ts=NOW + 3600)))  # too new
-    assert lookups == []
+    assert recall_lookups == []
     await export(gauge("x" * 300, point(1)), gauge("up", point(1, ts=NOW - 7200)))  # one point too old
-    assert len(lookups) == 1
+    assert len(recall_lookups) == 1
 
 
 def test_warnings_in_a_partial_success_are_listed_up_to_ten_then_counted():

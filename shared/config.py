@@ -134,7 +134,8 @@ class CollectorConfig(Section):
         default=200_000,
         ge=1,
         description="samples one OTLP metrics request may map to (a histogram point is one per bucket plus "
-        "_sum and _count); max_items counts its data points, as OTLP exporters batch them",
+        "_sum and _count), stored in entries of at most max_items; max_items counts its data points, as "
+        "OTLP exporters batch them (default: 200,000, or max_items if that is more)",
     )
     otlp_metric_suffixes: bool = Field(
         default=True,
@@ -153,6 +154,13 @@ class CollectorConfig(Section):
         description="bytes of request bodies held at once, counted as they arrive, until stored or refused; "
         "past that, ingest answers 503 (default: 256 MiB, or max_body_bytes if that is more)",
     )
+
+    @model_validator(mode="after")
+    def _a_full_batch_maps(self) -> CollectorConfig:
+        if "otlp_max_samples" not in self.model_fields_set:
+            # A config that allowed more items per request before this setting keeps taking them by OTLP.
+            self.otlp_max_samples = max(self.otlp_max_samples, self.max_items)
+        return self
 
     @model_validator(mode="after")
     def _a_whole_body_fits(self) -> CollectorConfig:

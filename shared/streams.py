@@ -7,6 +7,7 @@ cluster. The contract's logical stream `tripwire:metrics` is therefore the Redis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -109,11 +110,25 @@ def entry_order(entry_id: bytes | str) -> tuple[int, int]:
 
 
 async def append_batch(
-    redis: Redis, stream: str, kind: str, items_json: bytes, correlation_id: str, maxlen: int
+    redis: Redis,
+    stream: str,
+    kind: str,
+    items_json: bytes,
+    correlation_id: str,
+    maxlen: int,
+    more: Sequence[bytes] = (),
 ) -> str:
-    """XADD one batch entry (one round trip), capping the stream with `MAXLEN ~`; returns the entry id."""
+    """XADD one batch entry (one round trip), capping the stream with `MAXLEN ~`; returns the entry id.
+    With `more` batches of the same request, they follow it in one MULTI (all or none, adjacent), and the
+    last entry's id is returned."""
     fields = await encode_batch(kind, items_json, correlation_id)
-    entry_id = await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)
+    if not more:
+        entry_id = await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)
+    else:
+        async with redis.pipeline(transaction=True) as pipe:
+            for batch in (fields, *[await encode_batch(kind, b, correlation_id) for b in more]):
+                pipe.xadd(stream, batch, maxlen=maxlen, approximate=True)
+            entry_id = (await pipe.execute())[-1]
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
@@ -121,12 +136,16 @@ async def append_batch(
 # and remembers the entry id and the answer given, so a retry of a request whose answer was lost gets the
 # same entry and the same answer back. Stored as `<entry id>\n<answer>`; a bare entry id is a record from
 # before answers were kept.
+# Batches after the first (ARGV[6..]) are the rest of one request, appended after it in the same call.
 _APPEND_ONCE = """
 local existing = redis.call('GET', KEYS[2])
 if existing then
   return {0, existing}
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[3])
+for i = 6, #ARGV do
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[i])
+end
 redis.call('SET', KEYS[2], id .. '\\n' .. ARGV[5], 'PX', ARGV[4])
 return {1, id}
 """
@@ -160,11 +179,14 @@ async def append_batch_once(
     maxlen: int,
     remember_for: float = 3600.0,
     answer: bytes = b"",
+    more: Sequence[bytes] = (),
 ) -> StoredBatch:
     """Like append_batch, but at most once per `idempotency_key` within `remember_for` seconds (one round
-    trip, atomic). `answer` is kept with the entry id, so that a replay is answered as the original was."""
+    trip, atomic, `more` batches included). `answer` is kept with the (last) entry id, so that a replay is
+    answered as the original was."""
     fields = await encode_batch(kind, items_json, correlation_id)
     [(field, value)] = fields.items()
+    rest = [(await encode_batch(kind, batch, correlation_id))[field] for batch in more]
     appended, record = await redis.eval(
         _APPEND_ONCE,
         2,
@@ -175,6 +197,7 @@ async def append_batch_once(
         value,
         max(1, round(remember_for * 1000)),
         answer,
+        *rest,
     )
     if appended:
         return StoredBatch(record.decode() if isinstance(record, bytes) else str(record), True, answer)

@@ -95,8 +95,9 @@ class Rejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    items_json: bytes
-    count: int
+    items_json: bytes  # one stream batch: a JSON array of the items
+    count: int  # items in all batches
+    rest: tuple[bytes, ...] = ()  # further batches of one request that was split (OTLP: see otlp._validate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,12 +359,14 @@ def validate_items(
     max_skew: float = DEFAULT_MAX_SKEW,
     *,
     limits: IngestLimits | None = None,
+    listed: int = MAX_LISTED_ERRORS,
 ) -> Accepted:
     """Validate items (dicts in the stream's item shape, from any ingest path: JSON, OTLP, scrape) as one
     batch: every problem found, or the batch ready for the stream. Raises Rejected.
 
     An item that breaks the schema is reported with the schema's errors; a schema-valid item with every
-    limit (`limits`, default: the config's defaults) and timestamp-window problem it has."""
+    limit (`limits`, default: the config's defaults) and timestamp-window problem it has. The first `listed`
+    errors are listed (all are counted)."""
     if len(items) > max_items:
         raise Rejected(
             f"request carries {len(items)} {spec.noun}; the limit is {max_items} per request "
@@ -377,7 +380,7 @@ def validate_items(
         raise Rejected(
             message=f"{check.bad_items} of {len(items)} {spec.noun} are invalid; "
             "nothing from this request was accepted",
-            errors=check.errors[:MAX_LISTED_ERRORS],
+            errors=check.errors[:listed],
             total_errors=len(check.errors),
             only_aged_out=all(error.aged_out for error in check.errors),
         )

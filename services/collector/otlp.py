@@ -383,6 +383,7 @@ class _Receiver:
                     request_id,
                     idempotency_key=once,
                     answer=orjson.dumps(answer),
+                    more=outcome.accepted.rest,
                 )
             except Unavailable as exc:
                 raise _unavailable(exc) from None
@@ -505,31 +506,50 @@ def _validate(
     max_samples: int,
 ) -> _Outcome:
     """Validate the mapped items as the JSON API does, but drop the points of invalid items (each point
-    whole) and keep the rest. validate_items reports every bad item of a pass (up to its listing limit): drop
-    them and validate again; each pass removes at least one point, so this ends."""
+    whole) and keep the rest. validate_items reports every bad item of a pass: drop their points and
+    validate again, which the rest passes (each pass removes at least one point, so this ends).
+
+    The items are validated, and stored, in batches of whole points of at most collector.max_items items
+    (a bigger point alone), each its own stream entry: a request may expand to otlp_max_samples items, and
+    an entry stays the size a JSON API request makes, for whoever reads the stream."""
     rejected, reasons = mapping.rejected, list(mapping.reasons)
     warnings = dict(mapping.warnings)
     alive = mapping.points
     aged_out = False
     while True:
         alive = _without_orphans(alive)
-        items: list[dict[str, Any]] = []
-        owners: list[int] = []
-        for index, point in enumerate(alive):
-            items.extend(point.items)
-            owners.extend([index] * len(point.items))
-        try:
-            accepted = validate_items(
-                spec, items, now, max_samples, config.max_age, config.max_skew, limits=limits
-            )
-        except Rejected as exc:
-            if exc.status != 400 or not exc.errors or any(e.index is None for e in exc.errors):
-                raise _Refused(exc.status, INVALID_ARGUMENT, exc.message) from None
-            bad: dict[int, str] = {}
-            for error in exc.errors:
-                bad.setdefault(owners[error.index], _reason(error))
-                aged_out = aged_out or (error.aged_out and alive[owners[error.index]].counted)
-            for index, reason in bad.items():
+        bad: dict[int, str] = {}
+        batches: list[bytes] = []
+        count = 0
+        for first, last in _batches(alive, config.max_items):
+            items: list[dict[str, Any]] = []
+            owners: list[int] = []
+            for index in range(first, last):
+                items.extend(alive[index].items)
+                owners.extend([index] * len(alive[index].items))
+            try:
+                accepted = validate_items(
+                    spec,
+                    items,
+                    now,
+                    max_samples,
+                    config.max_age,
+                    config.max_skew,
+                    limits=limits,
+                    listed=len(items),  # all of them: listed 1,000 at a time, 10,000 points took minutes
+                )
+            except Rejected as exc:
+                if exc.status != 400 or not exc.errors or any(e.index is None for e in exc.errors):
+                    raise _Refused(exc.status, INVALID_ARGUMENT, exc.message) from None
+                for error in exc.errors:
+                    bad.setdefault(owners[error.index], _reason(error))
+                    aged_out = aged_out or (error.aged_out and alive[owners[error.index]].counted)
+                continue
+            if accepted.count:
+                batches.append(accepted.items_json)
+                count += accepted.count
+        if bad:
+            for index, reason in sorted(bad.items()):
                 point = alive[index]
                 if not point.counted:
                     warnings[f"{point.where} dropped: {reason}"] = 1
@@ -540,13 +560,28 @@ def _validate(
             alive = [point for index, point in enumerate(alive) if index not in bad]
             continue
         return _Outcome(
-            accepted=accepted,
+            accepted=Accepted(batches[0], count, tuple(batches[1:])) if batches else Accepted(b"[]", 0),
             points=sum(1 for point in alive if point.counted),
             rejected=rejected,
             reasons=reasons,
             warnings=warnings,
             aged_out=aged_out,
         )
+
+
+def _batches(points: list[MappedPoint], size: int) -> list[tuple[int, int]]:
+    """`points` cut into runs (first, end) of whole points holding at most `size` items each (a point with
+    more on its own): a histogram's buckets never land in two stream entries."""
+    runs: list[tuple[int, int]] = []
+    first = held = 0
+    for index, point in enumerate(points):
+        if held and held + len(point.items) > size:
+            runs.append((first, index))
+            first, held = index, 0
+        held += len(point.items)
+    if held or first < len(points):
+        runs.append((first, len(points)))
+    return runs
 
 
 def _reason(error: ItemError) -> str:

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from aiohttp import web
@@ -95,11 +96,14 @@ class Publisher:
         *,
         idempotency_key: str | None = None,
         answer: bytes = b"",
+        more: Sequence[bytes] = (),
     ) -> Published:
-        """Append one batch. Raises Unavailable (stored or not, unknown: the sender retries). With an
-        `idempotency_key` (the caller's X-Request-Id, scoped to its sender and body), a retry of a request
-        whose answer was lost (a timeout after Redis wrote it) gets the same entry, not a second one, and the
-        `answer` the first request kept with it (its counts, say): the retry is answered as the first was."""
+        """Append one batch (and the `more` batches of the same request after it, all or none, in one round
+        trip; the entry id is the last one's). Raises Unavailable (stored or not, unknown: the sender
+        retries). With an `idempotency_key` (the caller's X-Request-Id, scoped to its sender and body), a
+        retry of a request whose answer was lost (a timeout after Redis wrote it) gets the same entry, not a
+        second one, and the `answer` the first request kept with it (its counts, say): the retry is answered
+        as the first was."""
         if not await self._take_slot():
             self.metrics.refusals.labels(kind, "queue_full").inc()
             raise Unavailable(
@@ -109,7 +113,8 @@ class Publisher:
         try:
             if idempotency_key is None:
                 return Published(
-                    await append_batch(self.redis, stream, kind, items_json, request_id, self.maxlen), True
+                    await append_batch(self.redis, stream, kind, items_json, request_id, self.maxlen, more),
+                    True,
                 )
             published = Published(
                 *await append_batch_once(
@@ -122,6 +127,7 @@ class Publisher:
                     self.maxlen,
                     self.remember_ids_for,
                     answer,
+                    more,
                 )
             )
             if not published.appended:

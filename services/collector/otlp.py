@@ -90,7 +90,8 @@ _CONTENT_TYPES = {
 _RESPONSE_TYPES = {PROTOBUF: "application/x-protobuf", JSON: "application/json"}
 # Reasons spelled out in a message; a 400's BadRequest detail lists up to LISTED_REASONS.
 SUMMARISED_REASONS = 10
-# Longest partial_success message: it is kept with the request's X-Request-Id for request_id_ttl.
+# Longest partial_success message in UTF-8 bytes: it is kept with the request's X-Request-Id for
+# request_id_ttl.
 MAX_MESSAGE = 4096
 
 # google.rpc.Code values for Status.code (informational: OTLP clients go by the HTTP status).
@@ -623,7 +624,11 @@ def _partial_message(outcome: _Outcome, noun: str) -> str:
     if len(warnings) > SUMMARISED_REASONS:
         parts.append(f"and {len(warnings) - SUMMARISED_REASONS} more warnings")
     message = ". ".join(parts)
-    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+    encoded = message.encode()
+    if len(encoded) <= MAX_MESSAGE:
+        return message
+    # Cut in bytes, what the record in Redis holds, not in characters (an emoji is four).
+    return encoded[: MAX_MESSAGE - 3].decode(errors="ignore") + "..."
 
 
 # Responses --------------------------------------------------------------------------------------------------

@@ -325,7 +325,8 @@ def _json_number(number: float) -> str:
 
 
 # What Go's encoding/json escapes beyond what Python's json does: U+2028 and U+2029 (it escapes them for
-# JavaScript). pdata writes no HTML escapes (<, >, &).
+# JavaScript). Current pdata marshals with HTML escaping off (marshalJSONNoHTMLEscape): <, > and & stay as
+# they are. Older pdata used json.Marshal, which wrote them as \u003c, \u003e and \u0026.
 _GO_ONLY_ESCAPES = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 

@@ -934,6 +934,16 @@ async def test_an_all_rejected_export_is_looked_up_only_when_a_point_aged_out(
     assert len(recall_lookups) == 1
 
 
+def test_a_partial_success_message_is_cut_at_4_kib_of_utf8_not_4096_characters():
+    # Emoji names made a 3,749-character message of 6,719 bytes, all of it kept with the request's id.
+    name = "\U0001f600" * 100
+    reasons = [(f"metric '{name}' point {i}", "why") for i in range(10)]
+    outcome = _Outcome(Accepted(b"[]", 0), points=1, rejected=10, reasons=reasons, warnings={})
+    message = _partial_message(outcome, "data points")
+    assert len(message) < 4096 < len("; ".join(f"{w}: {r}" for w, r in reasons).encode())
+    assert len(message.encode()) <= 4096 and message.endswith("...")
+
+
 def test_warnings_in_a_partial_success_are_listed_up_to_ten_then_counted():
     # One warning per resource: 10,000 resources made a message of a megabyte, kept an hour with its id.
     warnings = {f"target_info of resource {i} dropped: why": 1 for i in range(30)}
@@ -1200,7 +1210,8 @@ def test_summary_and_attribute_value_types():
 
 def test_attribute_values_are_written_as_go_pdata_as_string_writes_them():
     # Doubles were written as `le` is (never an exponent) and arrays and maps by orjson (1.0, keys as sent),
-    # so a label differed from the one Prometheus stores for the same attribute. Expected: Go's output.
+    # so a label differed from the one Prometheus stores for the same attribute. Expected: Go's output, as
+    # current pdata writes it (marshalJSONNoHTMLEscape: `<`, `>` and `&` as they are).
     def text(**value: Any) -> str:
         return attribute_text(AnyValue(**value))
 

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     Gauge,
     Histogram,
@@ -283,11 +283,17 @@ def _string(key: str, value: str) -> KeyValue:
         ("long value", "s", [_string("route", "x" * ENTRY_LIMIT_BYTES)]),
         # Empty attributes are 2 bytes on the wire and map to no label: the key's objects still cost.
         ("many empty attributes", "s", [KeyValue()] * 500),
-        # Eleven bytes on the wire, a 24-character label each: what the labels cost counts too.
+        # 3 KB on the wire, an 18,000-character label (a control character is 1 byte, `\u0001` in an array's
+        # JSON): what the labels' text costs counts too.
         (
-            "expanding doubles",
+            "expanding escapes",
             "s",
-            [KeyValue(key=f"d{i}", value=AnyValue(double_value=1.2345678901234567e-6)) for i in range(150)],
+            [
+                KeyValue(
+                    key="a",
+                    value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="\x01" * 3000)])),
+                )
+            ],
         ),
         # Counted at their worst per character: a str of emoji holds 4 bytes each, and its UTF-8 form too.
         ("non-ASCII values", "s", [_string(f"e{i}", "\U0001f600" * 500) for i in range(4)]),

@@ -1,4 +1,5 @@
-"""The batch codec: one stream entry carries one batch (an ingest request, an evaluation tick).
+"""The batch codec: one stream entry carries one batch (an ingest request, an evaluation tick; an OTLP
+request past collector.max_items items is several adjacent batches).
 
 An entry is FastStream's native envelope (field `__data__`, `BinaryMessageFormatV1`) around a JSON array of
 items, so any FastStream subscriber can read our streams. Our own subscribers skip FastStream's body parsing

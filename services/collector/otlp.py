@@ -9,7 +9,8 @@ batch (OTLP clients retry 503 only).
 
 Unlike the JSON API, which refuses a request with any invalid item, OTLP semantics apply: invalid points are
 dropped and reported, the rest is stored. Mapping to items: `otlp_metrics` and `otlp_logs`. Validation is
-the JSON API's (`validate_items`), and an accepted request is one batch on its stream (one XADD).
+the JSON API's (`validate_items`), and an accepted request is one batch on its stream (one XADD), or, past
+collector.max_items items, several batches of whole points appended together in one round trip.
 """
 
 from __future__ import annotations

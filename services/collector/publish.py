@@ -1,6 +1,7 @@
 """Publishing a validated batch onto its stream, with backpressure.
 
-Every ingest path (JSON API, OTLP, scrapes) ends here: one XADD per request or scrape. Nothing is
+Every ingest path (JSON API, OTLP, scrapes) ends here: one XADD per request or scrape (an OTLP request past
+collector.max_items items: several, all or none, in one round trip). Nothing is
 acknowledged that is not in Redis, and nothing queues without bound: at most `max_in_flight` appends wait on
 Redis at once; past that, or when Redis is down or slow (the client's socket timeout), the caller is told
 `Unavailable` with a Retry-After, and answers 503 (ingest) or backs off (scrapes).

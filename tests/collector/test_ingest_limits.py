@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
@@ -29,6 +30,7 @@ from services.collector.ingest import (
 )
 from services.collector.rate_limit import RateLimiter
 from shared.clock import FakeClock
+from shared.codec import decode_entry
 from shared.config import CollectorConfig, Config
 from shared.streams import Keys
 from shared.webapp import CLIENT
@@ -567,6 +569,52 @@ async def test_a_refused_request_is_looked_up_only_when_time_alone_refused_it(
         )
         assert response.status == 400
         assert len(recall_lookups) == 1
+
+
+async def test_a_split_request_is_adjacent_entries_and_its_record_names_the_last(redis: Redis, keys: Keys):
+    from services.collector.publish import Publisher
+
+    publisher = Publisher(redis, 1000, retry_after=1.0)
+    await publisher.publish(keys.metrics, "metrics", b"[1]", "other")
+    first = await publisher.publish(
+        keys.metrics, "metrics", b"[2]", "r-1", idempotency_key="k", more=[b"[3]", b"[4]"]
+    )
+    again = await publisher.publish(
+        keys.metrics, "metrics", b"[2]", "r-1", idempotency_key="k", more=[b"[3]", b"[4]"]
+    )
+    plain = await publisher.publish(keys.metrics, "metrics", b"[5]", "r-2", more=[b"[6]"])
+    entries = await redis.xrange(keys.metrics)
+    assert [decode_entry(fields).items for _, fields in entries] == [[1], [2], [3], [4], [5], [6]]
+    ids = [entry_id.decode() for entry_id, _ in entries]
+    assert (first.entry_id, again.entry_id, again.appended, plain.entry_id) == (ids[3], ids[3], False, ids[5])
+
+
+@pytest.mark.parametrize("once", [False, True], ids=["multi", "lua"])
+async def test_a_split_request_is_stored_whole_or_not_at_all(once: bool):
+    # A request past max_items items is several entries: Redis refusing one of them (out of memory here)
+    # must leave none, or the sender's retry stores the first ones twice.
+    from services.collector.publish import Publisher, Unavailable
+    from tests.redis_server import LocalRedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server for a private server whose maxmemory this test may set")
+    server = LocalRedisServer()
+    server.start()
+    client = Redis.from_url(server.url)
+    try:
+        used = (await client.info("memory"))["used_memory"]
+        await client.config_set("maxmemory", used + 4 * 1024 * 1024)
+        batch = orjson.dumps([{"name": "x", "labels": {}, "value": 1.0} for _ in range(22_000)])
+        assert len(batch) > 800_000  # eight of them are twice the room left
+        publisher = Publisher(client, 1000, retry_after=1.0)
+        with pytest.raises(Unavailable):
+            await publisher.publish(
+                "s", "metrics", batch, "r", idempotency_key="k" if once else None, more=[batch] * 7
+            )
+        assert await client.xlen("s") == 0
+    finally:
+        await client.aclose()
+        server.close()
 
 
 async def test_a_request_record_from_before_answers_were_kept_is_still_a_replay(redis: Redis, keys: Keys):

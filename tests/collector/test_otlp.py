@@ -749,6 +749,30 @@ async def test_a_request_bigger_than_max_items_is_stored_in_entries_of_whole_poi
     assert routes == [["a"], ["-", "b"], ["c"]]
 
 
+async def test_a_point_rejected_in_a_later_batch_is_the_one_rejected_and_full_batches_stay_whole(
+    make_config, redis: Redis, keys: Keys
+):
+    # Each batch's errors must fall on its own points (an index within the batch taken for one in the
+    # request dropped others), and a batch of exactly max_items items is one entry.
+    config = make_config(collector={"max_items": 8, "otlp_max_samples": 100})
+    points = [_histogram_point(route=r) for r in "ab"] + [_histogram_point(NOW - 7200, route="c")]
+    request = metrics_request(
+        _histogram(*points, _histogram_point(route="d")), gauge("up", point(1), point(2), point(3))
+    )
+    async with running(config, FakeClock(NOW)) as c:
+        response = await post_proto(c, "/v1/metrics", request)
+        assert response.status == 200
+        answer = ExportMetricsServiceResponse.FromString(await response.read()).partial_success
+    assert answer.rejected_data_points == 1
+    assert answer.error_message.startswith("1 of 7 data points rejected: metric 'latency' point 2: timestamp")
+    entries = [decode_entry(fields).items for _, fields in await redis.xrange(keys.metrics)]
+    assert [sorted({i["labels"].get("route", "-") for i in items}) for items in entries] == [
+        ["a"],
+        ["b"],
+        ["-", "d"],  # 5 + 3 = 8 items: one entry
+    ]
+
+
 async def test_rejected_points_are_found_in_one_pass_not_a_thousand_errors_at_a_time(
     make_config, monkeypatch: pytest.MonkeyPatch
 ):

@@ -581,7 +581,7 @@ def _batches(points: list[MappedPoint], size: int) -> list[tuple[int, int]]:
             runs.append((first, index))
             first, held = index, 0
         held += len(point.items)
-    if held or first < len(points):
+    if first < len(points):
         runs.append((first, len(points)))
     return runs
 

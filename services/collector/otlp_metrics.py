@@ -330,12 +330,16 @@ def _json_number(number: float) -> str:
 _GO_ONLY_ESCAPES = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
+def _go_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False).translate(_GO_ONLY_ESCAPES)
+
+
 def _go_json(value: AnyValue) -> str:
     """An AnyValue as Go's json.Marshal writes its AsRaw() form: maps with sorted keys, numbers as
     `_json_number`, bytes as base64. Raises ValueError for NaN or an infinity, as Go does."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        return json.dumps(value.string_value, ensure_ascii=False).translate(_GO_ONLY_ESCAPES)
+        return _go_string(value.string_value)
     if kind == "bool_value":
         return "true" if value.bool_value else "false"
     if kind == "int_value":
@@ -351,14 +355,7 @@ def _go_json(value: AnyValue) -> str:
     if kind == "kvlist_value":
         # A Go map: the last of repeated keys counts, and keys are written sorted.
         members = {kv.key: kv.value for kv in value.kvlist_value.values}
-        return (
-            "{"
-            + ",".join(
-                json.dumps(key, ensure_ascii=False).translate(_GO_ONLY_ESCAPES) + ":" + _go_json(members[key])
-                for key in sorted(members)
-            )
-            + "}"
-        )
+        return "{" + ",".join(_go_string(key) + ":" + _go_json(members[key]) for key in sorted(members)) + "}"
     return "null"
 
 

@@ -1,5 +1,5 @@
 """The batch codec: one stream entry carries one batch (an ingest request, an evaluation tick; an OTLP
-request past collector.max_items items is several adjacent batches).
+request past collector.max_items items is several adjacent batches, each marked with `PART_HEADER`).
 
 An entry is FastStream's native envelope (field `__data__`, `BinaryMessageFormatV1`) around a JSON array of
 items, so any FastStream subscriber can read our streams. Our own subscribers skip FastStream's body parsing
@@ -19,6 +19,9 @@ DATA_FIELD = b"__data__"
 KIND_HEADER = "tripwire-kind"
 SCHEMA_HEADER = "tripwire-schema"
 SCHEMA_VERSION = "1"
+# On each entry of a request stored as several (`i/n`, from 1): a reader applies the parts together, so that
+# nothing sees half a request. An entry without it is a whole request.
+PART_HEADER = "tripwire-part"
 
 
 class PoisonEntry(ValueError):
@@ -32,19 +35,31 @@ class Batch:
     headers: dict[str, Any]
 
 
-async def encode_batch(kind: str, items_json: bytes, correlation_id: str) -> dict[bytes, bytes]:
-    """Stream-entry fields for a batch whose items are already serialized as one JSON array."""
+async def encode_batch(
+    kind: str, items_json: bytes, correlation_id: str, part: tuple[int, int] | None = None
+) -> dict[bytes, bytes]:
+    """Stream-entry fields for a batch whose items are already serialized as one JSON array; `part` is
+    (i, n) when the batch is the i-th of a request's n entries."""
+    headers = {"content-type": "application/json", KIND_HEADER: kind, SCHEMA_HEADER: SCHEMA_VERSION}
+    if part is not None:
+        headers[PART_HEADER] = f"{part[0]}/{part[1]}"
     envelope = await BinaryMessageFormatV1.encode(
-        message=items_json,
-        reply_to=None,
-        headers={
-            "content-type": "application/json",
-            KIND_HEADER: kind,
-            SCHEMA_HEADER: SCHEMA_VERSION,
-        },
-        correlation_id=correlation_id,
+        message=items_json, reply_to=None, headers=headers, correlation_id=correlation_id
     )
     return {DATA_FIELD: envelope}
+
+
+def entry_part(headers: dict[str, Any]) -> tuple[int, int] | None:
+    """The (i, n) an entry's `PART_HEADER` gives, or None for a whole request (or a header that is not one:
+    the entry is then taken as whole rather than held for parts that may never come)."""
+    raw = headers.get(PART_HEADER)
+    if not isinstance(raw, str):
+        return None
+    index, _, count = raw.partition("/")
+    if not (index.isdigit() and count.isdigit()):
+        return None
+    i, n = int(index), int(count)
+    return (i, n) if 1 <= i <= n else None
 
 
 def encode_items(items: list[Any]) -> bytes:

@@ -119,14 +119,14 @@ async def append_batch(
     more: Sequence[bytes] = (),
 ) -> str:
     """XADD one batch entry (one round trip), capping the stream with `MAXLEN ~`; returns the entry id.
-    With `more` batches of the same request, they follow it in one MULTI (all or none, adjacent), and the
-    last entry's id is returned."""
-    fields = await encode_batch(kind, items_json, correlation_id)
+    With `more` batches of the same request, they follow it in one MULTI (all or none, adjacent, each
+    marked as part `i/n` of the request), and the last entry's id is returned."""
     if not more:
+        fields = await encode_batch(kind, items_json, correlation_id)
         entry_id = await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)
     else:
         async with redis.pipeline(transaction=True) as pipe:
-            for batch in (fields, *[await encode_batch(kind, b, correlation_id) for b in more]):
+            for batch in await _parts(kind, [items_json, *more], correlation_id):
                 pipe.xadd(stream, batch, maxlen=maxlen, approximate=True)
             entry_id = (await pipe.execute())[-1]
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -149,6 +149,14 @@ end
 redis.call('SET', KEYS[2], id .. '\\n' .. ARGV[5], 'PX', ARGV[4])
 return {1, id}
 """
+
+
+async def _parts(kind: str, batches: list[bytes], correlation_id: str) -> list[dict[bytes, bytes]]:
+    """The entries of one request: one whole entry, or `i/n` parts when it is stored as several."""
+    if len(batches) == 1:
+        return [await encode_batch(kind, batches[0], correlation_id)]
+    count = len(batches)
+    return [await encode_batch(kind, b, correlation_id, (i, count)) for i, b in enumerate(batches, start=1)]
 
 
 class StoredBatch(NamedTuple):
@@ -184,9 +192,9 @@ async def append_batch_once(
     """Like append_batch, but at most once per `idempotency_key` within `remember_for` seconds (one round
     trip, atomic, `more` batches included). `answer` is kept with the (last) entry id, so that a replay is
     answered as the original was."""
-    fields = await encode_batch(kind, items_json, correlation_id)
-    [(field, value)] = fields.items()
-    rest = [(await encode_batch(kind, batch, correlation_id))[field] for batch in more]
+    first, *others = await _parts(kind, [items_json, *more], correlation_id)
+    [(field, value)] = first.items()
+    rest = [fields[field] for fields in others]
     appended, record = await redis.eval(
         _APPEND_ONCE,
         2,

@@ -1,10 +1,13 @@
 """Applying batches from the metrics and logs streams to the series store.
 
 Each item is validated on its own: a bad item is counted and recorded in the DLQ with its reason, and the rest
-of the batch is applied. An entry already applied is skipped, so an increment never counts twice: the ids of
-entries applied but not yet acked, and of those start-up replay applied, are remembered until they can no
-longer come back (acked, or older than the window). One id set rather than a high-water mark, because a failed
-entry comes back through re-claim after newer entries have been applied.
+of the batch is applied. The parts of a request stored as several entries (`PART_HEADER`) are held until its
+last part and applied together, so no evaluation sees half a request.
+
+An entry already applied is skipped, so an increment never counts twice: the ids of entries applied but not
+yet acked, and of those start-up replay applied, are remembered until they can no longer come back (acked, or
+older than the window). One id set rather than a high-water mark, because a failed entry comes back through
+re-claim after newer entries have been applied.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from services.evaluator.series import (
     Series,
     SeriesStore,
 )
-from shared.codec import PoisonEntry, decode_entry, decode_envelope, decode_items
+from shared.codec import PoisonEntry, decode_entry, decode_envelope, decode_items, entry_part
 from shared.consumers import Acker, EntriesFailed, Entry
 from shared.events import LogEvent, MetricSample, WireSample, decode_wire_samples, fast_sample, wire_labels
 from shared.streams import entry_order
@@ -71,6 +74,24 @@ class IngestMetrics:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """An entry applied to the store, with its invalid items as (index, reason) for the DLQ."""
+
+    entry: Entry
+    bad: list[tuple[int, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """An entry decoded but not applied yet: its batch in one of the two shapes the ingestor applies."""
+
+    entry: Entry
+    body: bytes
+    wire: list[WireSample] | None  # the one-pass decode, when it applies (metrics)
+    items: list[Any] | None  # otherwise the plain items
+
+
 @dataclass
 class Ingestor:
     """Applies entries of the metrics and logs streams to `store`."""
@@ -84,6 +105,8 @@ class Ingestor:
     # Newest entry per stream when the evaluator started: evaluation waits until ingest has reached it.
     targets: dict[str, tuple[int, int]] = field(default_factory=dict)
     log_metrics: LogMetrics = field(default_factory=lambda: LogMetrics([]))
+    # Per stream, the parts of a request whose last part has not come yet: (parts in all, those that came).
+    _held: dict[str, tuple[int, list[_Decoded]]] = field(default_factory=dict)
     _pruned_at: dict[str, int] = field(default_factory=dict)
     _limit_logged: dict[str, float] = field(default_factory=dict)
 
@@ -92,23 +115,43 @@ class Ingestor:
         dead-lettered): evaluating before that would see a gap and resolve alerts that are still firing."""
         return all(self.progress.get(s, (0, 0)) >= t for s, t in self.targets.items())
 
-    def apply_entry(self, stream: str, kind: str, entry: Entry) -> list[tuple[int, str]] | None:
-        """Apply one entry. Returns the invalid items (index, reason), or None if the entry was a duplicate.
-        Raises PoisonEntry if the entry is not a batch at all."""
+    def apply_entry(self, stream: str, kind: str, entry: Entry) -> list[Applied] | None:
+        """Apply one entry. Returns the entries this applied, each with its invalid items: the entry itself,
+        after any parts held before it; none while it is a part of a request whose last part has not come
+        yet; None if it was a duplicate. Raises PoisonEntry if the entry is not a batch at all."""
         self._advance(stream, entry.id)
-        seen = self.applied.setdefault(stream, set())
-        if entry.id in seen:
+        count, held = self._held.get(stream, (0, []))
+        if entry.id in self.applied.setdefault(stream, set()) or any(h.entry.id == entry.id for h in held):
             self.metrics.duplicates.labels(stream).inc()
             return None
-        body, _headers = decode_envelope(entry.fields)
+        body, headers = decode_envelope(entry.fields)
         # The common case, a batch of well-typed samples, is decoded and checked in one pass.
         wire = decode_wire_samples(body) if kind == "metrics" else None
-        if wire is None or not self._apply_wire(stream, wire):
-            bad = self.apply_items(stream, kind, decode_items(body))
+        decoded = _Decoded(entry, body, wire, decode_items(body) if wire is None else None)
+        part = entry_part(headers)
+        ready: list[_Decoded] = []
+        if held and part != (len(held) + 1, count):
+            # The rest of that request never came (trimmed before it was read, or unreadable): apply what did.
+            ready, held = held, []
+        if part is not None and part[0] == len(held) + 1 and part[0] < part[1]:
+            self._held[stream] = (part[1], [*held, decoded])
         else:
-            bad = []
-        seen.add(entry.id)
-        return bad
+            self._held.pop(stream, None)
+            ready += [*held, decoded]
+        return self._apply_decoded(stream, kind, ready)
+
+    def _apply_decoded(self, stream: str, kind: str, batches: list[_Decoded]) -> list[Applied]:
+        seen = self.applied.setdefault(stream, set())
+        applied = []
+        for batch in batches:
+            if batch.wire is None or not self._apply_wire(stream, batch.wire):
+                items = batch.items if batch.items is not None else decode_items(batch.body)
+                bad = self.apply_items(stream, kind, items)
+            else:
+                bad = []
+            seen.add(batch.entry.id)
+            applied.append(Applied(batch.entry, bad))
+        return applied
 
     def acked(self, stream: str, ids: list[bytes]) -> None:
         """Entries acked to the group never come back in this process: stop remembering them."""
@@ -268,18 +311,20 @@ class Ingestor:
                 # One entry's failure (Redis down while dead-lettering) must not hold back the others.
                 try:
                     try:
-                        bad = self.apply_entry(stream, kind, entry)
+                        applied = self.apply_entry(stream, kind, entry)
                     except PoisonEntry as exc:
                         await acker.dead_letter(entry, str(exc))
                         continue
-                    if bad:
-                        items = decode_entry(entry.fields).items
-                        await acker.dead_letter_items(entry, bad, items)
+                    for outcome in applied or ():
+                        if outcome.bad:
+                            items = decode_entry(outcome.entry.fields).items
+                            await acker.dead_letter_items(outcome.entry, outcome.bad, items)
                 except Exception as exc:  # reported per entry, retried by re-claim
                     failures[entry.id] = f"{type(exc).__name__}: {exc}"
                     continue
                 done.append(entry.id)
-            # The store is rebuilt from the stream tail on restart, so applying is as durable as the entry.
+            # The store is rebuilt from the stream tail on restart, so applying is as durable as the entry; so
+            # is holding a part of a request until its last part comes.
             await acker.ack(*done)
             self.acked(stream, done)
             # Replayed ids are only needed until their entries have aged out of the window (ids carry the

@@ -30,7 +30,7 @@ from services.collector.ingest import (
 )
 from services.collector.rate_limit import RateLimiter
 from shared.clock import FakeClock
-from shared.codec import decode_entry
+from shared.codec import PART_HEADER, decode_entry
 from shared.config import CollectorConfig, Config
 from shared.streams import Keys
 from shared.webapp import CLIENT
@@ -585,6 +585,9 @@ async def test_a_split_request_is_adjacent_entries_and_its_record_names_the_last
     plain = await publisher.publish(keys.metrics, "metrics", b"[5]", "r-2", more=[b"[6]"])
     entries = await redis.xrange(keys.metrics)
     assert [decode_entry(fields).items for _, fields in entries] == [[1], [2], [3], [4], [5], [6]]
+    # Each part is marked, so the evaluator applies a request's parts together (whole entries carry no mark).
+    parts = [decode_entry(fields).headers.get(PART_HEADER) for _, fields in entries]
+    assert parts == [None, "1/3", "2/3", "3/3", "1/2", "2/2"]
     ids = [entry_id.decode() for entry_id, _ in entries]
     assert (first.entry_id, again.entry_id, again.appended, plain.entry_id) == (ids[3], ids[3], False, ids[5])
 

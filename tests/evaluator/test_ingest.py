@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from faststream.redis.parser.binary import BinaryMessageFormatV1
 from prometheus_client import CollectorRegistry
 
-from services.evaluator.ingest import IngestMetrics, Ingestor
+from services.evaluator.ingest import Applied, IngestMetrics, Ingestor
 from services.evaluator.series import SeriesStore
-from shared.codec import PoisonEntry, decode_entry, encode_batch
+from shared.codec import (
+    DATA_FIELD,
+    KIND_HEADER,
+    PART_HEADER,
+    PoisonEntry,
+    decode_entry,
+    encode_batch,
+    entry_part,
+)
 from shared.consumers import EntriesFailed, Entry
 
 NOW = 1_800_000_000.0
@@ -36,7 +45,8 @@ async def test_an_older_entry_retried_after_newer_ones_is_still_applied():
     ingestor.apply_entry("s", "metrics", await _entry("1000-0", 1))
     ingestor.apply_entry("s", "metrics", await _entry("3000-0", 1))
     # 2000-0 failed the first time and comes back through re-claim after 3000-0 was applied.
-    assert ingestor.apply_entry("s", "metrics", await _entry("2000-0", 5)) == []
+    late = await _entry("2000-0", 5)
+    assert ingestor.apply_entry("s", "metrics", late) == [Applied(late, [])]
     assert _total(ingestor) == 7
 
 
@@ -97,3 +107,121 @@ async def test_one_failing_entry_does_not_hold_back_the_rest_of_the_batch():
 def test_odd_envelopes_are_poison_not_crashes(raw: bytes):
     with pytest.raises(PoisonEntry):
         decode_entry({b"__data__": raw})
+
+
+async def _part(entry_id: str, part: tuple[int, int] | None, *deltas: float, bad: int = 0) -> Entry:
+    """An entry of `deltas` as part `part` of a request (None: a whole request), with `bad` invalid items."""
+    items: list[object] = [
+        {"name": "errors_total", "labels": {}, "value": d, "kind": "increment", "timestamp": NOW}
+        for d in deltas
+    ]
+    items += [{"name": "0bad", "value": 1}] * bad
+    return Entry(entry_id.encode(), await encode_batch("metrics", orjson.dumps(items), "r", part))
+
+
+def _applied(result: list[Applied] | None) -> list[bytes]:
+    assert result is not None
+    return [a.entry.id for a in result]
+
+
+async def test_the_parts_of_a_request_are_applied_together_when_its_last_part_comes():
+    ingestor = _ingestor()
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 3), 1))) == []
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part("1-1", (2, 3), 2))) == []
+    assert list(ingestor.store) == []  # an evaluation now sees none of the request, not a third of it
+    assert ingestor.progress["s"] == (1, 1)  # held parts count as handled: catching up does not wait on them
+    last = ingestor.apply_entry("s", "metrics", await _part("1-2", (3, 3), 4))
+    assert _applied(last) == [b"1-0", b"1-1", b"1-2"]
+    assert _total(ingestor) == 7
+    assert ingestor.applied["s"] == {b"1-0", b"1-1", b"1-2"}
+
+
+async def test_a_request_whose_last_part_never_came_is_applied_when_the_next_entry_comes():
+    ingestor = _ingestor()
+    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 3), 1))
+    ingestor.apply_entry("s", "metrics", await _part("1-1", (2, 3), 2))
+    # Part 3 was trimmed before it was read: the next request's first part ends the wait.
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part("2-0", (1, 2), 10))) == [b"1-0", b"1-1"]
+    assert _total(ingestor) == 3
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part("2-1", (2, 2), 20))) == [b"2-0", b"2-1"]
+    ingestor.apply_entry("s", "metrics", await _part("3-0", (1, 2), 100))
+    # A whole entry ends the wait too, and comes after what was held.
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part("4-0", None, 1000))) == [b"3-0", b"4-0"]
+    assert _total(ingestor) == 1133
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [(2, 3)],  # a later part alone (its request's first parts were applied before a restart)
+        [(1, 3), (3, 3)],  # a part missing in the middle
+        [(1, 3), (2, 4)],  # parts of two requests
+    ],
+)
+async def test_parts_out_of_sequence_are_applied_rather_than_held(parts: list[tuple[int, int]]):
+    ingestor = _ingestor()
+    applied = []
+    for i, part in enumerate(parts):
+        applied += _applied(ingestor.apply_entry("s", "metrics", await _part(f"1-{i}", part, 1)))
+    # Nothing is left waiting on a part that cannot come in sequence: all of it is in the store.
+    assert applied == [f"1-{i}".encode() for i in range(len(parts))]
+    assert _total(ingestor) == len(parts)
+
+
+@pytest.mark.parametrize("header", ["0/2", "3/2", "x/2", "1/", "1-2", "", "١/2"])
+async def test_a_part_header_that_is_not_one_makes_a_whole_entry(header: str):
+    # Held for parts that may never come, a bad header would delay data; taken as whole, it cannot.
+    envelope = await BinaryMessageFormatV1.encode(
+        message=b'[{"name": "errors_total", "value": 1, "kind": "increment"}]',
+        reply_to=None,
+        headers={KIND_HEADER: "metrics", PART_HEADER: header},
+        correlation_id="r",
+    )
+    entry = Entry(b"1-0", {DATA_FIELD: envelope})
+    assert entry_part(decode_entry(entry.fields).headers) is None
+    ingestor = _ingestor()
+    assert _applied(ingestor.apply_entry("s", "metrics", entry)) == [b"1-0"]
+    assert _total(ingestor) == 1
+
+
+class RecordingAcker(FlakyAcker):
+    """Acks and item dead-letters are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead_items: list[tuple[bytes, list[int]]] = []
+
+    async def dead_letter_items(self, entry, bad, items) -> None:
+        self.dead_items.append((entry.id, [i for i, _ in bad]))
+
+
+async def test_held_parts_are_acked_at_once_and_their_bad_items_dead_lettered_when_applied():
+    ingestor = _ingestor()
+    acker = RecordingAcker()
+    handle = ingestor.handler("s", "metrics")
+    # A read that ends inside a request: its parts are acked (the stream tail replays them after a restart,
+    # as it does applied entries) but applied only with the part that ends it, in the next read.
+    await handle([await _part("1-0", None, 1), await _part("2-0", (1, 2), 2, bad=1)], acker)
+    assert (acker.acked, acker.dead_items, _total(ingestor)) == ([b"1-0", b"2-0"], [], 1)
+    assert ingestor.apply_entry("s", "metrics", await _part("2-0", (1, 2), 2)) is None  # delivered again
+    await handle([await _part("2-1", (2, 2), 4)], acker)
+    assert (acker.acked[2:], acker.dead_items, _total(ingestor)) == ([b"2-1"], [(b"2-0", [1])], 7)
+
+
+@pytest.mark.parametrize("once", [False, True], ids=["multi", "lua"])
+async def test_a_request_the_collector_split_reaches_the_store_whole(redis, keys, once: bool):
+    # The collector's writer and the evaluator's reader agree on the mark: read one entry at a time (a read
+    # boundary in every gap), the store has none of the request until it has all of it.
+    from services.collector.publish import Publisher
+
+    publisher = Publisher(redis, 1000, retry_after=1.0)
+    batches = [orjson.dumps([{"name": "errors_total", "value": v, "kind": "increment"}]) for v in (1, 2, 4)]
+    await publisher.publish(
+        keys.metrics, "metrics", batches[0], "r", idempotency_key="k" if once else None, more=batches[1:]
+    )
+    ingestor = _ingestor()
+    seen = []
+    for entry_id, fields in await redis.xrange(keys.metrics):
+        ingestor.apply_entry(keys.metrics, "metrics", Entry(entry_id, fields))
+        seen.append(sum(s.latest(NOW, 300)[1] for s in ingestor.store))
+    assert seen == [0, 0, 7]

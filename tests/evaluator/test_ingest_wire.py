@@ -61,7 +61,8 @@ def _both_ways(*bodies: bytes, limits: SeriesLimits | None = None) -> tuple[Inge
     outcome: Any = None
     for n, body in enumerate(bodies, start=1):
         try:
-            outcome = wire.apply_entry("s", "metrics", _entry(f"{n}-0", body))
+            (applied,) = wire.apply_entry("s", "metrics", _entry(f"{n}-0", body)) or ()
+            outcome = applied.bad
         except PoisonEntry as exc:
             outcome = exc
             with pytest.raises(PoisonEntry):
@@ -198,7 +199,8 @@ def test_the_arrival_cache_starts_over_when_spellings_pile_up(monkeypatch: pytes
             spaces,
             int(NOW) - 10 + spaces,
         )
-        assert ingestor.apply_entry("s", "metrics", _entry(f"{spaces + 1}-0", body)) == []
+        (applied,) = ingestor.apply_entry("s", "metrics", _entry(f"{spaces + 1}-0", body)) or ()
+        assert applied.bad == []
         assert len(ingestor.store.by_arrival) <= 4
     ((_, (_, values)),) = _contents(ingestor).items()
     assert values == [float(v) for v in range(10)]
@@ -210,7 +212,8 @@ def test_long_label_spellings_are_not_remembered_by_their_bytes():
         labels = b'{"job":"a"' + b" " * (1000 + n) + b"}"
         body = b'[{"name":"up","labels":%s,"value":%d,"timestamp":%d}]' % (labels, n, int(NOW) - 10 + n)
         _both_ways(body)
-        assert ingestor.apply_entry("s", "metrics", _entry(f"{n + 1}-0", body)) == []
+        (applied,) = ingestor.apply_entry("s", "metrics", _entry(f"{n + 1}-0", body)) or ()
+        assert applied.bad == []
     assert all(len(repr(key)) < 200 for key in ingestor.store.by_arrival)
     ((_, (_, values)),) = _contents(ingestor).items()
     assert values == [0.0, 1.0, 2.0]

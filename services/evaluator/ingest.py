@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import TypeAdapter, ValidationError
@@ -74,16 +74,14 @@ class IngestMetrics:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(NamedTuple):
     """An entry applied to the store, with its invalid items as (index, reason) for the DLQ."""
 
     entry: Entry
     bad: list[tuple[int, str]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Decoded:
+class _Decoded(NamedTuple):
     """An entry decoded but not applied yet: its batch in one of the two shapes the ingestor applies."""
 
     entry: Entry
@@ -121,7 +119,8 @@ class Ingestor:
         yet; None if it was a duplicate. Raises PoisonEntry if the entry is not a batch at all."""
         self._advance(stream, entry.id)
         count, held = self._held.get(stream, (0, []))
-        if entry.id in self.applied.setdefault(stream, set()) or any(h.entry.id == entry.id for h in held):
+        seen = self.applied.setdefault(stream, set())
+        if entry.id in seen or (held and any(h.entry.id == entry.id for h in held)):
             self.metrics.duplicates.labels(stream).inc()
             return None
         body, headers = decode_envelope(entry.fields)

@@ -38,16 +38,17 @@ async def unmatched_as_json(request: web.Request, handler: Handler) -> web.Strea
     unmatched = request.match_info.http_exception
     if unmatched is None:
         return await handler(request)
+    return error_response(unmatched.status, *unmatched_reason(request, unmatched.headers.get("Allow")))
+
+
+def unmatched_reason(request: web.Request, allowed: str | None) -> tuple[str, str, dict[str, str]]:
+    """Why `request` matched no route, as (error type, message, headers): 405 when `allowed` names the
+    methods its path takes, else 404 (the caller picks the status and the body's shape)."""
     path = request.path if len(request.path) <= 200 else request.path[:200] + "..."
-    if unmatched.status == 405:
-        allowed = unmatched.headers.get("Allow", "")
-        return error_response(
-            405,
-            "method_not_allowed",
-            f"{request.method} is not allowed on {path} (allowed: {allowed or 'none'})",
-            headers={"Allow": allowed},
-        )
-    return error_response(unmatched.status, "not_found", f"no endpoint {request.method} {path}")
+    if allowed is not None:
+        message = f"{request.method} is not allowed on {path} (allowed: {allowed or 'none'})"
+        return "method_not_allowed", message, {"Allow": allowed}
+    return "not_found", f"no endpoint {request.method} {path}", {}
 
 
 # The name of the client whose token a request carried (set by require_token; never the token itself).

@@ -75,12 +75,22 @@ from services.collector.rate_limit import rate_limiter_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
-from shared.webapp import CLIENT, BodyRefused, BodyTimeout, add_body_route, read_body, token_client
+from shared.webapp import (
+    CLIENT,
+    BodyRefused,
+    BodyTimeout,
+    add_body_route,
+    error_response,
+    read_body,
+    token_client,
+    unmatched_reason,
+)
 
 __all__ = ["OtlpOptions", "add_otlp_routes"]
 
 log = logging.getLogger(__name__)
 
+METRICS_PATH, LOGS_PATH = "/v1/metrics", "/v1/logs"
 PROTOBUF = "protobuf"
 JSON = "json"
 _CONTENT_TYPES = {
@@ -96,7 +106,8 @@ SUMMARISED_REASONS = 10
 MAX_MESSAGE = 4096
 
 # google.rpc.Code values for Status.code (informational: OTLP clients go by the HTTP status).
-INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 3, 8, 12, 14, 16
+INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED = 3, 5, 8
+UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 12, 14, 16
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 # The google.rpc.Code of each status read_body refuses a body with.
 _BODY_CODES = {400: INVALID_ARGUMENT, 413: RESOURCE_EXHAUSTED, 415: UNIMPLEMENTED}
@@ -198,7 +209,7 @@ def add_otlp_routes(
     signals = (
         _Signal(
             "metrics",
-            "/v1/metrics",
+            METRICS_PATH,
             METRICS,
             keys.metrics,
             "data points",
@@ -210,7 +221,7 @@ def add_otlp_routes(
         ),
         _Signal(
             "logs",
-            "/v1/logs",
+            LOGS_PATH,
             LOGS,
             keys.logs,
             "log records",
@@ -222,6 +233,26 @@ def add_otlp_routes(
     )
     for signal in signals:
         add_body_route(service.web.router, "POST", signal.path, receiver.handler(signal))
+    # Tried after the routes above (a path's own resource first): the rest of OTLP's paths.
+    service.web.router.add_route("*", "/v1/{rest:.*}", partial(_unmatched, {s.path for s in signals}))
+
+
+async def _unmatched(paths: set[str], request: web.Request) -> web.Response:
+    """A request under /v1/ that no OTLP route takes, answered as a Status in its encoding, as OTLP wants
+    of every failure: an exporter of a signal tripwire does not take (traces, profiles) then logs why. A
+    request in neither encoding (a browser, curl) gets the API's JSON error shape."""
+    allowed = "POST" if request.path in paths else None
+    error_type, message, headers = unmatched_reason(request, allowed)
+    status = 404 if allowed is None else 405
+    encoding = _CONTENT_TYPES.get(request.content_type)
+    if encoding is None:
+        return error_response(status, error_type, message, headers)
+    if allowed is None:
+        message += f"; tripwire takes OTLP metrics ({METRICS_PATH}) and logs ({LOGS_PATH})"
+    refused = _Refused(status, NOT_FOUND if allowed is None else UNIMPLEMENTED, message, headers=headers)
+    response = _status_response(refused, encoding)
+    response.content_type = request.content_type
+    return response
 
 
 class _Receiver:

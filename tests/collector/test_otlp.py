@@ -530,6 +530,27 @@ async def test_nothing_valid_is_400_with_a_status_and_stores_nothing(
     assert await redis.exists(keys.logs) == 0
 
 
+async def test_other_otlp_paths_and_methods_answer_with_a_status_in_the_request_encoding(faked: Collector):
+    # An SDK that also exports traces to the same endpoint: its exporter decodes the Status and logs why.
+    protobuf = {"Content-Type": "application/protobuf"}
+    response = await faked.client.post("/v1/traces", data=b"", headers=protobuf)
+    assert (response.status, response.headers["Content-Type"]) == (404, "application/protobuf")
+    status, _ = status_of(await response.read())
+    assert status.code == 5
+    assert status.message.startswith("no endpoint POST /v1/traces; tripwire takes OTLP metrics (/v1/metrics)")
+
+    response = await faked.client.put("/v1/logs", data=b"{}", headers=JSON)
+    assert (response.status, response.headers["Allow"]) == (405, "POST")
+    reply = await response.json()
+    assert reply == {"code": 12, "message": "PUT is not allowed on /v1/logs (allowed: POST)"}
+
+    # Anyone else (a browser, curl without a Content-Type) gets the API's JSON error, as on every path.
+    for method, path, status_code in (("GET", "/v1/metrics", 405), ("GET", "/v1/profiles", 404)):
+        response = await faked.client.request(method, path)
+        assert response.status == status_code
+        assert (await response.json())["errorType"] in {"not_found", "method_not_allowed"}
+
+
 async def test_bad_content_type_garbage_and_bad_gzip(faked: Collector, redis: Redis, keys: Keys):
     response = await faked.client.post("/v1/metrics", data=b"x", headers={"Content-Type": "text/plain"})
     assert response.status == 415

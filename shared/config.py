@@ -159,20 +159,26 @@ class CollectorConfig(Section):
     def _a_full_batch_maps(self) -> CollectorConfig:
         if "otlp_max_samples" not in self.model_fields_set:
             # A config that allowed more items per request before this setting keeps taking them by OTLP.
-            self.otlp_max_samples = max(self.otlp_max_samples, self.max_items)
+            _derive(self, "otlp_max_samples", max(self.otlp_max_samples, self.max_items))
         return self
 
     @model_validator(mode="after")
     def _a_whole_body_fits(self) -> CollectorConfig:
         if "max_buffered_bytes" not in self.model_fields_set:
             # A config written before this setting, with bodies allowed past its default, keeps working.
-            self.max_buffered_bytes = max(self.max_buffered_bytes, self.max_body_bytes)
+            _derive(self, "max_buffered_bytes", max(self.max_buffered_bytes, self.max_body_bytes))
         elif self.max_buffered_bytes < self.max_body_bytes:
             raise ValueError(
                 f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
                 f"({self.max_body_bytes}), or no body of the largest size could ever be taken"
             )
         return self
+
+
+def _derive(model: BaseModel, name: str, value: object) -> None:
+    """Set a default that follows from other fields without counting it as set by the user (plain assignment
+    would add it to `model_fields_set`): a dump of what was set, validated again, derives it again."""
+    model.__dict__[name] = value
 
 
 class EvaluatorConfig(Section):

@@ -20,7 +20,7 @@ from services.collector.app import build
 from services.local_redis import free_port
 from shared.clock import FakeClock
 from shared.codec import decode_entry
-from shared.config import Config
+from shared.config import CollectorConfig, Config
 from shared.streams import Keys
 from shared.webapp import BODIES_ENCODED, token_client
 from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
@@ -568,6 +568,22 @@ def test_a_budget_counts_what_arrives_and_gives_it_back():
     # Unset, it grows with a body limit past its default (a config from before it still loads).
     big = Config.model_validate({"collector": {"max_body_bytes": 300 * 2**20}}).collector
     assert big.max_buffered_bytes == 300 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("derived", "source", "value"),
+    [("max_buffered_bytes", "max_body_bytes", 300 * 2**20), ("otlp_max_samples", "max_items", 300_000)],
+)
+def test_a_derived_default_is_not_taken_for_a_setting(derived: str, source: str, value: int):
+    # Derived from another setting, it stays unset: what was set, validated again with that setting
+    # lowered, derives it again rather than keep the old value as if the user had written it.
+    section = CollectorConfig.model_validate({source: value})
+    assert getattr(section, derived) == value
+    assert derived not in section.model_fields_set
+    written = section.model_dump(exclude_unset=True)
+    assert written == {source: value}
+    again = CollectorConfig.model_validate({**written, source: getattr(CollectorConfig(), source)})
+    assert getattr(again, derived) == getattr(CollectorConfig(), derived)
 
 
 async def test_every_202_survives_a_redis_sigkill_in_the_middle_of_ingest(

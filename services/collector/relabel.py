@@ -84,9 +84,9 @@ def _step(config: RelabelConfig, labels: _Builder) -> bool:
         if replacement:
             labels.set(target, replacement)
         else:
-            # Prometheus deletes the target label as written, not as expanded: with a templated target
-            # (`${1}`) that deletes nothing. Kept, so that rules behave as they do there.
-            labels.delete(config.target_label)
+            # The target as expanded, as Prometheus does since 2.49 (#13308): `target_label: ${1}` with an
+            # empty replacement deletes the label the source names.
+            labels.delete(target)
     elif action == "lowercase":
         labels.set(config.target_label, value.lower())
     elif action == "uppercase":

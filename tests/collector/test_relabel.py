@@ -258,11 +258,11 @@ def test_replace_with_empty_result_deletes_the_label():
     assert relabel({"a": "x", "b": "y"}, configs) == {"b": "y"}
 
 
-def test_an_empty_replacement_deletes_the_target_as_written_not_as_expanded():
-    # Prometheus' relabel.go: `lb.Del(cfg.TargetLabel)`. With a templated target nothing named `${1}`
-    # exists, so nothing is deleted; `b` stays.
-    configs = steps({"source_labels": ["a"], "regex": "(b)", "target_label": "${1}", "replacement": ""})
-    assert relabel({"a": "b", "b": "kept"}, configs) == {"a": "b", "b": "kept"}
+def test_an_empty_replacement_deletes_the_target_as_expanded():
+    # Prometheus' relabel.go since 2.49: `lb.Del(string(target))`, the expanded name. So a label can name
+    # the labels to drop (prometheus#8186): `drop: pod` deletes `pod`.
+    configs = steps({"source_labels": ["drop"], "regex": "(.+)", "target_label": "${1}", "replacement": ""})
+    assert relabel({"drop": "pod", "pod": "x", "a": "1"}, configs) == {"drop": "pod", "a": "1"}
 
 
 def test_labelmap_collisions_are_settled_in_label_name_order():

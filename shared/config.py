@@ -74,9 +74,11 @@ class GlobalConfig(Section):
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> GlobalConfig:
         # As Prometheus: a written timeout longer than the interval is an error; the default one is cut
-        # to the interval (ScrapeConfig.with_defaults).
+        # to the interval, and jobs inherit it so (a job at 1m under a global 5s interval times out at 5s).
         if "scrape_timeout" in self.model_fields_set:
             check_global_timeout(self.scrape_timeout, self.scrape_interval)
+        else:
+            _derive(self, "scrape_timeout", min(self.scrape_timeout, self.scrape_interval))
         return self
 
 

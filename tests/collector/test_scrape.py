@@ -983,9 +983,11 @@ scrape_configs:
 """,
     )
     inherits, own = config.scrape_configs
-    # Tripwire's global default timeout is 10s; Prometheus cuts it to a shorter interval.
+    # The global default timeout, 10s, is cut to a shorter global interval, and then inherited as such
+    # (Prometheus' GlobalConfig.UnmarshalYAML), also by a job with a longer interval of its own.
     assert (inherits.scrape_interval, inherits.scrape_timeout) == (5.0, 5.0)
-    assert (own.scrape_interval, own.scrape_timeout) == (60.0, 10.0)
+    assert (own.scrape_interval, own.scrape_timeout) == (60.0, 5.0)
+    assert "scrape_timeout" not in config.global_.model_fields_set
     assert (own.metrics_path, own.scheme, own.honor_labels) == ("/metrics", "http", False)
     assert _load(tmp_path, "scrape_configs: [{job_name: x}]").scrape_configs[0].scrape_interval == 15.0
 

@@ -337,13 +337,21 @@ class Scraper:
             # scrape_timeout (the parse thread is not stopped, but its result is no longer waited for).
             async with asyncio.timeout(target.timeout):
                 body, content_type = await self._fetch(target)
-                result.protocol = protocol_for(content_type, job.fallback_scrape_protocol)
-                parsing = self._executor.submit(
-                    parse_scrape, body, result.protocol, target, result.started_at, self._sample_limit(job)
-                )
-                self._parsing[target.identity] = parsing
-                parsing.add_done_callback(self._parse_ended_callback(target.identity))
-                parsed = await asyncio.wrap_future(parsing)
+                # An empty body is a scrape of no samples, whatever its Content-Type (or none), as in
+                # Prometheus (scrapeLoop.append): `up 1`, `scrape_samples_scraped 0`.
+                if body:
+                    result.protocol = protocol_for(content_type, job.fallback_scrape_protocol)
+                    parsing = self._executor.submit(
+                        parse_scrape,
+                        body,
+                        result.protocol,
+                        target,
+                        result.started_at,
+                        self._sample_limit(job),
+                    )
+                    self._parsing[target.identity] = parsing
+                    parsing.add_done_callback(self._parse_ended_callback(target.identity))
+                    parsed = await asyncio.wrap_future(parsing)
             if parsed.failure is not None:
                 raise parsed.failure
         except ScrapeFailed as exc:

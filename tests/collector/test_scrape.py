@@ -495,6 +495,19 @@ async def test_unknown_content_type_fails_unless_a_fallback_protocol_is_set(
     assert value_of((await batches(redis, keys))[-1], "jobs_total") == 3.0
 
 
+@pytest.mark.parametrize("content_type", ["application/openmetrics-text; version=1.0.0", "application/json"])
+async def test_an_empty_body_is_a_scrape_of_no_samples(exporter, make_scraper, redis, keys, content_type):
+    # Prometheus returns early on an empty body, before the Content-Type or the parser can fail it (an
+    # OpenMetrics parser would want `# EOF`): the target is up with nothing in it.
+    exporter.content_type = content_type
+    exporter.body = b""
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    batch = (await batches(redis, keys))[-1]
+    assert (value_of(batch, "up"), value_of(batch, "scrape_samples_scraped")) == (1.0, 0.0)
+
+
 async def test_a_missing_content_type_fails_like_prometheus_3(make_scraper):
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

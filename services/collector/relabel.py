@@ -253,6 +253,8 @@ def _url(
             key = name.removeprefix(PARAM_PREFIX)
             query[key] = [value, *query.get(key, [])[1:]]
     encoded = urlencode(sorted(query.items()), doseq=True)  # sorted by key, like Go's url.Values.Encode
+    if path and not path.startswith("/"):
+        path = "/" + path  # a relabelled __metrics_path__: Go's URL.String puts the `/` after the host
     return f"{scheme}://{address}{quote(path, safe='/:@!$&()*+,;=-._~')}" + (f"?{encoded}" if encoded else "")
 
 

@@ -461,6 +461,13 @@ def test_reserved_labels_drive_the_url_and_are_dropped_after_relabeling():
     assert target.labels == {"job": "node", "instance": "host:9100", "team": "a"}
 
 
+def test_a_relabelled_metrics_path_without_a_slash_gets_one():
+    # Go's URL.String puts a `/` between the host and a path without one.
+    target = target_from(job(), "h:9100", {"__metrics_path__": "probe"})
+    assert target is not None
+    assert target.url == "http://h:9100/probe"
+
+
 def test_blackbox_exporter_example_from_the_prometheus_docs():
     configs = yaml.safe_load(
         """

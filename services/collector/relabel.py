@@ -7,6 +7,7 @@ to "" removes it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -88,9 +89,9 @@ def _step(config: RelabelConfig, labels: _Builder) -> bool:
             # empty replacement deletes the label the source names.
             labels.delete(target)
     elif action == "lowercase":
-        labels.set(config.target_label, value.lower())
+        labels.set(config.target_label, go_lower(value))
     elif action == "uppercase":
-        labels.set(config.target_label, value.upper())
+        labels.set(config.target_label, go_upper(value))
     elif action == "hashmod":
         # Prometheus: the last 8 bytes of the MD5, big-endian, modulo `modulus`.
         digest = hashlib.md5(value.encode(), usedforsecurity=False).digest()
@@ -108,6 +109,34 @@ def _step(config: RelabelConfig, labels: _Builder) -> bool:
         for name in [n for n in labels if not config.pattern.fullmatch(n)]:
             labels.delete(name)
     return True
+
+
+def go_upper(value: str) -> str:
+    """Go's strings.ToUpper: each character's simple, one-to-one uppercase (`ß` stays `ß`, `ﬁ` stays `ﬁ`).
+    Python's str.upper uses the full mapping (`ß` -> `SS`), so relabelled values would differ."""
+    return value.upper() if value.isascii() else "".join(map(_simple_upper, value))
+
+
+def go_lower(value: str) -> str:
+    """Go's strings.ToLower: each character's simple lowercase, without str.lower's full mapping (`İ` ->
+    `i` + U+0307) or its final-sigma rule (`Σ` is always `σ`)."""
+    return value.lower() if value.isascii() else "".join(map(_simple_lower, value))
+
+
+@functools.cache
+def _simple_upper(char: str) -> str:
+    upper = char.upper()
+    if len(upper) == 1:
+        return upper
+    # Expands under the full mapping: the simple one is the titlecase form where that is one character
+    # (Greek with ypogegrammeni, `ᾳ` -> `ᾼ`), else none (`ß`, `ŉ`, ligatures): the character unchanged.
+    title = char.title()
+    return title if len(title) == 1 else char
+
+
+@functools.cache
+def _simple_lower(char: str) -> str:
+    return char.lower()[0]  # only `İ` expands (to `i` + a combining dot); its simple lowercase is `i`
 
 
 def expand(template: str, match: re.Match[str]) -> str:

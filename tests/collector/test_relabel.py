@@ -265,6 +265,26 @@ def test_an_empty_replacement_deletes_the_target_as_expanded():
     assert relabel({"drop": "pod", "pod": "x", "a": "1"}, configs) == {"drop": "pod", "a": "1"}
 
 
+@pytest.mark.parametrize(
+    ("value", "upper", "lower"),
+    [
+        ("Straße", "STRAßE", "straße"),  # no simple uppercase: `ß` stays (str.upper gives `SS`)
+        ("ﬁle", "ﬁLE", "ﬁle"),  # a ligature likewise
+        ("ᾳ ᾀ", "ᾼ ᾈ", "ᾳ ᾀ"),  # Greek with ypogegrammeni: one character, the titlecase one
+        ("İstanbul", "İSTANBUL", "istanbul"),  # `i`, not `i` + a combining dot
+        ("ΟΔΟΣ", "ΟΔΟΣ", "οδοσ"),  # no final-sigma rule: each character on its own
+    ],
+)
+def test_case_actions_map_each_character_as_go_does(value: str, upper: str, lower: str):
+    # Go's strings.ToUpper/ToLower map rune by rune with the simple mapping; every code point Java 17
+    # knows was checked against Character.toUpperCase/toLowerCase (simple mappings too) when written.
+    configs = steps(
+        {"source_labels": ["v"], "action": "uppercase", "target_label": "u"},
+        {"source_labels": ["v"], "action": "lowercase", "target_label": "l"},
+    )
+    assert relabel({"v": value}, configs) == {"v": value, "u": upper, "l": lower}
+
+
 def test_labelmap_collisions_are_settled_in_label_name_order():
     # Prometheus walks labels sorted by name, so of foo_x and bar_x (both mapping to x) foo_x is set last.
     configs = steps({"action": "labelmap", "regex": "(?:foo|bar)_(.+)", "replacement": "$1"})

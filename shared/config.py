@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.durations import Duration
+from shared.durations import FROM_FILE, Duration
 from shared.events import LABEL_NAME_RE, METRIC_NAME_RE
 from shared.matchers import compile_go
 from shared.scrape_config import ScrapeConfigs, check_global_timeout
@@ -479,7 +479,9 @@ def load_config(
         log.warning("ignoring unknown environment variable %s (no such config key)", name)
     merged = _merge(doc.data, overrides)
     try:
-        config = Config.model_validate({**merged, "base_dir": base_dir, "source": doc.file})
+        config = Config.model_validate(
+            {**merged, "base_dir": base_dir, "source": doc.file}, context=FROM_FILE
+        )
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])

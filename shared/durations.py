@@ -6,12 +6,15 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 _UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 _DURATION_RE = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
 _ORDER = ("y", "w", "d", "h", "m", "s", "ms")
+# The validation context of a model read from a YAML file: there a duration is a string with its unit, as
+# Prometheus and Alertmanager read it (a bare `30` is refused, `0` taken), not seconds as in Python code.
+FROM_FILE = {"durations": "file"}
 
 
 def parse_duration(text: str) -> float:
@@ -38,11 +41,15 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def _validate(value: Any) -> float:
+def _validate(value: Any, info: ValidationInfo) -> float:
     if isinstance(value, bool):
         raise PydanticCustomError("duration", "expected a duration such as 30s or 5m, got a boolean")
+    if isinstance(value, int | float) and value != 0 and (info.context or {}).get("durations") == "file":
+        raise PydanticCustomError(
+            "duration", f"a duration needs a unit: {value!r} is not one (write 30s, 5m, 1h30m)"
+        )
     if isinstance(value, int | float):
-        # Only seconds given as numbers in Python code (tests, defaults); YAML users write strings.
+        # Seconds, given as numbers in Python code (tests, defaults); files say durations with units.
         if value < 0:
             raise PydanticCustomError("duration", "duration must not be negative")
         if not math.isfinite(value):  # YAML's .inf and .nan are numbers too

@@ -20,7 +20,7 @@ from services.notifier.matchers import Matcher, MatcherError, parse_matcher
 from services.notifier.secrets import is_env_reference
 from services.notifier.templates import Template, TemplateError
 from services.notifier.time_intervals import TimeInterval
-from shared.durations import Duration
+from shared.durations import FROM_FILE, Duration
 from shared.yamlfile import ConfigError, ConfigErrors, Document, load_yaml
 
 _UNSUPPORTED_INTEGRATIONS = (
@@ -323,7 +323,7 @@ def load_routing(path: Path) -> RoutingConfig:
         raise ConfigErrors([doc.error((), "routing config must be a YAML mapping with route and receivers")])
     try:
         config = RoutingConfig.model_validate(
-            {**doc.data, "base_dir": Path(path).resolve().parent, "file": str(path)}
+            {**doc.data, "base_dir": Path(path).resolve().parent, "file": str(path)}, context=FROM_FILE
         )
     except ValidationError as exc:
         raise ConfigErrors(doc.validation_errors(exc)) from None

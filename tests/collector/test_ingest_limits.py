@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from services.collector.app import build
@@ -750,10 +751,13 @@ def test_a_503s_retry_after_rounds_up_and_the_setting_must_be_finite(tmp_path):
 
     # round() made 2.5s "2": a client told to come back before the time given.
     assert [Unavailable("x", s).retry_after_header for s in (0.2, 2.5, 3.0)] == ["1", "3", "3"]
-    # YAML's .inf loaded, and every 503 then became a 500 (round(inf) raises).
+    # YAML's .inf loaded, and every 503 then became a 500 (round(inf) raises). A file's duration needs a
+    # unit now, but in code too a non-finite one is refused.
     (tmp_path / "tripwire.yml").write_text("collector:\n  retry_after: .inf\n")
-    with pytest.raises(ConfigErrors, match="duration must be finite"):
+    with pytest.raises(ConfigErrors, match="retry_after: a duration needs a unit: inf"):
         load_config(tmp_path / "tripwire.yml", environ={})
+    with pytest.raises(ValidationError, match="duration must be finite"):
+        CollectorConfig(retry_after=math.inf)
 
 
 async def test_a_body_and_id_stored_by_otlp_and_sent_to_the_json_api_is_refused_not_a_500(

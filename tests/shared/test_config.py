@@ -149,3 +149,42 @@ def test_a_list_or_map_variable_that_is_broken_json_says_so():
     assert messages[0].endswith("); write a JSON object")
     assert messages[1].startswith("TRIPWIRE_RULE_FILES: not valid JSON (")
     assert messages[1].endswith("); write a JSON list or comma-separated values")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("tripwire.yml", "global:\n  scrape_interval: 30\n", "tripwire.yml:2:3: global.scrape_interval"),
+        (
+            "rules.yml",
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    for: 300\n",
+            "rules.yml:6:5: groups.0.rules.0.for",
+        ),
+        (
+            "alertmanager.yml",
+            "route:\n  receiver: r\n  group_wait: 30\nreceivers:\n- name: r\n",
+            "alertmanager.yml:3:3: route.group_wait",
+        ),
+    ],
+)
+def test_a_duration_in_a_file_needs_a_unit_as_prometheus_and_alertmanager_want(
+    tmp_path: Path, name: str, text: str, where: str
+):
+    # Prometheus and Alertmanager refuse `30` ("not a valid duration string"); taking it as seconds would
+    # pass a file in `tripwire check` that the upstream tools refuse. `0` they take, and so does this.
+    from services.evaluator.rules.files import load_rule_files
+    from services.notifier.config import load_routing
+
+    load = {
+        "tripwire.yml": lambda p: load_config(p, environ={}),
+        "rules.yml": lambda p: load_rule_files([p], 60.0),
+        "alertmanager.yml": load_routing,
+    }[name]
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigErrors) as refused:
+        load(path)
+    message = str(refused.value)
+    assert f"{where}: a duration needs a unit: " in message, message
+    path.write_text(text.replace(": 300\n", ": 0\n").replace(": 30\n", ": 0\n"))
+    load(path)

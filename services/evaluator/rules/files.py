@@ -13,7 +13,7 @@ from services.evaluator.rules.alerting import AlertingRule
 from services.evaluator.rules.group import RuleGroup
 from services.evaluator.rules.recording import RecordingRule
 from services.evaluator.rules.templates import TemplateError, parse_template
-from shared.durations import Duration
+from shared.durations import FROM_FILE, Duration
 from shared.events import LABEL_NAME_RE, METRIC_NAME_RE
 from shared.yamlfile import ConfigError, ConfigErrors, Document, load_yaml
 
@@ -84,7 +84,7 @@ def _load_document(doc: Document, default_interval: float) -> tuple[list[RuleGro
     if doc.data is None:
         return [], []
     try:
-        spec = RuleFileSpec.model_validate(doc.data)
+        spec = RuleFileSpec.model_validate(doc.data, context=FROM_FILE)
     except ValidationError as exc:
         return [], doc.validation_errors(exc)
     errors: list[ConfigError] = []

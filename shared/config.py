@@ -139,6 +139,13 @@ class CollectorConfig(Section):
         "_sum and _count), stored in entries of at most max_items; max_items counts its data points, as "
         "OTLP exporters batch them (default: 200,000, or max_items if that is more)",
     )
+    otlp_max_stored_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="bytes one OTLP request may be stored as (estimated before encoding): a point's "
+        "attributes are sent once but stored on each of its items (every histogram bucket), so a small body "
+        "can stand for far more; past this the request gets 413",
+    )
     otlp_metric_suffixes: bool = Field(
         default=True,
         description="OTLP metric names get their unit and type suffixes (http_server_duration_seconds, "

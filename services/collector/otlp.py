@@ -298,6 +298,15 @@ class _Receiver:
             del message
             message = signal.protobuf_type.FromString(body)
         mapping = signal.mapper(message, now, self.limits, self.options)
+        if mapping.stored > self.config.otlp_max_stored_bytes:
+            raise _Refused(
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request would be stored as about {mapping.stored} bytes (its points' attributes are stored "
+                "on each of their samples and log records); the limit is "
+                f"{self.config.otlp_max_stored_bytes} (collector.otlp_max_stored_bytes): send smaller "
+                "batches or fewer, shorter attributes",
+            )
         total = sum(len(point.items) for point in mapping.points)
         if total > max_samples:
             raise _Refused(
@@ -309,6 +318,24 @@ class _Receiver:
         outcome = _validate(signal.spec, mapping, now, self.config, self.limits, max_samples)
         outcome.skipped = mapping.skipped
         return outcome
+
+    def _hold_stored(self, outcome: _Outcome, held: Held) -> None:
+        """Count the request's encoded items in the body budget until they are stored: unlike a JSON API
+        body, an OTLP body can stand for many times its size, and requests waiting on a slow Redis hold
+        them. One that could never fit gets 413, one that does not fit now 503."""
+        stored = len(outcome.accepted.items_json) + sum(map(len, outcome.accepted.rest))
+        if held.size + stored > self.budget.limit:
+            raise _Refused(
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request is {held.size} bytes and its samples {stored} bytes once encoded, more than the "
+                f"collector holds at once ({self.budget.limit}, collector.max_buffered_bytes): send "
+                "smaller batches",
+            )
+        try:
+            held.take(stored)
+        except Unavailable as exc:
+            raise _unavailable(exc) from None
 
     def _max_samples(self, signal: _Signal) -> int:
         """The most items one request of this signal may map to: a log record is one item, so max_items."""
@@ -386,6 +413,7 @@ class _Receiver:
         # Decoding, mapping and validating a 5 MB request is CPU work of seconds: off the event loop, so
         # other requests and health checks are answered meanwhile.
         outcome = await asyncio.to_thread(self._process, body, encoding, signal, now)
+        self._hold_stored(outcome, held)
         points = self.metrics.points
         request_id, once = request_identity(request, body)
         message = _partial_message(outcome, signal.noun)

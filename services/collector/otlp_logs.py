@@ -37,6 +37,7 @@ from services.collector.otlp_metrics import (
     fit_labels,
     scope_labels,
     timestamp,
+    utf8_length,
 )
 
 DEFAULT_SERVICE = "unknown_service"
@@ -130,6 +131,7 @@ def map_logs(
                     )
                     continue
                 event = _event(record, service, fixed, resource.promoted, now, limits, out)
+                out.charge(1, event["labels"], len(service) + utf8_length(event["message"]))
                 out.points.append(MappedPoint([event], where, r_index))
     return out
 

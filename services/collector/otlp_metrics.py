@@ -105,11 +105,24 @@ class MappedPoint:
     counted: bool = True  # False for items we synthesise (target_info): not a data point of the sender's
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of `text` in UTF-8 (orjson writes it unescaped), without encoding ASCII."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+# An item's JSON beyond its name, labels and message: keys, value, kind, timestamp, an `le` or `quantile`.
+_ITEM_BYTES = 120
+
+
 @dataclass(slots=True)
 class Mapping:
     """The result of mapping one request: the points, and what was rejected, skipped or adjusted."""
 
     points: list[MappedPoint] = field(default_factory=list)
+    # Estimated bytes the points' items take once encoded for the stream. The request's attributes are sent
+    # once a point but stored once an item (a histogram's on every bucket), so a small body can stand for
+    # any amount: the receiver refuses a request past collector.otlp_max_stored_bytes before encoding it.
+    stored: int = 0
     rejected: int = 0
     reasons: list[tuple[str, str]] = field(default_factory=list)  # (which point, why), the first ones
     skipped: int = 0
@@ -119,6 +132,11 @@ class Mapping:
         self.rejected += count
         if len(self.reasons) < LISTED_REASONS:
             self.reasons.append((where, reason))
+
+    def charge(self, items: int, labels: dict[str, str], size: int) -> None:
+        """Count `items` items carrying `labels` (shared by them) plus `size` bytes of their own each."""
+        values = utf8_length("".join(labels.values()))
+        self.stored += items * (_ITEM_BYTES + size + values + sum(map(len, labels)) + 6 * len(labels))
 
     def warn(self, message: str) -> None:
         """A change we made to accepted data (counted per kind, so a flood stays one line)."""
@@ -654,6 +672,7 @@ def map_metrics(
             # Stamped with the receive time: "this resource reported now", inside the window whatever the
             # points' own times (a rejected one must not take target_info with it).
             info = fit_labels(resource.identity, resource.info, limits, out, "resource attributes")
+            out.charge(1, info, len("target_info"))
             out.points.append(
                 MappedPoint(
                     items=[_item("target_info", info, 1.0, "sample", now)],
@@ -757,6 +776,7 @@ def _map_summary(
         out.warn(SUMMARY_NAN_WARNING)
     items.append(_item(base + "_sum", labels, point.sum, "sample", ts))
     items.append(_item(base + "_count", labels, float(point.count), "sample", ts))
+    out.charge(len(items), labels, len(base) + 6)
     out.points.append(MappedPoint(items, where, resource))
 
 
@@ -815,6 +835,7 @@ def _map_numbers(
             out.reject(where, problem)
             continue
         ts = timestamp(point.time_unix_nano, now)
+        out.charge(1, labels, len(name))
         out.points.append(MappedPoint([_item(name, labels, value, kind, ts)], where, resource))
 
 
@@ -852,4 +873,5 @@ def _map_histogram(
     if point.HasField("sum"):
         items.append(_item(base + "_sum", labels, point.sum, kind, ts))
     items.append(_item(base + "_count", labels, float(point.count), kind, ts))
+    out.charge(len(items), labels, len(bucket))
     out.points.append(MappedPoint(items, where, resource))

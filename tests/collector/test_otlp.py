@@ -70,7 +70,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.collector.app import build
-from services.collector.ingest import Accepted, limits_from
+from services.collector.ingest import DEFAULT_LIMITS, Accepted, limits_from
 from services.collector.ingest import IngestLimits as Limits
 from services.collector.otlp import _Outcome, _partial_message, add_otlp_routes
 from services.collector.otlp_logs import level_of, map_logs
@@ -93,6 +93,7 @@ from shared.codec import decode_entry
 from shared.config import CollectorConfig, Config
 from shared.service import Service
 from shared.streams import Keys
+from tests.polling import eventually
 
 NOW = 1_763_800_000.0
 NOW_NS = int(NOW * 1e9)
@@ -692,6 +693,105 @@ async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis
         )
         assert response.status == 400
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
+
+
+def _wide_histograms(points: int, buckets: int, attribute_bytes: int) -> ExportMetricsServiceRequest:
+    """Histogram points whose few long attributes are sent once a point but stored on every bucket."""
+    bounds = [float(b) for b in range(1, buckets)]
+    return metrics_request(
+        Metric(
+            name="latency",
+            histogram=Histogram(
+                aggregation_temporality=CUMULATIVE,
+                data_points=[
+                    HistogramDataPoint(
+                        time_unix_nano=NOW_NS,
+                        count=buckets,
+                        sum=1.0,
+                        bucket_counts=[1] * buckets,
+                        explicit_bounds=bounds,
+                        attributes=attrs(a=f"{i}" + "a" * attribute_bytes, b="b" * attribute_bytes),
+                    )
+                    for i in range(points)
+                ],
+            ),
+        )
+    )
+
+
+async def test_a_small_request_that_would_be_stored_as_far_more_is_413(make_config, redis: Redis, keys: Keys):
+    # helper-45's review: a 0.19 MB body of histograms with 4 KB attributes was stored as 130 MB (674x), with
+    # 657 MB more RSS; every budget counted only the body. Now the items' size is estimated before they are
+    # encoded, and the request refused past collector.otlp_max_stored_bytes.
+    config = make_config(collector={"otlp_max_stored_bytes": 2 * 1024 * 1024})
+    async with running(config, FakeClock(NOW)) as c:
+        request = _wide_histograms(points=40, buckets=60, attribute_bytes=4000)
+        assert len(request.SerializeToString()) < 400_000  # about 0.3 MB, to be stored as 20 MB
+        response = await post_proto(c, "/v1/metrics", request)
+        assert response.status == 413
+        message = status_of(await response.read())[0].message
+        assert "collector.otlp_max_stored_bytes" in message and "would be stored as about" in message
+        # One in ten of those points fits, and is stored whole.
+        fits = _wide_histograms(points=4, buckets=60, attribute_bytes=4000)
+        response = await post_proto(c, "/v1/metrics", fits)
+        assert response.status == 200
+    assert len(await stream_items(redis, keys.metrics)) == 4 * 62
+
+
+@pytest.mark.parametrize("kind", ["histograms", "logs"])
+def test_the_stored_size_estimate_is_close_above_the_encoded_size(kind: str):
+    # The estimate decides a 413 before anything is encoded: never below what the items encode to (or a
+    # request past the limit could pass), and not far above (or good ones would be refused).
+    if kind == "histograms":
+        mapping = map_metrics(_wide_histograms(5, 16, 300), NOW, DEFAULT_LIMITS, OtlpOptions())
+    else:
+        records = logs_request(*(record("é" * 200, user="u" * 50) for _ in range(20)))
+        mapping = map_logs(records, NOW, DEFAULT_LIMITS, OtlpOptions())
+    encoded = sum(len(orjson.dumps(item)) for point in mapping.points for item in point.items)
+    assert encoded <= mapping.stored <= 1.5 * encoded
+
+
+async def test_encoded_items_count_in_the_body_budget(make_config, redis: Redis, keys: Keys):
+    # A body stands for many times its size once encoded, and a request waiting on Redis holds both: the
+    # budget counts the encoded items too. One that can never fit is 413, one that does not fit now 503.
+    config = make_config(collector={"max_body_bytes": 160 * 1024, "max_buffered_bytes": 200 * 1024})
+    async with running(config, FakeClock(NOW)) as c:
+        request = _wide_histograms(points=6, buckets=20, attribute_bytes=800)
+        assert len(request.SerializeToString()) < 16 * 1024
+        response = await post_proto(c, "/v1/metrics", request)
+        assert response.status == 413
+        assert "collector.max_buffered_bytes" in status_of(await response.read())[0].message
+
+        # A JSON API body still arriving holds 150 KB of the shared budget meanwhile.
+        release = asyncio.Event()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield b"[" + b" " * (150 * 1024)
+            await release.wait()
+            yield b"]"
+
+        def held() -> float | None:
+            return c.service.registry.get_sample_value("tripwire_ingest_buffered_bytes")
+
+        slow = asyncio.create_task(
+            c.client.post("/api/v1/metrics", data=slow_body(), headers={"Content-Type": "application/json"})
+        )
+        try:
+
+            async def holding() -> bool:
+                return (held() or 0) >= 150 * 1024
+
+            await eventually(holding, what="the JSON body's first 150 KB held")
+            small = _wide_histograms(points=2, buckets=20, attribute_bytes=800)
+            response = await post_proto(c, "/v1/metrics", small)
+            assert (response.status, response.headers["Retry-After"]) == (503, "1")
+        finally:
+            release.set()
+            await slow
+        response = await post_proto(c, "/v1/metrics", small)
+        assert response.status == 200
+        assert held() == 0
+    assert len(await stream_items(redis, keys.metrics)) == 2 * 22
 
 
 async def test_a_batch_of_default_bucket_histograms_is_not_refused_for_its_buckets(

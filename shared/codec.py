@@ -56,7 +56,7 @@ def entry_part(headers: dict[str, Any]) -> tuple[int, int] | None:
     if not isinstance(raw, str):
         return None
     index, _, count = raw.partition("/")
-    if not (index.isdigit() and count.isdigit()):
+    if not (index.isascii() and index.isdigit() and count.isascii() and count.isdigit()):  # not "²"
         return None
     i, n = int(index), int(count)
     return (i, n) if 1 <= i <= n else None

@@ -116,7 +116,8 @@ class Ingestor:
     def apply_entry(self, stream: str, kind: str, entry: Entry) -> list[Applied] | None:
         """Apply one entry. Returns the entries this applied, each with its invalid items: the entry itself,
         after any parts held before it; none while it is a part of a request whose last part has not come
-        yet; None if it was a duplicate. Raises PoisonEntry if the entry is not a batch at all."""
+        yet; None if it was a duplicate. Raises PoisonEntry if the entry is not a batch at all (see
+        `release` for what was held before it)."""
         self._advance(stream, entry.id)
         count, held = self._held.get(stream, (0, []))
         seen = self.applied.setdefault(stream, set())
@@ -128,16 +129,32 @@ class Ingestor:
         wire = decode_wire_samples(body) if kind == "metrics" else None
         decoded = _Decoded(entry, body, wire, decode_items(body) if wire is None else None)
         part = entry_part(headers)
+        if held and entry_order(entry.id) < entry_order(held[-1].entry.id):
+            # An older entry back through re-claim while a request is being read: on its own, the hold kept.
+            return self._apply_decoded(stream, kind, [decoded])
         ready: list[_Decoded] = []
         if held and part != (len(held) + 1, count):
             # The rest of that request never came (trimmed before it was read, or unreadable): apply what did.
             ready, held = held, []
         if part is not None and part[0] == len(held) + 1 and part[0] < part[1]:
             self._held[stream] = (part[1], [*held, decoded])
-        else:
-            self._held.pop(stream, None)
-            ready += [*held, decoded]
-        return self._apply_decoded(stream, kind, ready)
+            return self._apply_decoded(stream, kind, ready)
+        self._held.pop(stream, None)
+        ready += [*held, decoded]
+        try:
+            return self._apply_decoded(stream, kind, ready)
+        except Exception:
+            # The held parts were acked: keep those not applied, for this entry's retry (re-claim) to apply.
+            left = [b for b in ready if b.entry.id not in seen and b.entry.id != entry.id]
+            if left:
+                self._held[stream] = (part[1] if part is not None else len(left) + 1, left)
+            raise
+
+    def release(self, stream: str, kind: str) -> list[Applied]:
+        """Apply what is held of a request whose next entry cannot be read (poison): its parts are adjacent,
+        so nothing more of it can come."""
+        _count, held = self._held.pop(stream, (0, []))
+        return self._apply_decoded(stream, kind, held)
 
     def _apply_decoded(self, stream: str, kind: str, batches: list[_Decoded]) -> list[Applied]:
         seen = self.applied.setdefault(stream, set())
@@ -309,15 +326,18 @@ class Ingestor:
             for entry in entries:
                 # One entry's failure (Redis down while dead-lettering) must not hold back the others.
                 try:
+                    poison = None
                     try:
                         applied = self.apply_entry(stream, kind, entry)
                     except PoisonEntry as exc:
-                        await acker.dead_letter(entry, str(exc))
-                        continue
+                        applied, poison = self.release(stream, kind), str(exc)
                     for outcome in applied or ():
                         if outcome.bad:
                             items = decode_entry(outcome.entry.fields).items
                             await acker.dead_letter_items(outcome.entry, outcome.bad, items)
+                    if poison is not None:
+                        await acker.dead_letter(entry, poison)  # acks it
+                        continue
                 except Exception as exc:  # reported per entry, retried by re-claim
                     failures[entry.id] = f"{type(exc).__name__}: {exc}"
                     continue

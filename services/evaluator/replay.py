@@ -55,6 +55,7 @@ async def replay_tail(
             try:
                 ingestor.apply_entry(stream, kind, Entry(entry_id, fields))
             except PoisonEntry:
+                ingestor.release(stream, kind)  # what was held of a request it belongs to
                 continue  # the consumer path dead-letters it
             except Exception:
                 # Never let one odd entry stop the evaluator from starting (a crash loop on every restart).

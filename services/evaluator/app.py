@@ -145,6 +145,7 @@ def build(config: Config, clock: Clock | None = None) -> EvaluatorApp:
         EVALUATOR_GROUP,
         lambda: store.retention,
         HousekeepingMetrics(service.registry),
+        maxlen=config.streams.maxlen,
     )
     service.add_loop("stream-housekeeping", housekeeper.run)
     return app

@@ -30,3 +30,28 @@ async def test_trim_keeps_exactly_the_history_the_rules_need(redis: Redis, keys:
     await keeper.observe_lag()
     lag = registry.get_sample_value("tripwire_stream_consumer_lag", {"stream": keys.metrics})
     assert lag == len(remaining)
+
+
+async def test_a_stream_at_its_cap_with_less_history_than_the_rules_need_is_an_error(
+    redis: Redis, keys: Keys, caplog
+):
+    # MAXLEN ~ trims oldest first, read or not (helper-45's review: 3,000 accepted requests, 1,005 entries
+    # left, none read): a cap that holds less than the rules' window is deleting what they still need.
+    seconds, _ = await redis.time()
+    now_ms = seconds * 1000
+    registry = CollectorRegistry()
+    for i in range(100):  # the last 100 seconds, one entry a second
+        await redis.xadd(keys.metrics, {"f": "x"}, id=f"{now_ms - (100 - i) * 1000}-0")
+
+    metrics = HousekeepingMetrics(registry)
+
+    def keeper(maxlen: int, retention: float) -> Housekeeper:
+        return Housekeeper(redis, [keys.metrics, keys.logs], "evaluator", lambda: retention, metrics, maxlen)
+
+    assert await keeper(maxlen=100, retention=600).observe_history() == [keys.metrics]
+    history = registry.get_sample_value("tripwire_stream_history_seconds", {"stream": keys.metrics})
+    assert history is not None and 100 <= history < 110
+    assert "raise streams.maxlen" in caplog.text
+    # Room left under the cap, or the window held: nothing to say.
+    assert await keeper(maxlen=1000, retention=600).observe_history() == []
+    assert await keeper(maxlen=100, retention=60).observe_history() == []

@@ -18,6 +18,7 @@ from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limit
 from services.collector.publish import (
     Published,
     Publisher,
+    StoreRefused,
     Unavailable,
     request_id_problem,
     request_identity,
@@ -69,6 +70,13 @@ class IngestMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry,
         )
+
+
+def _not_stored(exc: Unavailable | StoreRefused) -> web.Response:
+    """503 + Retry-After while Redis may come back; 500 when it refused the batch for good."""
+    if isinstance(exc, StoreRefused):
+        return error_response(500, "store_refused", str(exc))
+    return unavailable_response(exc)
 
 
 def unavailable_response(exc: Unavailable) -> web.Response:
@@ -180,8 +188,8 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
                 idempotency_key=once,
                 answer=orjson.dumps({"accepted": accepted.count}),
             )
-        except Unavailable as exc:
-            return unavailable_response(exc)
+        except (Unavailable, StoreRefused) as exc:
+            return _not_stored(exc)
         if published.appended:  # a replay's items were counted when they were stored
             metrics.items.labels(path).inc(accepted.count)
         return _accepted(published, accepted.count)

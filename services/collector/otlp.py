@@ -67,6 +67,7 @@ from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import (
     Published,
     Publisher,
+    StoreRefused,
     Unavailable,
     request_id_problem,
     request_identity,
@@ -107,7 +108,7 @@ MAX_MESSAGE = 4096
 
 # google.rpc.Code values for Status.code (informational: OTLP clients go by the HTTP status).
 INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED = 3, 5, 8
-UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED = 12, 14, 16
+UNIMPLEMENTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 12, 13, 14, 16
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 # The google.rpc.Code of each status read_body refuses a body with.
 _BODY_CODES = {400: INVALID_ARGUMENT, 413: RESOURCE_EXHAUSTED, 415: UNIMPLEMENTED}
@@ -448,6 +449,8 @@ class _Receiver:
                 )
             except Unavailable as exc:
                 raise _unavailable(exc) from None
+            except StoreRefused as exc:
+                raise _Refused(500, INTERNAL, str(exc)) from None
             if not published.appended:  # a retry of a stored request: its points were counted then
                 return self._replayed(published, answer, signal, encoding)
         if outcome.rejected:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from shared.streams import append_batch, append_batch_once, recall_batch
 from shared.webapp import CLIENT
@@ -41,6 +41,19 @@ class Unavailable(Exception):
     def retry_after_header(self) -> str:
         """`retry_after` as a Retry-After value: whole seconds, rounded up, at least 1."""
         return str(max(1, math.ceil(self.retry_after)))
+
+
+class StoreRefused(Exception):
+    """Redis refused the batch for good (a key of the wrong type, an ACL without XADD): nothing was stored,
+    and retrying will not help until an operator fixes Redis. Answered 500, not 503."""
+
+
+def _permanent(exc: RedisError) -> bool:
+    """Whether Redis refused the write for good: a key of another type, an ACL without the command. Any other
+    error (an outage, a full memory, a failover, a script running, one not known here) may pass: retry."""
+    if isinstance(exc, NoPermissionError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(("WRONGTYPE", "NOPERM"))
 
 
 class Published(NamedTuple):
@@ -135,6 +148,16 @@ class Publisher:
                 self.metrics.replays.labels(kind).inc()
             return published
         except RedisError as exc:
+            if _permanent(exc):
+                self.metrics.refusals.labels(kind, "redis_refused").inc()
+                log.error(
+                    "redis refused the write; fix redis (nothing was stored)",
+                    extra={"error": str(exc), "stream": stream},
+                )
+                raise StoreRefused(
+                    "events were not stored: redis refused the write with an error that retrying will not "
+                    "fix (the collector's log says which); tell the collector's operator"
+                ) from None
             self.metrics.refusals.labels(kind, "redis_error").inc()
             log.warning("redis unavailable; refusing ingest", extra={"error": str(exc), "stream": stream})
             # The reason stays in our log: Redis' address and errors are none of the sender's business. A

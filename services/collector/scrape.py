@@ -51,7 +51,7 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from yarl import URL
 
 from services.collector.ingest import METRICS, Accepted, IngestLimits, Rejected, limits_from, validate_items
-from services.collector.publish import Publisher, Unavailable
+from services.collector.publish import Publisher, StoreRefused, Unavailable
 from services.collector.relabel import METRIC_NAME, Target, relabel, sample_labels, targets_of
 from shared.clock import Clock
 from shared.config import Config, read_secret_file
@@ -390,7 +390,7 @@ class Scraper:
                     self.stream, METRICS.kind, accepted.items_json, uuid.uuid4().hex
                 )
                 result.entry_id = published.entry_id
-            except Unavailable as exc:
+            except (Unavailable, StoreRefused) as exc:
                 result.publish_error = str(exc)
                 self._publish_failed(target, exc)
         return result
@@ -528,7 +528,7 @@ class Scraper:
             )
             health.dropped_logged_at = now
 
-    def _publish_failed(self, target: Target, exc: Unavailable) -> None:
+    def _publish_failed(self, target: Target, exc: Unavailable | StoreRefused) -> None:
         self.metrics.publish_failures.labels(target.job.job_name).inc()
         now = self.clock.now()
         if now - self._publish_logged_at >= LOG_EVERY:

@@ -206,6 +206,23 @@ def test_the_scheme_may_be_followed_by_several_spaces():
     assert token_client("Bearer\ts3cret", tokens) is None
 
 
+@pytest.mark.parametrize("with_id", [False, True], ids=["plain", "x-request-id"])
+async def test_a_write_redis_refuses_for_good_is_500_not_a_503_to_retry(
+    client: TestClient, redis: Redis, keys: Keys, with_id: bool
+):
+    # helper-45's review: every Redis error was a 503, so a sender retried a write Redis can never take (a
+    # key of another type, an ACL without XADD) for ever. Nothing is stored either way.
+    await redis.set(keys.metrics, "not a stream")
+    headers = {"X-Request-Id": "r-1"} if with_id else {}
+    body = {"samples": [{"name": "up", "value": 1}]}
+    response = await client.post("/api/v1/metrics", json=body, headers=headers)
+    assert response.status == 500
+    reply = await response.json()
+    assert reply["errorType"] == "store_refused" and "retrying will not" in reply["error"]
+    assert "WRONGTYPE" not in reply["error"]  # Redis' own words stay in the collector's log
+    assert await redis.get(keys.metrics) == b"not a stream"
+
+
 async def test_redis_down_gives_503_with_retry_after_then_recovers(private_redis: LocalRedisServer, clock):
     config = Config.model_validate(
         {

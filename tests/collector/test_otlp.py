@@ -695,6 +695,16 @@ async def test_limits_body_size_and_item_count_are_413(make_config, redis: Redis
     assert await redis.exists(keys.metrics) + await redis.exists(keys.logs) == 0
 
 
+async def test_a_write_redis_refuses_for_good_is_an_internal_status(
+    faked: Collector, redis: Redis, keys: Keys
+):
+    await redis.set(keys.metrics, "not a stream")
+    response = await post_proto(faked, "/v1/metrics", metrics_request(gauge("up", point(1))))
+    assert response.status == 500  # not 503: an exporter would retry it for ever
+    status, _ = status_of(await response.read())
+    assert status.code == 13 and "retrying will not" in status.message
+
+
 def _wide_histograms(points: int, buckets: int, attribute_bytes: int) -> ExportMetricsServiceRequest:
     """Histogram points whose few long attributes are sent once a point but stored on every bucket."""
     bounds = [float(b) for b in range(1, buckets)]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -25,6 +26,9 @@ from shared.tasks import cancel_and_wait
 from shared.webapp import BODIES_ENCODED, json_response, unmatched_as_json
 
 log = logging.getLogger(__name__)
+
+ACCEPT_FAILED = "socket.accept() out of system resource"
+ACCEPT_LOG_EVERY = 60.0
 
 # How long a stopping service lets HTTP requests in flight finish; under docker's 10 s grace before SIGKILL.
 HTTP_DRAIN_TIMEOUT = 5.0
@@ -191,6 +195,7 @@ class Service:
             self.web, handle_signals=False, access_log=None, shutdown_timeout=HTTP_DRAIN_TIMEOUT
         )
         await runner.setup()
+        asyncio.get_running_loop().set_exception_handler(AcceptErrors())
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
@@ -290,3 +295,31 @@ async def _each_step(what: str, steps: list[Callable[[], Awaitable[object]]]) ->
             await step()
         except Exception:
             log.exception("%s failed while stopping", what)
+
+
+class AcceptErrors:
+    """The event loop's exception handler: asyncio reports every accept() that fails for want of file
+    descriptors or memory with a full traceback, which flooded the log with 300,000 lines a minute when
+    idle connections had used up the descriptors. Those are logged once a minute with how many there were;
+    anything else goes to the default handler."""
+
+    def __init__(self, every: float = ACCEPT_LOG_EVERY, now: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.now = now
+        self.failed = 0
+        self._logged_at = float("-inf")
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if context.get("message") != ACCEPT_FAILED:
+            loop.default_exception_handler(context)
+            return
+        self.failed += 1
+        if self.now() - self._logged_at < self.every:
+            return
+        self._logged_at = self.now()
+        log.error(
+            "cannot accept connections: out of file descriptors or memory (too many open connections? put "
+            "a proxy with connection limits and header timeouts in front of a public endpoint)",
+            extra={"error": str(context.get("exception")), "failed_accepts": self.failed},
+        )
+        self.failed = 0

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from services.local_redis import free_port
 from shared.clock import FakeClock
-from shared.service import Service
+from shared.service import ACCEPT_FAILED, AcceptErrors, Service
 from tests.polling import eventually
 
 
@@ -128,3 +128,34 @@ async def test_readyz_says_the_service_waits_for_redis_without_its_address(make_
         service.request_stop()
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+class _Loop:
+    def __init__(self) -> None:
+        self.defaulted: list[dict[str, object]] = []
+
+    def default_exception_handler(self, context: dict[str, object]) -> None:
+        self.defaulted.append(context)
+
+
+def test_failed_accepts_are_logged_once_a_minute_with_a_count(caplog):
+    # helper-45's review: with the descriptors used up by idle connections, asyncio logged a traceback
+    # for every failed accept(): 308,223 lines in about a minute.
+    now = [0.0]
+    handler = AcceptErrors(every=60.0, now=lambda: now[0])
+    loop = _Loop()
+    failed = {"message": ACCEPT_FAILED, "exception": OSError(24, "Too many open files")}
+    for second in range(120):
+        now[0] = float(second)
+        handler(loop, failed)  # type: ignore[arg-type]
+    records = [r for r in caplog.records if "cannot accept connections" in r.getMessage()]
+    assert [r.failed_accepts for r in records] == [1, 60]  # type: ignore[attr-defined]
+    handler(loop, {"message": "something else"})  # type: ignore[arg-type]
+    assert loop.defaulted == [{"message": "something else"}]
+
+
+async def test_serving_installs_the_accept_error_handler(make_config):
+    service = Service("test", make_config(), FakeClock(0.0))
+    async with service.serving("127.0.0.1", 0):
+        assert isinstance(asyncio.get_running_loop().get_exception_handler(), AcceptErrors)
+    await service.redis.aclose()

@@ -110,8 +110,13 @@ def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
+def label_bytes(labels: dict[str, str]) -> int:
+    """Bytes `labels` take in an item's JSON: names, values, quotes, colon and comma."""
+    return utf8_length("".join(labels.values())) + sum(map(len, labels)) + 6 * len(labels)
+
+
 # An item's JSON beyond its name, labels and message: keys, value, kind, timestamp, an `le` or `quantile`.
-_ITEM_BYTES = 120
+ITEM_BYTES = 120
 
 
 @dataclass(slots=True)
@@ -135,8 +140,7 @@ class Mapping:
 
     def charge(self, items: int, labels: dict[str, str], size: int) -> None:
         """Count `items` items carrying `labels` (shared by them) plus `size` bytes of their own each."""
-        values = utf8_length("".join(labels.values()))
-        self.stored += items * (_ITEM_BYTES + size + values + sum(map(len, labels)) + 6 * len(labels))
+        self.stored += items * (ITEM_BYTES + size + label_bytes(labels))
 
     def warn(self, message: str) -> None:
         """A change we made to accepted data (counted per kind, so a flood stays one line)."""
@@ -527,6 +531,10 @@ def _text_cost(values: Iterable[str]) -> int:
     return len(text) if text.isascii() else len(text) * _NON_ASCII_FACTOR
 
 
+# A point's labels, why they break the limits (None: they don't), and their bytes in an item's JSON.
+_Labels = tuple[dict[str, str], str | None, int]
+
+
 class LabelSetCache:
     """Labels already mapped from a data point's serialized attributes, across requests: an SDK sends the
     same attribute sets in every export, and mapping one costs about 10x looking it up. Keyed by the
@@ -545,7 +553,7 @@ class LabelSetCache:
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
         self._tokens: dict[tuple[Any, ...], int] = {}
-        self._entries: dict[tuple[int, tuple[bytes, ...]], tuple[dict[str, str], str | None]] = {}
+        self._entries: dict[tuple[int, tuple[bytes, ...]], _Labels] = {}
         self._bytes = 0
         # Misses only (a token per series per request, an entry per new label set): cheap to serialize.
         self._lock = threading.Lock()
@@ -565,10 +573,10 @@ class LabelSetCache:
                 token = self._tokens[context] = next(self._counter)
         return token
 
-    def get(self, key: tuple[int, tuple[bytes, ...]]) -> tuple[dict[str, str], str | None] | None:
+    def get(self, key: tuple[int, tuple[bytes, ...]]) -> _Labels | None:
         return self._entries.get(key)
 
-    def put(self, key: tuple[int, tuple[bytes, ...]], value: tuple[dict[str, str], str | None]) -> None:
+    def put(self, key: tuple[int, tuple[bytes, ...]], value: _Labels) -> None:
         attributes, labels = key[1], value[0]
         cost = (
             _ENTRY_OVERHEAD
@@ -606,11 +614,9 @@ class _Series:
     cache: LabelSetCache
     _tokens: dict[tuple[str, ...], int] = field(default_factory=dict)
 
-    def labels(
-        self, attributes: Sequence[bytes], extra: tuple[str, ...] = ()
-    ) -> tuple[dict[str, str], str | None]:
-        """The point's labels from its serialized attributes (see `otlp_wire`), and why they break the
-        limits (None if they don't). `extra` names labels the caller adds per item (le, quantile):
+    def labels(self, attributes: Sequence[bytes], extra: tuple[str, ...] = ()) -> _Labels:
+        """The point's labels from its serialized attributes (see `otlp_wire`), why they break the limits
+        (None if they don't) and their bytes in an item (`label_bytes`). `extra` names labels the caller adds per item (le, quantile):
         attributes with those names become exported_*. The labels are shared: do not modify them."""
         token = self._tokens.get(extra)
         if token is None:
@@ -623,7 +629,7 @@ class _Series:
         for name, value in self.promoted.items():
             labels.setdefault(name, value)
         labels.update(self.fixed)
-        mapped = labels, check_labels(labels, self.limits, len(extra))
+        mapped = labels, check_labels(labels, self.limits, len(extra)), label_bytes(labels)
         if token != _UNCACHED:
             self.cache.put(key, mapped)
         return mapped
@@ -759,7 +765,7 @@ def _map_summary(
     if point.flags & NO_RECORDED_VALUE:
         out.skipped += 1
         return
-    labels, problem = series.labels(point.attributes, ("quantile",))
+    labels, problem, size = series.labels(point.attributes, ("quantile",))
     if problem:
         out.reject(where, problem)
         return
@@ -776,7 +782,7 @@ def _map_summary(
         out.warn(SUMMARY_NAN_WARNING)
     items.append(_item(base + "_sum", labels, point.sum, "sample", ts))
     items.append(_item(base + "_count", labels, float(point.count), "sample", ts))
-    out.charge(len(items), labels, len(base) + 6)
+    out.stored += len(items) * (ITEM_BYTES + len(base) + 6 + size)
     out.points.append(MappedPoint(items, where, resource))
 
 
@@ -830,12 +836,12 @@ def _map_numbers(
         if kind == "increment" and value < 0:
             out.reject(where, f"a monotonic delta sum cannot decrease (value {format_float(value)})")
             continue
-        labels, problem = series.labels(point.attributes)
+        labels, problem, size = series.labels(point.attributes)
         if problem:
             out.reject(where, problem)
             continue
         ts = timestamp(point.time_unix_nano, now)
-        out.charge(1, labels, len(name))
+        out.stored += ITEM_BYTES + len(name) + size
         out.points.append(MappedPoint([_item(name, labels, value, kind, ts)], where, resource))
 
 
@@ -857,7 +863,7 @@ def _map_histogram(
         out.reject(where, problem)
         return
     bounds, counts = list(point.explicit_bounds), list(point.bucket_counts)
-    labels, problem = series.labels(point.attributes, ("le",))
+    labels, problem, size = series.labels(point.attributes, ("le",))
     if problem:
         out.reject(where, problem)
         return
@@ -873,5 +879,5 @@ def _map_histogram(
     if point.HasField("sum"):
         items.append(_item(base + "_sum", labels, point.sum, kind, ts))
     items.append(_item(base + "_count", labels, float(point.count), kind, ts))
-    out.charge(len(items), labels, len(bucket))
+    out.stored += len(items) * (ITEM_BYTES + len(bucket) + size)
     out.points.append(MappedPoint(items, where, resource))

@@ -270,8 +270,8 @@ class _Receiver:
         self.metrics = OtlpMetrics(service.registry)
         self.tokens = ingest_credentials(service.config)
 
-    def _process(self, body: bytes, encoding: str, signal: _Signal, now: float) -> _Outcome:
-        """Decode, map and validate one request (runs in a worker thread)."""
+    def _map(self, body: bytes, encoding: str, signal: _Signal, now: float) -> Mapping:
+        """Decode and map one request, refusing it past the limits (runs in a worker thread)."""
         message = _decode(body, encoding, signal)
         points, samples = _size_of(message, signal.name)
         # OTLP exporters batch by data point or log record (max_export_batch_size), a histogram point being
@@ -316,21 +316,25 @@ class _Receiver:
                 f"request maps to {total} {signal.spec.noun}; the limit is {max_samples} per request "
                 "(collector.otlp_max_samples): send smaller batches",
             )
-        outcome = _validate(signal.spec, mapping, now, self.config, self.limits, max_samples)
+        return mapping
+
+    def _encode(self, mapping: Mapping, signal: _Signal, now: float) -> _Outcome:
+        """Validate and encode the mapped items (runs in a worker thread)."""
+        outcome = _validate(signal.spec, mapping, now, self.config, self.limits, self._max_samples(signal))
         outcome.skipped = mapping.skipped
         return outcome
 
-    def _hold_stored(self, outcome: _Outcome, held: Held) -> None:
-        """Count the request's encoded items in the body budget until they are stored: unlike a JSON API
-        body, an OTLP body can stand for many times its size, and requests waiting on a slow Redis hold
-        them. One that could never fit gets 413, one that does not fit now 503."""
-        stored = len(outcome.accepted.items_json) + sum(map(len, outcome.accepted.rest))
+    def _hold_stored(self, stored: int, held: Held) -> None:
+        """Count `stored` bytes (the request's items, encoded or about to be) in the body budget until they
+        are in Redis: unlike a JSON API body, an OTLP body can stand for many times its size, and requests
+        waiting on a slow Redis hold them. Taken before encoding, so the budget bounds what is allocated.
+        One that could never fit gets 413, one that does not fit now 503."""
         if held.size + stored > self.budget.limit:
             raise _Refused(
                 413,
                 RESOURCE_EXHAUSTED,
-                f"request is {held.size} bytes and its samples {stored} bytes once encoded, more than the "
-                f"collector holds at once ({self.budget.limit}, collector.max_buffered_bytes): send "
+                f"request is {held.size} bytes and its samples about {stored} bytes once encoded, more than "
+                f"the collector holds at once ({self.budget.limit}, collector.max_buffered_bytes): send "
                 "smaller batches",
             )
         try:
@@ -413,8 +417,10 @@ class _Receiver:
         now = self.service.clock.now()
         # Decoding, mapping and validating a 5 MB request is CPU work of seconds: off the event loop, so
         # other requests and health checks are answered meanwhile.
-        outcome = await asyncio.to_thread(self._process, body, encoding, signal, now)
-        self._hold_stored(outcome, held)
+        mapping = await asyncio.to_thread(self._map, body, encoding, signal, now)
+        self._hold_stored(mapping.stored, held)  # the estimate, which is never below the encoded size
+        outcome = await asyncio.to_thread(self._encode, mapping, signal, now)
+        del mapping
         points = self.metrics.points
         request_id, once = request_identity(request, body)
         message = _partial_message(outcome, signal.noun)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
@@ -37,7 +38,6 @@ from services.collector.otlp_metrics import (
     fit_labels,
     scope_labels,
     timestamp,
-    utf8_length,
 )
 
 DEFAULT_SERVICE = "unknown_service"
@@ -131,7 +131,7 @@ def map_logs(
                     )
                     continue
                 event = _event(record, service, fixed, resource.promoted, now, limits, out)
-                out.charge(1, event["labels"], len(service) + utf8_length(event["message"]))
+                out.stored += len(orjson.dumps(event)) + 1  # exactly, with its comma
                 out.points.append(MappedPoint([event], where, r_index))
     return out
 

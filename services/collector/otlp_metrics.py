@@ -105,18 +105,13 @@ class MappedPoint:
     counted: bool = True  # False for items we synthesise (target_info): not a data point of the sender's
 
 
-def utf8_length(text: str) -> int:
-    """Bytes of `text` in UTF-8 (orjson writes it unescaped), without encoding ASCII."""
-    return len(text) if text.isascii() else len(text.encode())
-
-
 def label_bytes(labels: dict[str, str]) -> int:
-    """Bytes `labels` take in an item's JSON: names, values, quotes, colon and comma."""
-    return utf8_length("".join(labels.values())) + sum(map(len, labels)) + 6 * len(labels)
+    """Bytes `labels` take in an item's JSON, exactly: escapes count (a control character is 6 bytes)."""
+    return len(orjson.dumps(labels))
 
 
-# An item's JSON beyond its name, labels and message: keys, value, kind, timestamp, an `le` or `quantile`.
-ITEM_BYTES = 120
+# An item's JSON beyond its name and labels: keys, punctuation, the longest value and timestamp (104 bytes).
+ITEM_BYTES = 110
 
 
 @dataclass(slots=True)
@@ -616,8 +611,9 @@ class _Series:
 
     def labels(self, attributes: Sequence[bytes], extra: tuple[str, ...] = ()) -> _Labels:
         """The point's labels from its serialized attributes (see `otlp_wire`), why they break the limits
-        (None if they don't) and their bytes in an item (`label_bytes`). `extra` names labels the caller adds per item (le, quantile):
-        attributes with those names become exported_*. The labels are shared: do not modify them."""
+        (None if they don't) and their bytes in an item (`label_bytes`). `extra` names labels the caller
+        adds per item (le, quantile): attributes with those names become exported_*. The labels are
+        shared: do not modify them."""
         token = self._tokens.get(extra)
         if token is None:
             token = self._tokens[extra] = self.cache.token(self.limits, self.fixed, self.promoted, extra)
@@ -776,13 +772,14 @@ def _map_summary(
         for q in quantiles
         if math.isfinite(q.value)
     ]
+    extra = sum(len(item["labels"]["quantile"]) + 14 for item in items)  # `,"quantile":"` and `"`
     if len(items) < len(quantiles):
         # A summary over an idle window has NaN quantiles and a real _sum and _count; the stream carries
         # finite values only, and the rest of the point is still worth keeping.
         out.warn(SUMMARY_NAN_WARNING)
     items.append(_item(base + "_sum", labels, point.sum, "sample", ts))
     items.append(_item(base + "_count", labels, float(point.count), "sample", ts))
-    out.stored += len(items) * (ITEM_BYTES + len(base) + 6 + size)
+    out.stored += len(items) * (ITEM_BYTES + len(base) + 6 + size) + extra
     out.points.append(MappedPoint(items, where, resource))
 
 
@@ -872,12 +869,15 @@ def _map_histogram(
     items: list[dict[str, Any]] = []
     cumulative = 0
     # Buckets count per interval; Prometheus' `le` buckets count everything at or below the bound.
+    extra = 0  # the `le` labels' bytes: `,"le":"` and `"` around each bound
     for bound, count in zip(bounds, counts, strict=False):  # no counts: only the +Inf bucket
         cumulative += count
-        items.append(_item(bucket, {**labels, "le": format_float(bound)}, float(cumulative), kind, ts))
+        le = format_float(bound)
+        extra += len(le) + 8
+        items.append(_item(bucket, {**labels, "le": le}, float(cumulative), kind, ts))
     items.append(_item(bucket, {**labels, "le": "+Inf"}, float(point.count), kind, ts))
     if point.HasField("sum"):
         items.append(_item(base + "_sum", labels, point.sum, kind, ts))
     items.append(_item(base + "_count", labels, float(point.count), kind, ts))
-    out.stored += len(items) * (ITEM_BYTES + len(bucket) + size)
+    out.stored += len(items) * (ITEM_BYTES + len(bucket) + size) + extra + 12  # 12: the +Inf one
     out.points.append(MappedPoint(items, where, resource))

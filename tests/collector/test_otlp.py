@@ -69,6 +69,7 @@ from opentelemetry.sdk.resources import Resource
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from services.collector import otlp as otlp_module
 from services.collector.app import build
 from services.collector.ingest import DEFAULT_LIMITS, Accepted, limits_from
 from services.collector.ingest import IngestLimits as Limits
@@ -748,22 +749,130 @@ async def test_a_small_request_that_would_be_stored_as_far_more_is_413(make_conf
     assert len(await stream_items(redis, keys.metrics)) == 4 * 62
 
 
-@pytest.mark.parametrize("kind", ["histograms", "logs"])
-def test_the_stored_size_estimate_is_close_above_the_encoded_size(kind: str):
+def _estimate_cases() -> dict[str, Any]:
+    """Requests whose items encode to very different sizes per byte of body."""
+    quoted_ = '"\\' * 500  # each character escaped: two bytes
+    control = "\x01" * 4000  # each character written \u0001: six bytes
+    quantiles = [SummaryDataPoint.ValueAtQuantile(quantile=q, value=q) for q in (0.5, 0.9, 0.99)]
+    summary = Metric(
+        name="rpc_latency",
+        summary=Summary(
+            data_points=[
+                SummaryDataPoint(
+                    time_unix_nano=NOW_NS,
+                    count=7,
+                    sum=1.5,
+                    quantile_values=quantiles,
+                    attributes=attrs(q=quoted_),
+                )
+            ]
+        ),
+    )
+    odd_bounds = metrics_request(
+        Metric(
+            name="latency",
+            histogram=Histogram(
+                aggregation_temporality=CUMULATIVE,
+                data_points=[
+                    HistogramDataPoint(
+                        time_unix_nano=NOW_NS,
+                        count=3,
+                        bucket_counts=[1] * 31,
+                        explicit_bounds=[0.1 * i + 1e-17 for i in range(1, 31)],  # long `le` values
+                    )
+                ],
+            ),
+        )
+    )
+    scoped = ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                resource=ProtoResource(
+                    attributes=[
+                        kv("service.name", "api"),
+                        kv("service.instance.id", "i"),
+                        kv("host.name", control),
+                    ]
+                ),
+                scope_metrics=[
+                    ScopeMetrics(
+                        scope=InstrumentationScope(name=control),
+                        metrics=[
+                            gauge("up", *[point(1.0, n=str(n)) for n in range(50)]),
+                            counter("requests", point(3.0, q=quoted_)),
+                        ],
+                    )
+                ],
+            )
+        ]
+    )
+    return {
+        "histograms": (map_metrics, _wide_histograms(5, 16, 300)),
+        "long le values": (map_metrics, odd_bounds),
+        "summaries, escaped quotes": (map_metrics, metrics_request(summary)),
+        "control characters in scope and target_info": (map_metrics, scoped),
+        "logs": (map_logs, logs_request(*(record("é" * 200, user="u" * 50) for _ in range(20)))),
+        "logs with control characters": (
+            map_logs,
+            logs_request(record(control, user=quoted_), service="\x01" * 150),
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_estimate_cases()))
+def test_the_stored_size_estimate_is_close_above_the_encoded_size(case: str):
     # The estimate decides a 413 before anything is encoded: never below what the items encode to (or a
-    # request past the limit could pass), and not far above (or good ones would be refused).
-    if kind == "histograms":
-        mapping = map_metrics(_wide_histograms(5, 16, 300), NOW, DEFAULT_LIMITS, OtlpOptions())
-    else:
-        records = logs_request(*(record("é" * 200, user="u" * 50) for _ in range(20)))
-        mapping = map_logs(records, NOW, DEFAULT_LIMITS, OtlpOptions())
-    encoded = sum(len(orjson.dumps(item)) for point in mapping.points for item in point.items)
+    # request past the limit could pass: helper-46 stored 241 MB past a 64 MiB limit with control
+    # characters, which JSON writes in six bytes), and not far above (or good ones would be refused).
+    mapper, request = _estimate_cases()[case]
+    mapping = mapper(request, NOW, DEFAULT_LIMITS, OtlpOptions())
+    encoded = sum(len(orjson.dumps(item)) + 1 for point in mapping.points for item in point.items)
+    assert mapping.points
     assert encoded <= mapping.stored <= 1.5 * encoded
 
 
-async def test_encoded_items_count_in_the_body_budget(make_config, redis: Redis, keys: Keys):
+def test_a_full_batch_of_sdk_histograms_fits_the_default_limits():
+    # helper-46: at the first default (64 MiB) a normal export was refused, and a 413 is dropped, not retried:
+    # 10,000 histogram points, the SDKs' 16 buckets, 10 short attributes, stored as 74.5 MB. Measured on a
+    # tenth of it (the estimate grows with the points), against the defaults it must pass.
+    points = [
+        HistogramDataPoint(
+            time_unix_nano=NOW_NS,
+            count=15,
+            sum=1.0,
+            bucket_counts=[1] * 16,
+            explicit_bounds=[0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000],
+            attributes=attrs(**{f"attribute_{a}": f"value-{p % 7}-{a}" for a in range(10)}),
+        )
+        for p in range(1000)
+    ]
+    request = metrics_request(
+        Metric(
+            name="http.server.duration",
+            unit="ms",
+            histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=points),
+        )
+    )
+    mapping = map_metrics(request, NOW, DEFAULT_LIMITS, OtlpOptions())
+    defaults = CollectorConfig()
+    full_batch = 10 * mapping.stored
+    assert 60_000_000 < full_batch < defaults.otlp_max_stored_bytes
+    assert 10 * len(request.SerializeToString()) + full_batch <= defaults.max_buffered_bytes
+
+
+async def test_encoded_items_count_in_the_body_budget(make_config, redis: Redis, keys: Keys, monkeypatch):
     # A body stands for many times its size once encoded, and a request waiting on Redis holds both: the
-    # budget counts the encoded items too. One that can never fit is 413, one that does not fit now 503.
+    # budget counts the encoded items too, from the estimate, before they are encoded (helper-46: taken
+    # after, eight requests at once had allocated 1.6 GB against a 256 MiB budget). One that can never fit
+    # is 413, one that does not fit now 503, and neither is encoded.
+    encoded = []
+    real_validate = otlp_module._validate
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        encoded.append(True)
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(otlp_module, "_validate", counting)
     config = make_config(collector={"max_body_bytes": 160 * 1024, "max_buffered_bytes": 200 * 1024})
     async with running(config, FakeClock(NOW)) as c:
         request = _wide_histograms(points=6, buckets=20, attribute_bytes=800)
@@ -798,8 +907,10 @@ async def test_encoded_items_count_in_the_body_budget(make_config, redis: Redis,
         finally:
             release.set()
             await slow
+        assert encoded == []
         response = await post_proto(c, "/v1/metrics", small)
         assert response.status == 200
+        assert encoded == [True]
         assert held() == 0
     assert len(await stream_items(redis, keys.metrics)) == 2 * 22
 

@@ -105,6 +105,8 @@ class Ingestor:
     log_metrics: LogMetrics = field(default_factory=lambda: LogMetrics([]))
     # Per stream, the parts of a request whose last part has not come yet: (parts in all, those that came).
     _held: dict[str, tuple[int, list[_Decoded]]] = field(default_factory=dict)
+    # Acked parts that failed to apply with an entry, by (stream, that entry's id): applied with its retry.
+    _stashed: dict[tuple[str, bytes], list[_Decoded]] = field(default_factory=dict)
     _pruned_at: dict[str, int] = field(default_factory=dict)
     _limit_logged: dict[str, float] = field(default_factory=dict)
 
@@ -121,40 +123,58 @@ class Ingestor:
         self._advance(stream, entry.id)
         count, held = self._held.get(stream, (0, []))
         seen = self.applied.setdefault(stream, set())
+        stashed = self._stashed.pop((stream, entry.id), [])
         if entry.id in seen or (held and any(h.entry.id == entry.id for h in held)):
+            if stashed:  # delivered again after parts that failed with it: they come back with it
+                return self._apply_or_stash(stream, kind, stashed, entry.id)
             self.metrics.duplicates.labels(stream).inc()
             return None
-        body, headers = decode_envelope(entry.fields)
-        # The common case, a batch of well-typed samples, is decoded and checked in one pass.
-        wire = decode_wire_samples(body) if kind == "metrics" else None
-        decoded = _Decoded(entry, body, wire, decode_items(body) if wire is None else None)
+        try:
+            body, headers = decode_envelope(entry.fields)
+            # The common case, a batch of well-typed samples, is decoded and checked in one pass.
+            wire = decode_wire_samples(body) if kind == "metrics" else None
+            decoded = _Decoded(entry, body, wire, decode_items(body) if wire is None else None)
+        except PoisonEntry:
+            if stashed:
+                self._stashed[(stream, entry.id)] = stashed  # for `release`
+            raise
+        if stashed:
+            return self._apply_or_stash(stream, kind, [*stashed, decoded], entry.id)
         part = entry_part(headers)
         if held and entry_order(entry.id) < entry_order(held[-1].entry.id):
             # An older entry back through re-claim while a request is being read: on its own, the hold kept.
-            return self._apply_decoded(stream, kind, [decoded])
+            return self._apply_or_stash(stream, kind, [decoded], entry.id)
         ready: list[_Decoded] = []
         if held and part != (len(held) + 1, count):
             # The rest of that request never came (trimmed before it was read, or unreadable): apply what did.
             ready, held = held, []
         if part is not None and part[0] == len(held) + 1 and part[0] < part[1]:
             self._held[stream] = (part[1], [*held, decoded])
-            return self._apply_decoded(stream, kind, ready)
+            return self._apply_or_stash(stream, kind, ready, entry.id)
         self._held.pop(stream, None)
-        ready += [*held, decoded]
-        try:
-            return self._apply_decoded(stream, kind, ready)
-        except Exception:
-            # The held parts were acked: keep those not applied, for this entry's retry (re-claim) to apply.
-            left = [b for b in ready if b.entry.id not in seen and b.entry.id != entry.id]
-            if left:
-                self._held[stream] = (part[1] if part is not None else len(left) + 1, left)
-            raise
+        return self._apply_or_stash(stream, kind, [*ready, *held, decoded], entry.id)
 
-    def release(self, stream: str, kind: str) -> list[Applied]:
-        """Apply what is held of a request whose next entry cannot be read (poison): its parts are adjacent,
-        so nothing more of it can come."""
+    def release(self, stream: str, kind: str, entry_id: bytes) -> list[Applied]:
+        """Apply what is held of a request when entry `entry_id` after it cannot be read (poison): its parts
+        are adjacent, so nothing more of it can come. Also what failed with that entry before."""
         _count, held = self._held.pop(stream, (0, []))
-        return self._apply_decoded(stream, kind, held)
+        stashed = self._stashed.pop((stream, entry_id), [])
+        return self._apply_or_stash(stream, kind, [*stashed, *held], entry_id)
+
+    def _apply_or_stash(
+        self, stream: str, kind: str, batches: list[_Decoded], entry_id: bytes
+    ) -> list[Applied]:
+        """Apply `batches` for entry `entry_id`. If that raises, the batches not applied but acked (held
+        parts) are kept for that entry's retry through re-claim, and applied only then: before every later
+        entry, a part that always fails would stop the stream."""
+        try:
+            return self._apply_decoded(stream, kind, batches)
+        except Exception:
+            seen = self.applied.setdefault(stream, set())
+            left = [b for b in batches if b.entry.id not in seen and b.entry.id != entry_id]
+            if left:
+                self._stashed[(stream, entry_id)] = left
+            raise
 
     def _apply_decoded(self, stream: str, kind: str, batches: list[_Decoded]) -> list[Applied]:
         seen = self.applied.setdefault(stream, set())
@@ -182,6 +202,10 @@ class Ingestor:
         seen = self.applied.get(stream)
         if seen:
             seen.difference_update([i for i in seen if entry_order(i)[0] < cutoff_ms])
+        # An entry that failed and was never retried (dead-lettered after too many deliveries) is out of the
+        # window by now, and so are the parts that failed with it.
+        for key in [k for k in self._stashed if k[0] == stream and entry_order(k[1])[0] < cutoff_ms]:
+            del self._stashed[key]
 
     def _advance(self, stream: str, entry_id: bytes) -> None:
         order = entry_order(entry_id)
@@ -330,7 +354,7 @@ class Ingestor:
                     try:
                         applied = self.apply_entry(stream, kind, entry)
                     except PoisonEntry as exc:
-                        applied, poison = self.release(stream, kind), str(exc)
+                        applied, poison = self.release(stream, kind, entry.id), str(exc)
                     for outcome in applied or ():
                         if outcome.bad:
                             items = decode_entry(outcome.entry.fields).items

@@ -55,8 +55,12 @@ async def replay_tail(
             try:
                 ingestor.apply_entry(stream, kind, Entry(entry_id, fields))
             except PoisonEntry:
-                ingestor.release(stream, kind)  # what was held of a request it belongs to
-                continue  # the consumer path dead-letters it
+                # What was held of a request it belongs to; the consumer path dead-letters the entry itself.
+                try:
+                    ingestor.release(stream, kind, entry_id)
+                except Exception:
+                    log.exception("could not replay entries", extra={"stream": stream, "entry_id": entry_id})
+                continue
             except Exception:
                 # Never let one odd entry stop the evaluator from starting (a crash loop on every restart).
                 log.exception("could not replay entry", extra={"stream": stream, "entry_id": entry_id})

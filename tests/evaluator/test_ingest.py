@@ -288,3 +288,73 @@ async def test_an_older_entry_back_through_reclaim_does_not_end_a_hold():
 def test_a_part_header_with_other_digits_or_signs_is_not_one(header: str):
     # str.isdigit takes "²" and int() refuses it: the entry would fail every delivery, good samples and all.
     assert entry_part({PART_HEADER: header}) is None
+
+
+def _failing(ingestor: Ingestor, monkeypatch, bad_value: float, times: int | None = 1) -> None:
+    """Make applying a batch that holds `bad_value` raise, `times` times (None: always)."""
+    real, failures = ingestor._apply_wire, []
+
+    def apply_wire(stream: str, wire: Any) -> bool:
+        if any(sample.value == bad_value for sample in wire) and (times is None or len(failures) < times):
+            failures.append(True)
+            raise RuntimeError("a bug on this data")
+        return real(stream, wire)
+
+    monkeypatch.setattr(ingestor, "_apply_wire", apply_wire)
+
+
+async def test_a_part_that_always_fails_does_not_stop_the_stream(monkeypatch):
+    # helper-46: parts held again after an error were applied before every later entry, which then failed
+    # too: one bad request stopped ingest for the stream. They now go with the failing entry's retry only.
+    ingestor = _ingestor()
+    _failing(ingestor, monkeypatch, 666, times=None)
+    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 2), 666))
+    last = await _part("1-1", (2, 2), 1)
+    for _delivery in range(3):  # the retries re-claim makes, until the entry is dead-lettered
+        with pytest.raises(RuntimeError):
+            ingestor.apply_entry("s", "metrics", last)
+        assert _applied(ingestor.apply_entry("s", "metrics", await _part(f"{2 + _delivery}-0", None, 10)))
+    assert _total(ingestor) == 30
+
+
+@pytest.mark.parametrize("path", ["a new request ends the wait", "a poison entry ends the wait"])
+async def test_held_parts_that_fail_when_a_wait_ends_come_back_with_the_entry_that_ended_it(
+    monkeypatch, path: str
+):
+    ingestor = _ingestor()
+    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 3), 1))
+    ingestor.apply_entry("s", "metrics", await _part("1-1", (2, 3), 2))
+    _failing(ingestor, monkeypatch, 2)  # the second part fails once, after the first was applied
+    if path == "a new request ends the wait":
+        ending = await _part("2-0", (1, 2), 10)
+        with pytest.raises(RuntimeError):
+            ingestor.apply_entry("s", "metrics", ending)
+        assert _applied(ingestor.apply_entry("s", "metrics", ending)) == [b"1-1"]  # back through re-claim
+        ingestor.apply_entry("s", "metrics", await _part("2-1", (2, 2), 20))
+    else:
+        with pytest.raises(RuntimeError):
+            ingestor.release("s", "metrics", b"2-0")
+        assert _applied(ingestor.release("s", "metrics", b"2-0")) == [b"1-1"]  # its retry, poison again
+        ingestor.apply_entry("s", "metrics", await _part("2-1", None, 30))
+    assert _total(ingestor) == 33  # the first part once, not again with the second
+
+
+async def test_replay_goes_on_past_a_poison_entry_whose_release_fails(redis, keys, monkeypatch):
+    # helper-46: the release ran inside `except PoisonEntry`, outside the guard that keeps one odd entry from
+    # stopping the evaluator from starting: it would crash on every restart.
+    from services.evaluator.replay import replay_tail
+
+    await redis.xadd(keys.metrics, (await _part("0-0", (1, 2), 1)).fields)
+    await redis.xadd(keys.metrics, {b"nonsense": b"1"})
+    await redis.xadd(keys.metrics, (await _part("0-0", None, 5)).fields)
+    await redis.xgroup_create(keys.metrics, "evaluator", id="$")
+    ingestor = _ingestor()
+    released = []
+
+    def failing_release(stream: str, kind: str, entry_id: bytes) -> list[Applied]:
+        released.append(entry_id)
+        raise RuntimeError("a bug on this data")
+
+    monkeypatch.setattr(ingestor, "release", failing_release)
+    assert await replay_tail(redis, ingestor, keys.metrics, "metrics", "evaluator", 3600) == 2
+    assert len(released) == 1

@@ -48,12 +48,17 @@ class StoreRefused(Exception):
     and retrying will not help until an operator fixes Redis. Answered 500, not 503."""
 
 
+# WRONGTYPE or NOPERM as Redis' error code, also where redis-py wraps a command of a MULTI ("... of pipeline
+# caused error: WRONGTYPE ..."), and an ACL refusing a command inside our Lua script.
+_PERMANENT = re.compile(r"(?:^|caused error: )(?:WRONGTYPE|NOPERM)\b|can't run this command or subcommand")
+
+
 def _permanent(exc: RedisError) -> bool:
     """Whether Redis refused the write for good: a key of another type, an ACL without the command. Any other
     error (an outage, a full memory, a failover, a script running, one not known here) may pass: retry."""
     if isinstance(exc, NoPermissionError):
         return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(("WRONGTYPE", "NOPERM"))
+    return isinstance(exc, ResponseError) and _PERMANENT.search(str(exc)) is not None
 
 
 class Published(NamedTuple):
@@ -152,7 +157,7 @@ class Publisher:
                 self.metrics.refusals.labels(kind, "redis_refused").inc()
                 log.error(
                     "redis refused the write; fix redis (nothing was stored)",
-                    extra={"error": str(exc), "stream": stream},
+                    extra={"error": str(exc)[:1000], "stream": stream},
                 )
                 raise StoreRefused(
                     "events were not stored: redis refused the write with an error that retrying will not "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
@@ -792,3 +793,32 @@ async def test_the_replay_lookup_of_a_refused_request_waits_for_a_slot_no_longer
     stored = await publisher.recall(keys.metrics, "metrics", "k")
     assert stored is not None and stored.answer == b"{}"
     assert await asyncio.wait_for(publisher.recall(keys.metrics, "metrics", "k"), 5) is not None  # released
+
+
+async def test_redis_refusing_for_good_is_told_from_an_outage_on_every_write_path(
+    redis: Redis, keys: Keys, redis_server
+):
+    # helper-46: inside MULTI redis-py words WRONGTYPE as "... of pipeline caused error: WRONGTYPE", and an
+    # ACL refusing XADD inside the Lua script as "... can't run this command ..."; both stayed 503 for ever.
+    from services.collector.publish import Publisher, StoreRefused
+
+    publisher = Publisher(redis, 1000, retry_after=1.0)
+    await redis.set(keys.metrics, "not a stream")
+    for once, more in ((None, ()), (None, [b"[2]"]), ("k", ()), ("k", [b"[2]"])):
+        with pytest.raises(StoreRefused):
+            await publisher.publish(keys.metrics, "metrics", b"[1]", "r", idempotency_key=once, more=more)
+    # A user whose ACL lacks XADD, on this test's keys only.
+    user, password = f"{keys.prefix}-user", uuid.uuid4().hex
+    await redis.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", f"~{keys.prefix}:*", "+@all", "-xadd"
+    )
+    limited = Redis.from_url(redis_server.url, username=user, password=password)
+    try:
+        publisher = Publisher(limited, 1000, retry_after=1.0)
+        for once, more in ((None, ()), (None, [b"[2]"]), ("k2", ()), ("k3", [b"[2]"])):
+            with pytest.raises(StoreRefused):
+                await publisher.publish(keys.logs, "logs", b"[1]", "r", idempotency_key=once, more=more)
+    finally:
+        await limited.aclose()
+        await redis.execute_command("ACL", "DELUSER", user)
+    assert await redis.exists(keys.logs) == 0

@@ -831,6 +831,18 @@ async def test_many_samples_out_of_the_time_window_are_dropped_in_one_more_pass(
     assert value_of(items, "scrape_samples_scraped") == 10_000
 
 
+async def test_a_scrape_redis_refuses_for_good_is_a_publish_failure_not_a_crash(
+    exporter, make_scraper, redis, keys
+):
+    exporter.body = b"jobs_total 1\n"
+    await redis.set(keys.metrics, "not a stream")
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up and result.entry_id is None
+    assert "retrying will not" in (result.publish_error or "")
+    assert metric(scraper, "tripwire_scrape_publish_failures_total", job="app") == 1
+
+
 # Credentials ---------------------------------------------------------------------------------------------
 async def test_bearer_token_is_read_from_its_file_at_every_scrape(exporter, make_scraper, tmp_path: Path):
     exporter.body = b"jobs_total 1\n"

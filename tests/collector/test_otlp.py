@@ -220,6 +220,24 @@ def counter(
     )
 
 
+def _histogram(*points: HistogramDataPoint, name: str = "latency") -> Metric:
+    return Metric(
+        name=name, histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=list(points))
+    )
+
+
+def _sdk_point(**labels: str) -> HistogramDataPoint:
+    """A point with the SDKs' default 15 bounds (16 buckets, 18 items)."""
+    return HistogramDataPoint(
+        time_unix_nano=NOW_NS,
+        count=16,
+        sum=3.0,
+        bucket_counts=[1] * 16,
+        explicit_bounds=[0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000],
+        attributes=attrs(**labels),
+    )
+
+
 def point(value: float, ts: float = NOW, **labels: str | int | float | bool) -> NumberDataPoint:
     return NumberDataPoint(as_double=value, time_unix_nano=int(ts * 1e9), attributes=attrs(**labels))
 
@@ -710,21 +728,17 @@ def _wide_histograms(points: int, buckets: int, attribute_bytes: int) -> ExportM
     """Histogram points whose few long attributes are sent once a point but stored on every bucket."""
     bounds = [float(b) for b in range(1, buckets)]
     return metrics_request(
-        Metric(
-            name="latency",
-            histogram=Histogram(
-                aggregation_temporality=CUMULATIVE,
-                data_points=[
-                    HistogramDataPoint(
-                        time_unix_nano=NOW_NS,
-                        count=buckets,
-                        sum=1.0,
-                        bucket_counts=[1] * buckets,
-                        explicit_bounds=bounds,
-                        attributes=attrs(a=f"{i}" + "a" * attribute_bytes, b="b" * attribute_bytes),
-                    )
-                    for i in range(points)
-                ],
+        _histogram(
+            *(
+                HistogramDataPoint(
+                    time_unix_nano=NOW_NS,
+                    count=buckets,
+                    sum=1.0,
+                    bucket_counts=[1] * buckets,
+                    explicit_bounds=bounds,
+                    attributes=attrs(a=f"{i}" + "a" * attribute_bytes, b="b" * attribute_bytes),
+                )
+                for i in range(points)
             ),
         )
     )
@@ -769,18 +783,12 @@ def _estimate_cases() -> dict[str, Any]:
         ),
     )
     odd_bounds = metrics_request(
-        Metric(
-            name="latency",
-            histogram=Histogram(
-                aggregation_temporality=CUMULATIVE,
-                data_points=[
-                    HistogramDataPoint(
-                        time_unix_nano=NOW_NS,
-                        count=3,
-                        bucket_counts=[1] * 31,
-                        explicit_bounds=[0.1 * i + 1e-17 for i in range(1, 31)],  # long `le` values
-                    )
-                ],
+        _histogram(
+            HistogramDataPoint(
+                time_unix_nano=NOW_NS,
+                count=3,
+                bucket_counts=[1] * 31,
+                explicit_bounds=[0.1 * i + 1e-17 for i in range(1, 31)],  # long `le` values
             ),
         )
     )
@@ -835,24 +843,10 @@ def test_a_full_batch_of_sdk_histograms_fits_the_default_limits():
     # helper-46: at the first default (64 MiB) a normal export was refused, and a 413 is dropped, not retried:
     # 10,000 histogram points, the SDKs' 16 buckets, 10 short attributes, stored as 74.5 MB. Measured on a
     # tenth of it (the estimate grows with the points), against the defaults it must pass.
-    points = [
-        HistogramDataPoint(
-            time_unix_nano=NOW_NS,
-            count=15,
-            sum=1.0,
-            bucket_counts=[1] * 16,
-            explicit_bounds=[0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000],
-            attributes=attrs(**{f"attribute_{a}": f"value-{p % 7}-{a}" for a in range(10)}),
-        )
-        for p in range(1000)
-    ]
-    request = metrics_request(
-        Metric(
-            name="http.server.duration",
-            unit="ms",
-            histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=points),
-        )
-    )
+    points = [_sdk_point(**{f"attribute_{a}": f"value-{p % 7}-{a}" for a in range(10)}) for p in range(1000)]
+    duration = _histogram(*points, name="http.server.duration")
+    duration.unit = "ms"
+    request = metrics_request(duration)
     mapping = map_metrics(request, NOW, DEFAULT_LIMITS, OtlpOptions())
     defaults = CollectorConfig()
     full_batch = 10 * mapping.stored
@@ -920,33 +914,13 @@ async def test_a_batch_of_default_bucket_histograms_is_not_refused_for_its_bucke
 ):
     # max_items counted expanded items: 600 points of the SDKs' default 16 buckets (10,800 items) got a 413,
     # which exporters never retry, so a service with 600 latency series lost every export.
-    bounds = [0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000]
-    points = [
-        HistogramDataPoint(
-            time_unix_nano=NOW_NS,
-            count=16,
-            sum=3.0,
-            bucket_counts=[1] * 16,
-            explicit_bounds=bounds,
-            attributes=attrs(route=f"/r{i}"),
-        )
-        for i in range(600)
-    ]
-    histogram = Metric(
-        name="latency", histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=points)
-    )
-    response = await post_proto(faked, "/v1/metrics", metrics_request(histogram))
+    points = [_sdk_point(route=f"/r{i}") for i in range(600)]
+    response = await post_proto(faked, "/v1/metrics", metrics_request(_histogram(*points)))
     assert response.status == 200, status_of(await response.read())[0].message
     assert ExportMetricsServiceResponse.FromString(await response.read()) == ExportMetricsServiceResponse()
     stored = await stream_items(redis, keys.metrics)
     assert len(named(stored, "latency_bucket")) == 600 * 16
     assert len(named(stored, "latency_count")) == 600
-
-
-def _histogram(*points: HistogramDataPoint, name: str = "latency") -> Metric:
-    return Metric(
-        name=name, histogram=Histogram(aggregation_temporality=CUMULATIVE, data_points=list(points))
-    )
 
 
 def _histogram_point(ts: float = NOW, **labels: str) -> HistogramDataPoint:

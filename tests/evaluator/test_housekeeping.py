@@ -55,3 +55,33 @@ async def test_a_stream_at_its_cap_with_less_history_than_the_rules_need_is_an_e
     # Room left under the cap, or the window held: nothing to say.
     assert await keeper(maxlen=1000, retention=600).observe_history() == []
     assert await keeper(maxlen=100, retention=60).observe_history() == []
+
+
+async def test_the_evaluator_runs_the_history_check_with_its_streams_cap(
+    make_config, redis: Redis, keys: Keys
+):
+    # The wiring: the evaluator's housekeeping loop knows streams.maxlen and checks history every round.
+    import asyncio
+
+    from services.evaluator.app import build
+    from tests.polling import eventually
+
+    app = build(make_config(streams={"maxlen": 1000, "consumer_name": "test"}))
+    try:
+        (run,) = [loop for name, loop in app.service._loops if name == "stream-housekeeping"]
+        keeper: Housekeeper = run.__self__  # type: ignore[attr-defined]
+        assert keeper.maxlen == 1000
+        await redis.xadd(keys.metrics, {"f": "x"})
+        task = asyncio.create_task(keeper.run())
+        try:
+
+            async def measured() -> bool:
+                gauge = "tripwire_stream_history_seconds"
+                return app.service.registry.get_sample_value(gauge, {"stream": keys.metrics}) is not None
+
+            await eventually(measured, what="the first round's history gauge")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await app.service.redis.aclose()

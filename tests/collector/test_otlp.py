@@ -839,6 +839,34 @@ def test_the_stored_size_estimate_is_close_above_the_encoded_size(case: str):
     assert encoded <= mapping.stored <= 1.5 * encoded
 
 
+async def test_a_request_whose_body_and_samples_cannot_fit_together_is_413_not_503(make_config):
+    # The body is held until the samples are stored: a request whose samples alone would fit the budget but
+    # not beside its own body could never be taken, and a 503 would have the exporter retry it for ever.
+    config = make_config(collector={"max_body_bytes": 160 * 1024, "max_buffered_bytes": 200 * 1024})
+    padding = Metric(  # body bytes that map to nothing: exponential histograms are rejected
+        name="padding",
+        exponential_histogram=ExponentialHistogram(
+            aggregation_temporality=CUMULATIVE,
+            data_points=[
+                ExponentialHistogramDataPoint(
+                    time_unix_nano=NOW_NS,
+                    count=1,
+                    positive=ExponentialHistogramDataPoint.Buckets(bucket_counts=[1] * 130_000),
+                )
+            ],
+        ),
+    )
+    request = _wide_histograms(points=2, buckets=20, attribute_bytes=800)
+    request.resource_metrics[0].scope_metrics[0].metrics.append(padding)
+    body = len(request.SerializeToString())
+    assert 130_000 < body < 160 * 1024
+    async with running(config, FakeClock(NOW)) as c:
+        response = await post_proto(c, "/v1/metrics", request)
+        assert response.status == 413
+        message = status_of(await response.read())[0].message
+        assert f"request is {body} bytes and its samples about" in message
+
+
 def test_a_full_batch_of_sdk_histograms_fits_the_default_limits():
     # helper-46: at the first default (64 MiB) a normal export was refused, and a 413 is dropped, not retried:
     # 10,000 histogram points, the SDKs' 16 buckets, 10 short attributes, stored as 74.5 MB. Measured on a

@@ -33,6 +33,7 @@ import contextlib
 import logging
 import math
 import random
+import re
 import ssl
 import time
 import uuid
@@ -50,7 +51,15 @@ from prometheus_client import parser as text_parser
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from yarl import URL
 
-from services.collector.ingest import METRICS, Accepted, IngestLimits, Rejected, limits_from, validate_items
+from services.collector.ingest import (
+    METRICS,
+    Accepted,
+    IngestLimits,
+    Rejected,
+    limits_from,
+    quoted,
+    validate_items,
+)
 from services.collector.publish import Publisher, StoreRefused, Unavailable
 from services.collector.relabel import METRIC_NAME, Target, relabel, sample_labels, targets_of
 from shared.clock import Clock
@@ -707,7 +716,7 @@ def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
         renamed: set[str] = set()
     else:
         families = text_parser.text_string_to_metric_families(text)
-        renamed = _counters_named_without_total(text)
+        renamed = _scan_text(text)
     try:
         for family in families:
             # prometheus-client's text parser renames the samples of `# TYPE foo counter` to foo_total;
@@ -756,19 +765,45 @@ def openmetrics_float(text: str) -> str:
     return written if "e" in written or "." in written else written + ".0"
 
 
-def _counters_named_without_total(text: str) -> set[str]:
+def _scan_text(text: str) -> set[str]:
+    """One pass over a text-format body before prometheus-client parses it: the counters declared without
+    `_total` (their samples are renamed by the parser), and the sample lines Prometheus refuses but that
+    parser takes quietly: more fields than name, value and timestamp (`foo 1 2 3` became a timestamp of
+    3 ms), or a timestamp that is not integer milliseconds. Raises _ExpositionError for those, which fails
+    the scrape as Prometheus does."""
     names = set()
-    for line in text.splitlines():
-        if line.startswith("#") and "TYPE" in line:
-            parts = line.split()
-            if (
-                len(parts) == 4
-                and parts[1] == "TYPE"
-                and parts[3] == "counter"
-                and not parts[2].endswith("_total")
-            ):
-                names.add(parts[2])
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if "TYPE" in line:
+                parts = line.split()
+                if (
+                    len(parts) == 4
+                    and parts[1] == "TYPE"
+                    and parts[3] == "counter"
+                    and not parts[2].endswith("_total")
+                ):
+                    names.add(parts[2])
+            continue
+        # After the labels (the last `}`: a value or timestamp has none), or after the name. A line that does
+        # not start with a metric name is left to the parser, whose message says what it is.
+        braced = "{" in line
+        name = line[: line.find("{")].strip() if braced else line.split(None, 1)[0]
+        if not _METRIC_NAME.fullmatch(name):
+            continue
+        fields = line[line.rfind("}") + 1 :].split() if braced else line.split()[1:]
+        if len(fields) > 2 or (len(fields) == 2 and not _MILLISECONDS.fullmatch(fields[1])):
+            raise _ExpositionError(
+                f"line {number}: expected a value and an optional integer timestamp after the series, got "
+                f"{quoted(' '.join(fields))}"
+            )
     return names
+
+
+_MILLISECONDS = re.compile(r"-?[0-9]+")
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*|")  # empty: the name is in the labels
 
 
 def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, sample_limit: int) -> _Parsed:

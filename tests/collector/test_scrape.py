@@ -479,6 +479,33 @@ async def test_a_refused_connection_is_down(make_scraper, redis, keys):
     assert value_of(items, "scrape_samples_scraped") == 0.0
 
 
+@pytest.mark.parametrize(
+    ("line", "accepted"),
+    [
+        ("jobs_total 3 1 2", False),  # prometheus-client took the last field as a timestamp of 2 ms
+        ("jobs_total 3 1.5", False),  # Prometheus reads a timestamp as integer milliseconds
+        ("jobs_total 3 1e30", False),
+        ('jobs_total{path="/a}b"} 3 7', True),  # a `}` inside a label value is not the end of the labels
+        ('{__name__="jobs_total"} 3', True),
+        ("jobs_total\t3  \t", True),
+    ],
+)
+async def test_text_sample_lines_prometheus_refuses_fail_the_scrape(
+    exporter, make_scraper, redis, keys, line: str, accepted: bool
+):
+    # helper-43's review: these lines were parsed quietly (the sample then dropped as invalid, the target up);
+    # Prometheus fails the whole scrape on them.
+    exporter.body = f"# TYPE jobs_total counter\n{line}\n".encode()
+    scraper = make_scraper(static(exporter.address, honor_timestamps=False))
+    result = await scraper.scrape_once(scraper.targets[0])
+    if accepted:
+        assert result.up, result.reason
+        assert value_of((await batches(redis, keys))[-1], "jobs_total") == 3.0
+    else:
+        assert result.outcome == "parse_error"
+        assert "line 2: expected a value and an optional integer timestamp" in (result.reason or "")
+
+
 async def test_unknown_content_type_fails_unless_a_fallback_protocol_is_set(
     exporter, make_scraper, redis, keys
 ):

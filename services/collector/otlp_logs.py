@@ -108,7 +108,7 @@ def map_logs(
     request: ExportLogsServiceRequest, now: float, limits: IngestLimits, options: OtlpOptions
 ) -> Mapping:
     """Every log record of `request` as a log event (or a reason it cannot be one)."""
-    out = Mapping()
+    out = Mapping(stored=2)  # the brackets of the one entry a logs request is stored as
     index = 0  # records are numbered across the whole request, so a reason points at one record
     for r_index, resource_logs in enumerate(request.resource_logs):
         resource = ResourceContext.of(resource_logs.resource, options)

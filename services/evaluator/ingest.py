@@ -157,7 +157,11 @@ class Ingestor:
     def release(self, stream: str, kind: str, entry_id: bytes) -> list[Applied]:
         """Apply what is held of a request when entry `entry_id` after it cannot be read (poison): its parts
         are adjacent, so nothing more of it can come. Also what failed with that entry before."""
-        _count, held = self._held.pop(stream, (0, []))
+        _count, held = self._held.get(stream, (0, []))
+        if held and entry_order(entry_id) < entry_order(held[-1].entry.id):
+            held = []  # an older entry back through re-claim: the request being read goes on
+        else:
+            self._held.pop(stream, None)
         stashed = self._stashed.pop((stream, entry_id), [])
         return self._apply_or_stash(stream, kind, [*stashed, *held], entry_id)
 
@@ -180,6 +184,8 @@ class Ingestor:
         seen = self.applied.setdefault(stream, set())
         applied = []
         for batch in batches:
+            if batch.entry.id in seen:
+                continue  # stashed, then delivered again and applied on its own: once is enough
             if batch.wire is None or not self._apply_wire(stream, batch.wire):
                 items = batch.items if batch.items is not None else decode_items(batch.body)
                 bad = self.apply_items(stream, kind, items)
@@ -205,7 +211,17 @@ class Ingestor:
         # An entry that failed and was never retried (dead-lettered after too many deliveries) is out of the
         # window by now, and so are the parts that failed with it.
         for key in [k for k in self._stashed if k[0] == stream and entry_order(k[1])[0] < cutoff_ms]:
-            del self._stashed[key]
+            lost = self._stashed.pop(key)
+            items = sum(len(b.wire if b.wire is not None else b.items or ()) for b in lost)
+            self.metrics.dropped.labels(stream, "failed_with_entry").inc(items)
+            log.error(
+                "parts of a request that failed to apply were never retried (their entry was dead-lettered)",
+                extra={
+                    "stream": stream,
+                    "entry_id": key[1].decode(),
+                    "parts": [b.entry.id.decode() for b in lost],
+                },
+            )
 
     def _advance(self, stream: str, entry_id: bytes) -> None:
         order = entry_order(entry_id)

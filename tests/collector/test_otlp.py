@@ -71,7 +71,7 @@ from redis.asyncio import Redis
 
 from services.collector import otlp as otlp_module
 from services.collector.app import build
-from services.collector.ingest import DEFAULT_LIMITS, Accepted, limits_from
+from services.collector.ingest import DEFAULT_LIMITS, LOGS, METRICS, Accepted, limits_from
 from services.collector.ingest import IngestLimits as Limits
 from services.collector.otlp import _Outcome, _partial_message, add_otlp_routes
 from services.collector.otlp_logs import level_of, map_logs
@@ -834,9 +834,12 @@ def test_the_stored_size_estimate_is_close_above_the_encoded_size(case: str):
     # characters, which JSON writes in six bytes), and not far above (or good ones would be refused).
     mapper, request = _estimate_cases()[case]
     mapping = mapper(request, NOW, DEFAULT_LIMITS, OtlpOptions())
-    encoded = sum(len(orjson.dumps(item)) + 1 for point in mapping.points for item in point.items)
-    assert mapping.points
-    assert encoded <= mapping.stored <= 1.5 * encoded
+    estimate, points = mapping.stored, len(mapping.points)
+    spec = LOGS if mapper is map_logs else METRICS
+    outcome = otlp_module._validate(spec, mapping, NOW, CollectorConfig(), DEFAULT_LIMITS, 200_000)
+    assert outcome.points + (1 if "target_info" in case else 0) == points  # every point stored
+    encoded = len(outcome.accepted.items_json) + sum(map(len, outcome.accepted.rest))  # what Redis gets
+    assert encoded <= estimate <= 1.5 * encoded
 
 
 async def test_a_request_whose_body_and_samples_cannot_fit_together_is_413_not_503(make_config):

@@ -358,3 +358,43 @@ async def test_replay_goes_on_past_a_poison_entry_whose_release_fails(redis, key
     monkeypatch.setattr(ingestor, "release", failing_release)
     assert await replay_tail(redis, ingestor, keys.metrics, "metrics", "evaluator", 3600) == 2
     assert len(released) == 1
+
+
+async def test_a_part_stashed_with_one_entry_and_delivered_again_alone_is_applied_once(monkeypatch):
+    # helper-47: X is stashed under Z when applying [X, Z] fails; re-claim then delivers X (applied with what
+    # failed with it) and Z, whose stash holds X again: its +10 was counted twice.
+    ingestor = _ingestor()
+    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 2), 1))
+    _failing(ingestor, monkeypatch, 1)
+    x = await _part("2-0", (1, 2), 10)
+    with pytest.raises(RuntimeError):
+        ingestor.apply_entry("s", "metrics", x)  # ends 1-0's wait, which fails: 1-0 stashed under X
+    _failing(ingestor, monkeypatch, 10)
+    z = await _part("3-0", None, 100)
+    with pytest.raises(RuntimeError):
+        ingestor.apply_entry("s", "metrics", z)  # ends X's wait, which fails: X stashed under Z
+    assert _applied(ingestor.apply_entry("s", "metrics", x)) == [b"1-0", b"2-0"]
+    assert _applied(ingestor.apply_entry("s", "metrics", z)) == [b"3-0"]
+    assert _total(ingestor) == 111
+
+
+async def test_an_older_poison_entry_back_through_reclaim_keeps_a_newer_hold():
+    ingestor = _ingestor()
+    ingestor.apply_entry("s", "metrics", await _part("2-0", (1, 2), 10))
+    assert ingestor.release("s", "metrics", b"1-5") == []  # its dead-letter had failed; now it comes back
+    assert list(ingestor.store) == []
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part("2-1", (2, 2), 20))) == [b"2-0", b"2-1"]
+
+
+async def test_parts_stashed_with_an_entry_never_retried_are_counted_and_logged(monkeypatch, caplog):
+    ingestor = _ingestor()
+    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 2), 1))
+    _failing(ingestor, monkeypatch, 1, times=None)
+    with pytest.raises(RuntimeError):
+        ingestor.apply_entry("s", "metrics", await _part("1-1", (2, 2), 2))
+    # The entry is dead-lettered after its deliveries, without the ingestor: the window passes its parts by.
+    ingestor.forget_older_than("s", 900_000)
+    lost = ingestor.metrics.dropped.labels("s", "failed_with_entry")._value.get()
+    assert lost == 1
+    assert "never retried" in caplog.text
+    assert not ingestor._stashed

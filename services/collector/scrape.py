@@ -65,6 +65,7 @@ from services.collector.relabel import METRIC_NAME, Target, relabel, sample_labe
 from shared.clock import Clock
 from shared.config import Config, read_secret_file
 from shared.durations import format_duration
+from shared.events import METRIC_NAME_RE
 from shared.gofloat import format_go_exponent, format_go_float, go_parse_float
 from shared.scrape_config import ScrapeConfig
 from shared.service import Service
@@ -791,7 +792,7 @@ def _scan_text(text: str) -> set[str]:
         # not start with a metric name is left to the parser, whose message says what it is.
         braced = "{" in line
         name = line[: line.find("{")].strip() if braced else line.split(None, 1)[0]
-        if not _METRIC_NAME.fullmatch(name):
+        if name and not METRIC_NAME_RE.fullmatch(name):  # empty: the name is in the labels
             continue
         fields = line[line.rfind("}") + 1 :].split() if braced else line.split()[1:]
         if len(fields) > 2 or (len(fields) == 2 and not _MILLISECONDS.fullmatch(fields[1])):
@@ -803,7 +804,6 @@ def _scan_text(text: str) -> set[str]:
 
 
 _MILLISECONDS = re.compile(r"-?[0-9]+")
-_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*|")  # empty: the name is in the labels
 
 
 def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, sample_limit: int) -> _Parsed:

@@ -141,7 +141,7 @@ class Ingestor:
         if stashed:
             return self._apply_or_stash(stream, kind, [*stashed, decoded], entry.id)
         part = entry_part(headers)
-        if held and entry_order(entry.id) < entry_order(held[-1].entry.id):
+        if _before(entry.id, held):
             # An older entry back through re-claim while a request is being read: on its own, the hold kept.
             return self._apply_or_stash(stream, kind, [decoded], entry.id)
         ready: list[_Decoded] = []
@@ -158,7 +158,7 @@ class Ingestor:
         """Apply what is held of a request when entry `entry_id` after it cannot be read (poison): its parts
         are adjacent, so nothing more of it can come. Also what failed with that entry before."""
         _count, held = self._held.get(stream, (0, []))
-        if held and entry_order(entry_id) < entry_order(held[-1].entry.id):
+        if _before(entry_id, held):
             held = []  # an older entry back through re-claim: the request being read goes on
         else:
             self._held.pop(stream, None)
@@ -394,6 +394,11 @@ class Ingestor:
                 raise EntriesFailed(failures)
 
         return handle
+
+
+def _before(entry_id: bytes, held: list[_Decoded]) -> bool:
+    """Whether `entry_id` is older than the parts `held`: an entry back through re-claim, not their sequel."""
+    return bool(held) and entry_order(entry_id) < entry_order(held[-1].entry.id)
 
 
 def _metric_samples(items: list[Any]) -> tuple[list[ParsedSample], list[tuple[int, str]]]:

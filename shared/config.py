@@ -109,6 +109,23 @@ class StreamsConfig(Section):
     consumer_name: str = Field(default_factory=socket.gethostname, min_length=1)
 
 
+class HttpConfig(Section):
+    """Every service's HTTP server (shared/connection_limit.py)."""
+
+    idle_timeout: Duration = Field(
+        default=75.0,
+        gt=0,
+        description="a connection is closed when it has not sent a whole request's headers this long after "
+        "it opened or was last answered: idle keep-alive connections and slow headers alike",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="connections open at once; past it, a new one is answered 503 with Retry-After and "
+        "closed. Default: half the open-file limit (raised to its hard limit at start), at most 10,000",
+    )
+
+
 class CollectorConfig(Section):
     listen: ListenAddress = "0.0.0.0:9400"
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
@@ -302,6 +319,7 @@ class Config(Section):
     scrape_configs: ScrapeConfigs = Field(default_factory=list)
     log_metrics: list[LogMetricConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     notifier: NotifierConfig = Field(default_factory=NotifierConfig)

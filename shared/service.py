@@ -21,7 +21,9 @@ from redis.exceptions import RedisError
 from shared.clock import Clock
 from shared.config import Config
 from shared.connection import BROKER_LOGGER, redis_broker, redis_client
+from shared.connection_limit import ConnectionLimit, default_max_connections, raise_open_file_limit
 from shared.consumers import ConsumerMetrics, EntryHandler, GroupConsumer
+from shared.counted_log import CountedLog
 from shared.tasks import cancel_and_wait
 from shared.webapp import BODIES_ENCODED, json_response, unmatched_as_json
 
@@ -69,6 +71,7 @@ class Service:
         self.waiting_for = "starting"
         self._stop_requested = asyncio.Event()
         self.exit_code = 0
+        self.connections: ConnectionLimit | None = None  # while serving
         self._up = Gauge(
             "tripwire_up", "1 once the service has started its consumers and loops.", registry=self.registry
         )
@@ -191,18 +194,32 @@ class Service:
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[int]:
         """Serve HTTP on host:port (0 picks a free port, yielded) while the service runs."""
+        http = self.config.http
         runner = web.AppRunner(
-            self.web, handle_signals=False, access_log=None, shutdown_timeout=HTTP_DRAIN_TIMEOUT
+            self.web,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=HTTP_DRAIN_TIMEOUT,
+            keepalive_timeout=http.idle_timeout,
         )
         await runner.setup()
-        asyncio.get_running_loop().set_exception_handler(AcceptErrors())
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        accept_errors = AcceptErrors()
+        loop.set_exception_handler(accept_errors)
+        assert runner.server is not None
+        max_connections = http.max_connections or default_max_connections()
+        limit = ConnectionLimit(runner.server, max_connections, self.registry)
+        # Our own listener rather than aiohttp's TCPSite, whose protocol factory cannot be wrapped; stopping
+        # it is all TCPSite.stop does, and runner.cleanup() then drains the requests in flight as before.
+        server = await loop.create_server(limit, host, port, backlog=128)
+        self.connections = limit
         try:
-            yield bound
+            yield server.sockets[0].getsockname()[1]
         finally:
+            server.close()
             await runner.cleanup()
+            accept_errors.flush()
+            limit.refusals.flush()
 
     async def run(self, listen: str, start: Callable[[], Awaitable[None]]) -> None:
         """Serve and run until SIGTERM or SIGINT, then stop everything cleanly."""
@@ -222,8 +239,17 @@ class Service:
         if self._on_sighup:
             loop.add_signal_handler(signal.SIGHUP, hangup)
         try:
+            raise_open_file_limit()  # before serving: the default http.max_connections follows it
             async with self.serving(host, int(port)) as bound:
-                log.info("listening", extra={"address": f"{host}:{bound}"})
+                assert self.connections is not None
+                log.info(
+                    "listening",
+                    extra={
+                        "address": f"{host}:{bound}",
+                        "max_connections": self.connections.limit,
+                        "idle_timeout": self.config.http.idle_timeout,
+                    },
+                )
                 starting = asyncio.create_task(start())
                 stopped = asyncio.create_task(stop.wait())
                 try:
@@ -300,26 +326,24 @@ async def _each_step(what: str, steps: list[Callable[[], Awaitable[object]]]) ->
 class AcceptErrors:
     """The event loop's exception handler: asyncio reports every accept() that fails for want of file
     descriptors or memory with a full traceback, which flooded the log with 300,000 lines a minute when
-    idle connections had used up the descriptors. Those are logged once a minute with how many there were;
-    anything else goes to the default handler."""
+    idle connections had used up the descriptors. Those are logged once a minute with how many there were
+    (`flush()` at stop logs the rest); anything else goes to the default handler."""
 
     def __init__(self, every: float = ACCEPT_LOG_EVERY, now: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.now = now
-        self.failed = 0
-        self._logged_at = float("-inf")
+        self.failures = CountedLog(
+            log,
+            "cannot accept connections: out of file descriptors or memory (http.max_connections above what "
+            "the open-file limit allows, or descriptors held elsewhere)",
+            "failed_accepts",
+            every,
+            now,
+        )
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
         if context.get("message") != ACCEPT_FAILED:
             loop.default_exception_handler(context)
             return
-        self.failed += 1
-        if self.now() - self._logged_at < self.every:
-            return
-        self._logged_at = self.now()
-        log.error(
-            "cannot accept connections: out of file descriptors or memory (too many open connections? put "
-            "a proxy with connection limits and header timeouts in front of a public endpoint)",
-            extra={"error": str(context.get("exception")), "failed_accepts": self.failed},
-        )
-        self.failed = 0
+        self.failures.note(error=str(context.get("exception")))
+
+    def flush(self) -> None:
+        self.failures.flush()

@@ -178,8 +178,9 @@ class CollectorConfig(Section):
     max_buffered_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,
-        description="bytes of request bodies held at once, counted as they arrive, until stored or refused; "
-        "past that, ingest answers 503 (default: 256 MiB, or max_body_bytes if that is more)",
+        description="bytes of request data held at once: a body counted as it arrives, then the items it is "
+        "stored as and their envelope (about twice the body), until stored or refused; past that, ingest "
+        "answers 503 (default: 256 MiB, or 3 x max_body_bytes if that is more)",
     )
 
     @model_validator(mode="after")
@@ -192,8 +193,10 @@ class CollectorConfig(Section):
     @model_validator(mode="after")
     def _a_whole_body_fits(self) -> CollectorConfig:
         if "max_buffered_bytes" not in self.model_fields_set:
-            # A config written before this setting, with bodies allowed past its default, keeps working.
-            _derive(self, "max_buffered_bytes", max(self.max_buffered_bytes, self.max_body_bytes))
+            # A config written before this setting, with bodies allowed past its default, keeps working: a
+            # parsed body is held as its items and their envelope, about twice its size (more for samples
+            # that gain a timestamp), so room for three.
+            _derive(self, "max_buffered_bytes", max(self.max_buffered_bytes, 3 * self.max_body_bytes))
         elif self.max_buffered_bytes < self.max_body_bytes:
             raise ValueError(
                 f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "

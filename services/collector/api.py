@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.collector.body_budget import BodyBudget, Held
+from services.collector.body_budget import BodyBudget, Held, NeverFits, stored_bytes
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
 from services.collector.publish import (
     Published,
@@ -109,6 +109,17 @@ def _accepted(published: Published, count: int | None = None) -> web.Response:
     return json_response({"status": "success", "accepted": count, "entry": published.entry_id}, 202)
 
 
+def _hold_items(held: Held, items_json: bytes) -> web.Response | None:
+    """Count a parsed request's items in the budget instead of its body; the refusal if they do not fit."""
+    try:
+        held.swap(stored_bytes(len(items_json)))
+    except NeverFits as exc:
+        return error_response(413, "too_large", str(exc))
+    except Unavailable as exc:
+        return unavailable_response(exc)
+    return None
+
+
 def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> None:
     config = service.config
     keys = Keys(config.redis.prefix)
@@ -149,7 +160,6 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
         add_body_route(service.web.router, "POST", path, handle)
 
     async def _ingest(request: web.Request, spec: IngestKind, stream: str, held: Held) -> web.Response:
-        path = request.path
         collector = config.collector
         try:
             body = await read_body(request, collector.max_body_bytes, collector.body_timeout, held.take)
@@ -175,10 +185,14 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
             # Only a record this API stored: OTLP writes the same stream with another answer's shape.
             if stored is not None and "accepted" in orjson.loads(stored.answer):
                 return _accepted(stored)
-            metrics.rejected_items.labels(path).inc(len({e.index for e in exc.errors}))
+            metrics.rejected_items.labels(request.path).inc(len({e.index for e in exc.errors}))
             return _rejected(exc)
         if accepted.count == 0:
             return json_response({"status": "success", "accepted": 0}, 202)
+        # From here the request holds its items, not its body: the budget counts them (and their envelope).
+        del body
+        if (refused := _hold_items(held, accepted.items_json)) is not None:
+            return refused
         try:
             published = await publisher.publish(
                 stream,
@@ -191,7 +205,7 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
         except (Unavailable, StoreRefused) as exc:
             return _not_stored(exc)
         if published.appended:  # a replay's items were counted when they were stored
-            metrics.items.labels(path).inc(accepted.count)
+            metrics.items.labels(request.path).inc(accepted.count)
         return _accepted(published, accepted.count)
 
     endpoint(METRICS, keys.metrics, "/api/v1/metrics")

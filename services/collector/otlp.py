@@ -40,7 +40,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.collector.body_budget import BodyBudget, Held
+from services.collector.body_budget import BodyBudget, Held, stored_bytes
 from services.collector.ingest import (
     LOGS,
     METRICS,
@@ -336,11 +336,12 @@ class _Receiver:
         return outcome
 
     def _hold_stored(self, stored: int, held: Held) -> None:
-        """Count `stored` bytes (the request's items, encoded or about to be) in the body budget until they
-        are in Redis: unlike a JSON API body, an OTLP body can stand for many times its size, and requests
-        waiting on a slow Redis hold them. Taken before encoding, so the budget bounds what is allocated.
-        One that could never fit gets 413, one that does not fit now 503."""
-        if held.size + stored > self.budget.limit:
+        """Count the request's items (`stored` bytes, encoded or about to be) and their envelope in the body
+        budget until they are in Redis: unlike a JSON API body, an OTLP body can stand for many times its
+        size, and requests waiting on a slow Redis hold them. Taken before encoding, beside the body still
+        held, so the budget bounds what is allocated. One that could never fit gets 413, one that does not
+        fit now 503."""
+        if held.size + stored_bytes(stored) > self.budget.limit:
             raise _Refused(
                 413,
                 RESOURCE_EXHAUSTED,
@@ -349,7 +350,7 @@ class _Receiver:
                 "smaller batches",
             )
         try:
-            held.take(stored)
+            held.take(stored_bytes(stored))
         except Unavailable as exc:
             raise _unavailable(exc) from None
 
@@ -425,6 +426,7 @@ class _Receiver:
             raise _Refused(exc.status, _BODY_CODES[exc.status], str(exc)) from None
         except Unavailable as exc:  # the body budget ran out while it arrived
             raise _unavailable(exc) from None
+        request_id, once = request_identity(request, body)
         now = self.service.clock.now()
         # Decoding, mapping and validating a 5 MB request is CPU work of seconds: off the event loop, so
         # other requests and health checks are answered meanwhile.
@@ -435,9 +437,14 @@ class _Receiver:
         self._hold_stored(mapping.stored, held)
         if outcome is None:
             outcome = await asyncio.to_thread(self._encode, mapping, signal, now)
-        del mapping
+        # From here the request holds its items (and, once appended, their envelope), not its body.
+        del mapping, body
+        accepted = outcome.accepted
+        try:  # a shrink: the estimate taken above is never below the encoded size
+            held.swap(stored_bytes(len(accepted.items_json) + sum(map(len, accepted.rest))))
+        except Unavailable as exc:
+            raise _unavailable(exc) from None
         points = self.metrics.points
-        request_id, once = request_identity(request, body)
         message = _partial_message(outcome, signal.noun)
         answer = {"points": outcome.points, "rejected": outcome.rejected, "message": message}
         if outcome.points == 0 and outcome.rejected:

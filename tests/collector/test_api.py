@@ -17,6 +17,8 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from services.collector.app import build
+from services.collector.body_budget import stored_bytes
+from services.collector.ingest import METRICS, parse_body
 from services.local_redis import free_port
 from shared.clock import FakeClock
 from shared.codec import decode_entry
@@ -494,16 +496,18 @@ async def test_bodies_held_past_max_buffered_bytes_get_503_before_they_are_read(
     # While Redis is slow, requests wait with their bodies in memory; without a bound, enough concurrent
     # senders could make the collector hold any amount (found by review).
 
-    config = make_config(collector={"max_body_bytes": 1024, "max_buffered_bytes": 1500})
+    config = make_config(collector={"max_body_bytes": 1024, "max_buffered_bytes": 2500})
     pad = {"name": "x", "value": 1, "labels": {"pad": "p" * 900}}  # about 950 bytes: one fits, two do not
     body = orjson.dumps({"samples": [pad]})
+    # Parsed, a request holds its items and their envelope, not its body (which is dropped).
+    items = parse_body(METRICS, body, clock.now(), 10).items_json
     probe = Redis.from_url(redis_server.url, socket_timeout=0.1)
     async for client in _client(config, clock):
         busy = asyncio.create_task(redis.eval(BUSY_FOR_600_MS, 0))
         await eventually(lambda: redis_is_busy(probe), timeout=5, what="Redis to be running the script")
         first = asyncio.create_task(client.post("/api/v1/metrics", data=body, headers=JSON_TYPE))
-        held = functools.partial(_holding, client, len(body))
-        await eventually(held, timeout=5, what="the first body to be held")
+        held = functools.partial(_holding, client, stored_bytes(len(items)))
+        await eventually(held, timeout=5, what="the first request's items to be held")
         for path in ("/api/v1/metrics", "/v1/metrics"):
             refused = await client.post(path, data=body, headers=JSON_TYPE)
             assert refused.status == 503, path
@@ -524,6 +528,19 @@ async def test_bodies_held_past_max_buffered_bytes_get_503_before_they_are_read(
         assert "tripwire_ingest_buffered_bytes 0.0" in text  # every hold was given back
     await probe.aclose()
     assert await redis.xlen(keys.metrics) == 2
+
+
+async def test_a_request_whose_items_can_never_fit_the_budget_is_413_not_503(make_config, clock, redis, keys):
+    # Its body fits, but items and envelope are twice a body this size: a 503 would be retried for ever.
+    config = make_config(collector={"max_body_bytes": 1024, "max_buffered_bytes": 1024})
+    body = orjson.dumps({"samples": [{"name": "x", "value": 1, "labels": {"pad": "p" * 900}}]})
+    async for client in _client(config, clock):
+        response = await client.post("/api/v1/metrics", data=body, headers=JSON_TYPE)
+        assert response.status == 413
+        error = (await response.json())["error"]
+        assert "collector.max_buffered_bytes" in error and "send smaller batches" in error
+        assert "tripwire_ingest_buffered_bytes 0.0" in await (await client.get("/metrics")).text()
+    assert await redis.xlen(keys.metrics) == 0
 
 
 async def _holding(client: TestClient, size: int) -> bool:
@@ -583,19 +600,23 @@ def test_a_budget_counts_what_arrives_and_gives_it_back():
     with pytest.raises(ValueError, match="must be at least max_body_bytes"):
         Config.model_validate({"collector": {"max_body_bytes": 4096, "max_buffered_bytes": 2048}})
     # Unset, it grows with a body limit past its default (a config from before it still loads).
+    # Room for a full body's items and their envelope, about twice the body.
     big = Config.model_validate({"collector": {"max_body_bytes": 300 * 2**20}}).collector
-    assert big.max_buffered_bytes == 300 * 2**20
+    assert big.max_buffered_bytes == 3 * 300 * 2**20
 
 
 @pytest.mark.parametrize(
-    ("derived", "source", "value"),
-    [("max_buffered_bytes", "max_body_bytes", 300 * 2**20), ("otlp_max_samples", "max_items", 300_000)],
+    ("derived", "source", "value", "expected"),
+    [
+        ("max_buffered_bytes", "max_body_bytes", 300 * 2**20, 900 * 2**20),
+        ("otlp_max_samples", "max_items", 300_000, 300_000),
+    ],
 )
-def test_a_derived_default_is_not_taken_for_a_setting(derived: str, source: str, value: int):
+def test_a_derived_default_is_not_taken_for_a_setting(derived: str, source: str, value: int, expected: int):
     # Derived from another setting, it stays unset: what was set, validated again with that setting
     # lowered, derives it again rather than keep the old value as if the user had written it.
     section = CollectorConfig.model_validate({source: value})
-    assert getattr(section, derived) == value
+    assert getattr(section, derived) == expected
     assert derived not in section.model_fields_set
     written = section.model_dump(exclude_unset=True)
     assert written == {source: value}

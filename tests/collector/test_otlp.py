@@ -71,6 +71,7 @@ from redis.asyncio import Redis
 
 from services.collector import otlp as otlp_module
 from services.collector.app import build
+from services.collector.body_budget import stored_bytes
 from services.collector.ingest import DEFAULT_LIMITS, LOGS, METRICS, Accepted, limits_from
 from services.collector.ingest import IngestLimits as Limits
 from services.collector.otlp import _Outcome, _partial_message, add_otlp_routes
@@ -90,10 +91,11 @@ from services.collector.otlp_wire import RawAttributesRequest
 from services.collector.publish import Publisher
 from services.local_redis import free_port
 from shared.clock import Clock, FakeClock
-from shared.codec import decode_entry
+from shared.codec import decode_entry, decode_envelope
 from shared.config import CollectorConfig, Config
 from shared.service import Service
 from shared.streams import Keys
+from tests.busy_redis import BUSY_FOR_600_MS, redis_is_busy
 from tests.polling import eventually
 
 NOW = 1_763_800_000.0
@@ -882,7 +884,7 @@ def test_a_full_batch_of_sdk_histograms_fits_the_default_limits():
     defaults = CollectorConfig()
     full_batch = 10 * mapping.stored
     assert 60_000_000 < full_batch < defaults.otlp_max_stored_bytes
-    assert 10 * len(request.SerializeToString()) + full_batch <= defaults.max_buffered_bytes
+    assert 10 * len(request.SerializeToString()) + stored_bytes(full_batch) <= defaults.max_buffered_bytes
 
 
 async def test_encoded_items_count_in_the_body_budget(make_config, redis: Redis, keys: Keys, monkeypatch):
@@ -938,6 +940,34 @@ async def test_encoded_items_count_in_the_body_budget(make_config, redis: Redis,
         assert encoded == [True]
         assert held() == 0
     assert len(await stream_items(redis, keys.metrics)) == 2 * 22
+
+
+async def test_a_request_waiting_on_redis_holds_its_items_and_their_envelope_not_its_body(
+    make_config, redis_server, redis: Redis, keys: Keys
+):
+    # Counting the body and the items once, the collector held about 4x its budget: body, items and their
+    # stream envelope were all in memory while a request waited (measured: 400 MB RSS at a 64 MiB budget).
+    request = _wide_histograms(points=2, buckets=20, attribute_bytes=800)
+    probe = Redis.from_url(redis_server.url, socket_timeout=0.1)
+    async with running(make_config(), FakeClock(NOW)) as c:
+
+        def sample(name: str) -> float:
+            return c.service.registry.get_sample_value(name) or 0.0
+
+        async def appending() -> bool:
+            return sample("tripwire_publish_in_flight") == 1
+
+        busy = asyncio.create_task(redis.eval(BUSY_FOR_600_MS, 0))
+        await eventually(lambda: redis_is_busy(probe), timeout=5, what="Redis to be running the script")
+        posting = asyncio.create_task(post_proto(c, "/v1/metrics", request))
+        await eventually(appending, timeout=5, what="the request's append to wait on Redis")
+        waiting = sample("tripwire_ingest_buffered_bytes")
+        assert (await posting).status == 200
+        await busy
+        assert sample("tripwire_ingest_buffered_bytes") == 0
+    await probe.aclose()
+    encoded = sum(len(decode_envelope(fields)[0]) for _id, fields in await redis.xrange(keys.metrics))
+    assert waiting == stored_bytes(encoded)
 
 
 async def test_a_batch_of_default_bucket_histograms_is_not_refused_for_its_buckets(

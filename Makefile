@@ -35,6 +35,7 @@ format: $(VENV)/.dev-stamp
 
 bench: $(VENV)/.run-stamp
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest_memory.py
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/evaluator.py
 	$(BIN)/python bench/notify.py

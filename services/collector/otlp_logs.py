@@ -119,7 +119,7 @@ def map_logs(
         if resource.attributes.get(SERVICE_NAMESPACE):
             base["service_namespace"] = resource.attributes[SERVICE_NAMESPACE]
         for scope_logs in resource_logs.scope_logs:
-            fixed = {**base, **scope_labels(scope_logs.scope, options)}
+            fixed = {**base, **scope_labels(scope_logs.scope, scope_logs.schema_url, options)}
             for record in scope_logs.log_records:
                 where = f"log record {index} (service {quoted(service)})"
                 index += 1

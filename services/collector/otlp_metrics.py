@@ -15,8 +15,9 @@ to Prometheus"). What we do, section by section:
   labels `job`, `instance` and the attributes; none for a resource with neither, which it could not be
   joined on), not onto every series ("MUST NOT" unless configured: see
   `OtlpOptions.promote_resource_attributes`).
-- Instrumentation scope: `otel_scope_name` / `otel_scope_version` labels on every point (the spec's default)
-  whose scope has a name.
+- Instrumentation scope: `otel_scope_name`, `otel_scope_version`, `otel_scope_schema_url` and
+  `otel_scope_<attribute>` labels on every point whose scope has a name (the spec's default, and Prometheus'
+  `promote_scope_metadata`).
 - Gauge and non-monotonic cumulative Sum: samples. Monotonic cumulative Sum: samples of the running total (a
   Prometheus counter). Monotonic delta Sum: `increment` items, which the evaluator accumulates into the same
   counter. Non-monotonic delta Sum: rejected (the spec drops it: a delta of a level is no series).
@@ -491,14 +492,25 @@ class ResourceContext:
         return cls(attributes=attributes, identity=identity, promoted=promoted, info=info)
 
 
-def scope_labels(scope: InstrumentationScope, options: OtlpOptions) -> dict[str, str]:
-    """otel_scope_name and otel_scope_version; none for a scope without a name, as Prometheus' translator
-    does (a version alone names nothing)."""
+def scope_labels(scope: InstrumentationScope, schema_url: str, options: OtlpOptions) -> dict[str, str]:
+    """otel_scope_name, otel_scope_version, otel_scope_schema_url (of the ScopeMetrics or ScopeLogs) and an
+    otel_scope_<key> label per scope attribute, as Prometheus' translator promotes scope metadata; none for a
+    scope without a name (a version alone names nothing). As there, the attributes come last and win: one
+    keyed `name` replaces otel_scope_name. Empty values are no labels."""
     if not options.scope_labels or not scope.name:
         return {}
     labels = {"otel_scope_name": scope.name}
     if scope.version:
         labels["otel_scope_version"] = scope.version
+    if schema_url:
+        labels["otel_scope_schema_url"] = schema_url
+    for kv in scope.attributes:
+        name = sanitize_label_name("otel_scope_" + kv.key)
+        text = attribute_text(kv.value)
+        if text:
+            labels[name] = text
+        else:
+            labels.pop(name, None)
     return labels
 
 
@@ -662,7 +674,10 @@ def map_metrics(
         first = len(out.points)
         for scope_metrics in resource_metrics.scope_metrics:
             series = _Series(
-                fixed={**resource.identity, **scope_labels(scope_metrics.scope, options)},
+                fixed={
+                    **resource.identity,
+                    **scope_labels(scope_metrics.scope, scope_metrics.schema_url, options),
+                },
                 promoted=resource.promoted,
                 limits=limits,
                 cache=cache,

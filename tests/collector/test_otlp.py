@@ -1400,6 +1400,46 @@ def test_target_info_needs_a_job_or_instance_and_scope_labels_a_scope_name():
     assert item["labels"] == {"job": "api"}
 
 
+def test_scope_schema_url_and_attributes_are_labels_as_prometheus_promotes_scope_metadata():
+    # Only otel_scope_name and otel_scope_version were written: two scopes told apart by an attribute
+    # (a meter per tenant, say) merged into one series.
+    request = metrics_request(gauge("up", point(1, tier="gold")))
+    scope_metrics = request.resource_metrics[0].scope_metrics[0]
+    scope_metrics.schema_url = "https://opentelemetry.io/schemas/1.24.0"
+    scope_metrics.scope.CopyFrom(
+        InstrumentationScope(
+            name="orders",
+            version="2.0",
+            attributes=[kv("tenant.id", "acme"), kv("1shard", 7), kv("empty", ""), kv("version", "")],
+        )
+    )
+    [item] = mapped_items(request)
+    assert item["labels"] == {
+        "job": "api",
+        "otel_scope_name": "orders",
+        "otel_scope_schema_url": "https://opentelemetry.io/schemas/1.24.0",
+        "otel_scope_tenant_id": "acme",
+        "otel_scope_1shard": "7",  # sanitised whole, as Prometheus: no key_ prefix inside the name
+        "tier": "gold",
+    }
+    # As in Prometheus' translator the attributes come last: one keyed `name` wins, and an empty one is no
+    # label and deletes the label it names (labels.Builder.Set with ""), here otel_scope_version.
+    scope_metrics.scope.attributes.append(kv("name", "renamed"))
+    assert mapped_items(request)[0]["labels"]["otel_scope_name"] == "renamed"
+    assert "otel_scope_tenant_id" not in mapped_items(request, OtlpOptions(scope_labels=False))[0]["labels"]
+
+    logs = logs_request(record())
+    scope_logs = logs.resource_logs[0].scope_logs[0]
+    scope_logs.schema_url = "https://example.com/s"
+    scope_logs.scope.attributes.append(kv("team", "core"))
+    [event] = [i for p in map_logs(logs, NOW, LIMITS, OtlpOptions()).points for i in p.items]
+    assert event["labels"] == {
+        "otel_scope_name": "app.logger",
+        "otel_scope_schema_url": "https://example.com/s",
+        "otel_scope_team": "core",
+    }
+
+
 def test_resource_attributes_can_be_promoted():
     request = metrics_request(
         gauge("up", point(1)),

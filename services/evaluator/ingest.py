@@ -192,8 +192,20 @@ class Ingestor:
             else:
                 bad = []
             seen.add(batch.entry.id)
+            if self._stashed:
+                self._unstash(stream, batch.entry.id)
             applied.append(Applied(batch.entry, bad))
         return applied
+
+    def _unstash(self, stream: str, entry_id: bytes) -> None:
+        """Entry `entry_id`, applied, is owed by no stash any more: once acked it is forgotten, and the retry
+        of another entry it had failed with would apply it again (or, never retried, count it as lost)."""
+        for key in [k for k in self._stashed if k[0] == stream]:
+            left = [b for b in self._stashed[key] if b.entry.id != entry_id]
+            if not left:
+                del self._stashed[key]
+            elif len(left) < len(self._stashed[key]):
+                self._stashed[key] = left
 
     def acked(self, stream: str, ids: list[bytes]) -> None:
         """Entries acked to the group never come back in this process: stop remembering them."""

@@ -398,3 +398,25 @@ async def test_parts_stashed_with_an_entry_never_retried_are_counted_and_logged(
     assert lost == 1
     assert "never retried" in caplog.text
     assert not ingestor._stashed
+
+
+async def test_a_part_stashed_with_an_entry_but_applied_and_acked_with_another_is_applied_once(monkeypatch):
+    # The scenario of the test above through the handler, with X and Z re-claimed in separate reads: X's ack
+    # makes the ingestor forget X, so Z's stash (which still held X) applied it a second time.
+    ingestor = _ingestor()
+    acker = RecordingAcker()
+    handle = ingestor.handler("s", "metrics")
+    await handle([await _part("1-0", (1, 2), 1)], acker)
+    _failing(ingestor, monkeypatch, 1)
+    x = await _part("2-0", (1, 2), 10)
+    with pytest.raises(EntriesFailed):
+        await handle([x], acker)  # ends 1-0's wait, which fails: 1-0 stashed under X
+    _failing(ingestor, monkeypatch, 10)
+    z = await _part("3-0", None, 100)
+    with pytest.raises(EntriesFailed):
+        await handle([z], acker)  # ends X's wait, which fails: X stashed under Z
+    await handle([x], acker)  # re-claim: X, applied with 1-0, and acked
+    assert not ingestor._stashed  # Z's stash owes nothing now (dead-lettered, it would count X as lost)
+    await handle([z], acker)  # re-claim, a later round: Z
+    assert (acker.acked, _total(ingestor)) == ([b"1-0", b"2-0", b"3-0"], 111)
+    assert not ingestor._stashed

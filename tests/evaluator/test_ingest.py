@@ -57,6 +57,7 @@ async def test_an_entry_delivered_again_before_its_ack_is_skipped():
     ingestor.apply_entry("s", "metrics", await _entry("1000-0", 1))
     assert ingestor.apply_entry("s", "metrics", await _entry("1000-0", 1)) is None
     assert _total(ingestor) == 1
+    assert ingestor.metrics.duplicates.labels("s")._value.get() == 1
 
 
 async def test_acked_and_aged_ids_are_forgotten():
@@ -273,14 +274,15 @@ async def test_a_poison_part_releases_what_is_held_and_sinks_only_itself():
     assert (acker.acked, _total(ingestor)) == ([b"1-0", b"1-2"], 5)
 
 
-async def test_an_older_entry_back_through_reclaim_does_not_end_a_hold():
+@pytest.mark.parametrize("older", ["1-5", "2-0"])  # "2-0": written in the same millisecond as the request
+async def test_an_older_entry_back_through_reclaim_does_not_end_a_hold(older: str):
     # The re-claim task runs the same handler beside the subscriber: an entry that failed earlier, coming
     # back between a request's reads, is applied alone and the request stays whole.
     ingestor = _ingestor()
-    ingestor.apply_entry("s", "metrics", await _part("2-0", (1, 2), 10))
-    assert _applied(ingestor.apply_entry("s", "metrics", await _part("1-5", None, 1))) == [b"1-5"]
+    ingestor.apply_entry("s", "metrics", await _part("2-1", (1, 2), 10))
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part(older, None, 1))) == [older.encode()]
     assert _total(ingestor) == 1
-    assert _applied(ingestor.apply_entry("s", "metrics", await _part("2-1", (2, 2), 20))) == [b"2-0", b"2-1"]
+    assert _applied(ingestor.apply_entry("s", "metrics", await _part("2-2", (2, 2), 20))) == [b"2-1", b"2-2"]
     assert _total(ingestor) == 31
 
 
@@ -386,17 +388,36 @@ async def test_an_older_poison_entry_back_through_reclaim_keeps_a_newer_hold():
     assert _applied(ingestor.apply_entry("s", "metrics", await _part("2-1", (2, 2), 20))) == [b"2-0", b"2-1"]
 
 
-async def test_parts_stashed_with_an_entry_never_retried_are_counted_and_logged(monkeypatch, caplog):
+async def _items_part(kind: str, entry_id: str, part: tuple[int, int], items: int) -> Entry:
+    """An entry of `items` valid items of stream kind `kind` as part `part` of a request."""
+    item: dict[str, object] = (
+        {"name": "errors_total", "labels": {}, "value": 1, "kind": "increment", "timestamp": NOW}
+        if kind == "metrics"
+        else {"service": "api", "level": "error", "timestamp": NOW}
+    )
+    return Entry(entry_id.encode(), await encode_batch(kind, orjson.dumps([item] * items), "r", part))
+
+
+@pytest.mark.parametrize("kind", ["metrics", "logs"])
+async def test_parts_stashed_with_an_entry_never_retried_are_counted_and_logged(
+    monkeypatch, caplog, kind: str
+):
     ingestor = _ingestor()
-    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 2), 1))
-    _failing(ingestor, monkeypatch, 1, times=None)
+    ingestor.apply_entry("s", kind, await _items_part(kind, "1-0", (1, 2), 3))
+
+    def failing(*args: Any) -> Any:
+        raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(ingestor, "_apply_wire", failing)  # metrics
+    monkeypatch.setattr(ingestor, "apply_items", failing)  # logs
     with pytest.raises(RuntimeError):
-        ingestor.apply_entry("s", "metrics", await _part("1-1", (2, 2), 2))
+        ingestor.apply_entry("s", kind, await _items_part(kind, "1-1", (2, 2), 1))
     # The entry is dead-lettered after its deliveries, without the ingestor: the window passes its parts by.
     ingestor.forget_older_than("s", 900_000)
     lost = ingestor.metrics.dropped.labels("s", "failed_with_entry")._value.get()
-    assert lost == 1
-    assert "never retried" in caplog.text
+    assert lost == 3  # the items of the part that was acked, not the failing entry's own (in the DLQ)
+    (record,) = [r for r in caplog.records if "never retried" in r.getMessage()]
+    assert (record.stream, record.entry_id, record.parts) == ("s", "1-1", ["1-0"])  # where to look
     assert not ingestor._stashed
 
 
@@ -420,3 +441,107 @@ async def test_a_part_stashed_with_an_entry_but_applied_and_acked_with_another_i
     await handle([z], acker)  # re-claim, a later round: Z
     assert (acker.acked, _total(ingestor)) == ([b"1-0", b"2-0", b"3-0"], 111)
     assert not ingestor._stashed
+
+
+async def test_held_parts_that_fail_again_stay_with_the_held_entry_that_ended_their_wait(monkeypatch):
+    # 2-0 ends 1-0's wait and is held itself: its deliveries again are duplicates that bring the stash along,
+    # and a second failure must keep the stash under 2-0, for its next delivery.
+    ingestor = _ingestor()
+    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 2), 1))
+    _failing(ingestor, monkeypatch, 1, times=2)
+    ending = await _part("2-0", (1, 2), 10)
+    for _delivery in range(2):
+        with pytest.raises(RuntimeError):
+            ingestor.apply_entry("s", "metrics", ending)
+    assert _applied(ingestor.apply_entry("s", "metrics", ending)) == [b"1-0"]
+    ingestor.apply_entry("s", "metrics", await _part("2-1", (2, 2), 20))
+    assert _total(ingestor) == 31
+
+
+async def test_parts_stashed_with_a_poison_entry_come_back_with_its_delivery_again(monkeypatch):
+    # Its release failed: the held part is stashed under the poison entry, and re-claim delivers that entry
+    # to the handler again, where decoding it fails before the release that applies what failed with it.
+    ingestor = _ingestor()
+    acker = RecordingAcker()
+    handle = ingestor.handler("s", "metrics")
+    await handle([await _part("1-0", (1, 2), 1)], acker)
+    _failing(ingestor, monkeypatch, 1)
+    poison = Entry(b"1-1", {b"nonsense": b"1"})
+    with pytest.raises(EntriesFailed):
+        await handle([poison], acker)
+    await handle([poison], acker)
+    assert (acker.dead, _total(ingestor)) == ([b"1-1"], 1)
+
+
+async def test_a_poison_entry_in_a_read_is_released_under_its_own_id(monkeypatch):
+    # The release fails: what it held is stashed under the poison entry (and comes back with its retry), not
+    # under the read's first entry (acked: lost) nor its last (applied with it: half of a request seen).
+    ingestor = _ingestor()
+    acker = RecordingAcker()
+    handle = ingestor.handler("s", "metrics")
+    _failing(ingestor, monkeypatch, 1)
+    poison = Entry(b"1-1", {b"nonsense": b"1"})
+    with pytest.raises(EntriesFailed):
+        await handle([await _part("1-0", (1, 2), 1), poison, await _part("2-0", (1, 2), 10)], acker)
+    assert list(ingestor.store) == []
+    await handle([poison], acker)  # re-claim
+    assert (acker.dead, _total(ingestor)) == ([b"1-1"], 1)
+    await handle([await _part("2-1", (2, 2), 20)], acker)
+    assert _total(ingestor) == 31
+
+
+async def test_replay_applies_what_is_held_when_a_poison_entry_ends_it(redis, keys):
+    # After the tail the group may deliver nothing for a long time: the part must not wait for the next entry.
+    from services.evaluator.replay import replay_tail
+
+    await redis.xadd(keys.metrics, (await _part("0-0", (1, 2), 1)).fields)
+    await redis.xadd(keys.metrics, {b"nonsense": b"1"})
+    await redis.xgroup_create(keys.metrics, "evaluator", id="$")
+    ingestor = _ingestor()
+    assert await replay_tail(redis, ingestor, keys.metrics, "metrics", "evaluator", 3600) == 1
+    assert _total(ingestor) == 1
+
+
+async def test_parts_applied_before_a_failure_are_not_stashed_with_the_failing_entry(monkeypatch):
+    # 1-0 is applied, then 1-1 fails; 1-0's ack makes the ingestor forget it, so stashed it would be applied
+    # again with 1-1's retry.
+    ingestor = _ingestor()
+    acker = RecordingAcker()
+    handle = ingestor.handler("s", "metrics")
+    _failing(ingestor, monkeypatch, 2)
+    last = await _part("1-1", (2, 2), 2)
+    with pytest.raises(EntriesFailed):
+        await handle([await _part("1-0", (1, 2), 1), last], acker)
+    await handle([last], acker)  # re-claim
+    assert (acker.acked, _total(ingestor)) == ([b"1-0", b"1-1"], 3)
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["alone", "during a hold"])
+async def test_an_entry_that_fails_on_its_own_leaves_nothing_stashed(monkeypatch, caplog, hold: bool):
+    # Nothing acked failed with it: dead-lettered after its deliveries, nothing is counted or logged as lost.
+    ingestor = _ingestor()
+    if hold:
+        ingestor.apply_entry("s", "metrics", await _part("2-0", (1, 2), 10))
+    _failing(ingestor, monkeypatch, 1, times=None)
+    with pytest.raises(RuntimeError):
+        ingestor.apply_entry("s", "metrics", await _part("1-5", None, 1))
+    assert not ingestor._stashed
+    ingestor.forget_older_than("s", 900_000)
+    assert "never retried" not in caplog.text
+
+
+async def test_a_stash_is_pruned_once_its_entry_is_out_of_the_window_and_on_its_own_stream(monkeypatch):
+    ingestor = _ingestor()
+    _failing(ingestor, monkeypatch, 1, times=2)
+    for stream in ("s", "t"):
+        ingestor.apply_entry(stream, "metrics", await _part("900000-0", (1, 2), 1))
+        with pytest.raises(RuntimeError):
+            ingestor.apply_entry(stream, "metrics", await _part("900000-1", (2, 2), 2))
+    ingestor.forget_older_than("s", 900_000)  # entries of 900000 ms are not older than that yet
+    ingestor.forget_older_than("t", 900_001)
+    assert list(ingestor._stashed) == [("s", b"900000-1")]
+    dropped = ingestor.metrics.dropped
+    lost = [dropped.labels(s, "failed_with_entry")._value.get() for s in ("s", "t")]
+    assert lost == [0, 1]
+    retried = ingestor.apply_entry("s", "metrics", await _part("900000-1", (2, 2), 2))
+    assert _applied(retried) == [b"900000-0", b"900000-1"]

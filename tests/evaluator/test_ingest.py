@@ -545,3 +545,15 @@ async def test_a_stash_is_pruned_once_its_entry_is_out_of_the_window_and_on_its_
     assert lost == [0, 1]
     retried = ingestor.apply_entry("s", "metrics", await _part("900000-1", (2, 2), 2))
     assert _applied(retried) == [b"900000-0", b"900000-1"]
+
+
+async def test_an_entry_applied_on_another_stream_leaves_a_stash_alone(monkeypatch):
+    # Ids are per stream: an entry of another stream can have the id of a stashed part.
+    ingestor = _ingestor()
+    _failing(ingestor, monkeypatch, 1)
+    ingestor.apply_entry("s", "metrics", await _part("1-0", (1, 2), 1))
+    last = await _part("1-1", (2, 2), 2)
+    with pytest.raises(RuntimeError):
+        ingestor.apply_entry("s", "metrics", last)  # 1-0 stashed under 1-1
+    ingestor.apply_entry("t", "metrics", await _part("1-0", None, 100))
+    assert _applied(ingestor.apply_entry("s", "metrics", last)) == [b"1-0", b"1-1"]

@@ -516,9 +516,9 @@ def load_config(
             loc = tuple(err["loc"])
             env_name = _env_name_for(loc, overrides)
             if env_name:
-                errors.append(ConfigError(f"{env_name}: {describe_error(err)}"))
+                errors.append(ConfigError(f"{env_name}: {describe_error(err, Config)}"))
             else:
-                errors.append(doc.error(loc, describe_error(err)))
+                errors.append(doc.error(loc, describe_error(err, Config)))
         raise ConfigErrors(errors) from None
     if errors:
         raise ConfigErrors(errors)

@@ -6,13 +6,16 @@ of the offending key. Duplicate keys are an error (as in Prometheus' and Alertma
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 Loc = tuple[str | int, ...]
 
@@ -38,7 +41,9 @@ class ConfigErrors(Exception):
     """Several errors found in one pass (we report all of them, not just the first)."""
 
     def __init__(self, errors: Iterable[ConfigError]):
-        self.errors = list(errors)
+        # In the order of the file (pydantic reports nested models' errors first); errors without a place
+        # (an environment variable's) first.
+        self.errors = sorted(errors, key=lambda e: (e.file or "", e.line or 0, e.col or 0))
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
@@ -62,22 +67,77 @@ class Document:
         line, col = self.position(loc)
         return ConfigError(message, self.file, line, col)
 
-    def validation_errors(self, exc: ValidationError, base: Loc = ()) -> list[ConfigError]:
-        """A pydantic error as positioned messages, one per problem."""
-        return [self.error(base + tuple(err["loc"]), describe_error(err)) for err in exc.errors()]
+    def validation_errors(
+        self, exc: ValidationError, base: Loc = (), model: type[BaseModel] | None = None
+    ) -> list[ConfigError]:
+        """A pydantic error as positioned messages, one per problem; given the `model` validated, an unknown
+        field's message suggests the known one it most resembles."""
+        return [self.error(base + tuple(err["loc"]), describe_error(err, model)) for err in exc.errors()]
 
 
-def describe_error(err: Any) -> str:
-    """One pydantic error as a short sentence naming the field."""
+def describe_error(err: Any, model: type[BaseModel] | None = None) -> str:
+    """One pydantic error as a short sentence naming the field (for an unknown field of `model`, with the
+    known field it most resembles)."""
     loc = ".".join(str(p) for p in err["loc"] if p != "[key]")
     if err["type"] == "extra_forbidden":
-        return f"field {err['loc'][-1]} not found in type (unknown field {loc!r})"
+        name = err["loc"][-1]
+        known = fields_at(model, err["loc"][:-1]) if model is not None else []
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"field {name} not found in type (unknown field {loc!r}{hint})"
     if err["type"] == "missing":
         return f"{loc}: required field is missing"
     message = err["msg"]
     # pydantic prefixes messages of ValueError-based validators with "Value error, ".
     message = message.removeprefix("Value error, ")
     return f"{loc}: {message}" if loc else message
+
+
+def fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The keys `model` accepts at `loc` (aliases where set): into fields by name, list items by index and
+    dict values by key; [] where the path leaves the models."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _within(annotation, part)
+        if annotation is None:
+            return []
+    target = _model_in(annotation)
+    if target is None:
+        return []
+    return [info.alias or name for name, info in target.model_fields.items() if not info.exclude]
+
+
+def _within(annotation: Any, part: str | int) -> Any:
+    """The annotation one step into `annotation` along `part`, or None."""
+    target = _model_in(annotation)
+    if target is not None and isinstance(part, str):
+        for name, info in target.model_fields.items():
+            if part in (name, info.alias):
+                return info.annotation
+        return None
+    for candidate in _alternatives(annotation):
+        origin, args = typing.get_origin(candidate), typing.get_args(candidate)
+        if isinstance(part, int) and origin in (list, tuple, set, frozenset) and args:
+            return args[0]
+        if isinstance(part, str) and origin is dict and len(args) == 2:
+            return args[1]
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for candidate in _alternatives(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _alternatives(annotation: Any) -> list[Any]:
+    """`annotation` without Annotated, split into the members of a union."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for member in typing.get_args(annotation) for a in _alternatives(member)]
+    return [annotation]
 
 
 class _Constructor(yaml.SafeLoader):

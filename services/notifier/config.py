@@ -326,7 +326,7 @@ def load_routing(path: Path) -> RoutingConfig:
             {**doc.data, "base_dir": Path(path).resolve().parent, "file": str(path)}, context=FROM_FILE
         )
     except ValidationError as exc:
-        raise ConfigErrors(doc.validation_errors(exc)) from None
+        raise ConfigErrors(doc.validation_errors(exc, model=RoutingConfig)) from None
     errors = _check(config, doc)
     if errors:
         raise ConfigErrors(errors)

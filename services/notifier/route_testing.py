@@ -152,7 +152,7 @@ def run_cases(cases_file: Path, default_config: Path | None) -> tuple[str, int]:
         try:
             cases.append((i, Case.model_validate(raw)))
         except ValidationError as exc:
-            errors.extend(doc.validation_errors(exc, base=(i,)))
+            errors.extend(doc.validation_errors(exc, base=(i,), model=Case))
     if errors:
         raise ConfigErrors(errors)
     for i, case in cases:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from services.evaluator.rules.files import load_rule_files
+from services.notifier.config import load_routing
 from shared.config import load_config, rule_file_paths
 from shared.yamlfile import ConfigErrors
 
@@ -89,6 +91,35 @@ def test_every_error_is_reported_with_its_line(tmp_path: Path):
     assert any(m.startswith(f"{path}:4:3: collector.listen: listen address 'nope'") for m in messages)
     assert any(m.startswith(f"{path}:5:3: field bogus not found") for m in messages)
     assert any(m.startswith("TRIPWIRE_REDIS_PREFIX: redis.prefix") for m in messages)
+
+
+def test_an_unknown_key_names_the_known_one_it_resembles_and_errors_come_in_file_order(tmp_path: Path):
+    path = write(
+        tmp_path,
+        "colector:\n  listen: 0.0.0.0:9400\nhttp:\n  idle_timout: 5s\nscrape_configs:\n  - job_name: a\n"
+        "    static_configs:\n      - targtes: [x:1]\nzzz: 1\n",
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path, environ={})
+    assert [str(e) for e in caught.value.errors] == [
+        f"{path}:1:1: field colector not found in type (unknown field 'colector'; did you mean 'collector'?)",
+        f"{path}:4:3: field idle_timout not found in type (unknown field 'http.idle_timout'; "
+        "did you mean 'idle_timeout'?)",
+        f"{path}:8:9: field targtes not found in type (unknown field "
+        "'scrape_configs.0.static_configs.0.targtes'; did you mean 'targets'?)",
+        f"{path}:9:1: field zzz not found in type (unknown field 'zzz')",  # like nothing known: no guess
+    ]
+
+
+def test_rule_and_routing_files_suggest_the_key_meant(tmp_path: Path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        exprr: up == 0\n")
+    with pytest.raises(ConfigErrors, match=r"rules.yml:5:9: .*exprr.*did you mean 'expr'\?"):
+        load_rule_files([rules], 15.0)
+    routing = tmp_path / "alertmanager.yml"
+    routing.write_text("route:\n  receiver: r\n  group_wait: 1s\n  grup_by: [a]\nreceivers:\n  - name: r\n")
+    with pytest.raises(ConfigErrors, match=r"alertmanager.yml:4:3: .*grup_by.*did you mean 'group_by'\?"):
+        load_routing(routing)
 
 
 def test_rule_file_globs_resolve_relative_to_the_config(tmp_path: Path):

@@ -86,7 +86,7 @@ def _load_document(doc: Document, default_interval: float) -> tuple[list[RuleGro
     try:
         spec = RuleFileSpec.model_validate(doc.data, context=FROM_FILE)
     except ValidationError as exc:
-        return [], doc.validation_errors(exc)
+        return [], doc.validation_errors(exc, model=RuleFileSpec)
     errors: list[ConfigError] = []
     groups: list[RuleGroup] = []
     seen_groups: set[str] = set()

@@ -184,7 +184,7 @@ def load_test_file(path: Path) -> UnitTestFile:
     try:
         return UnitTestFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigErrors(doc.validation_errors(exc)) from None
+        raise ConfigErrors(doc.validation_errors(exc, model=UnitTestFile)) from None
 
 
 def resolve_rule_files(base: Path, patterns: list[str], err: TextIO) -> list[Path]:

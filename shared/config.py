@@ -194,8 +194,8 @@ class CollectorConfig(Section):
     def _a_whole_body_fits(self) -> CollectorConfig:
         if "max_buffered_bytes" not in self.model_fields_set:
             # A config written before this setting, with bodies allowed past its default, keeps working: a
-            # parsed body is held as its items and their envelope, about twice its size (more for samples
-            # that gain a timestamp), so room for three.
+            # JSON body is held at twice its size (its items and their envelope), so room for one with some
+            # to spare. (One bigger than the budget is still taken, alone.)
             _derive(self, "max_buffered_bytes", max(self.max_buffered_bytes, 3 * self.max_body_bytes))
         elif self.max_buffered_bytes < self.max_body_bytes:
             raise ValueError(

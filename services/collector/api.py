@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from services.collector.body_budget import BodyBudget, Held, NeverFits, stored_bytes
+from services.collector.body_budget import BodyBudget, Held, stored_bytes
 from services.collector.ingest import LOGS, METRICS, IngestKind, Rejected, limits_from, parse_body
 from services.collector.publish import (
     Published,
@@ -110,11 +110,9 @@ def _accepted(published: Published, count: int | None = None) -> web.Response:
 
 
 def _hold_items(held: Held, items_json: bytes) -> web.Response | None:
-    """Count a parsed request's items in the budget instead of its body; the refusal if they do not fit."""
+    """Count a parsed request's items in the budget instead of its body; the 503 if they do not fit."""
     try:
         held.swap(stored_bytes(len(items_json)))
-    except NeverFits as exc:
-        return error_response(413, "too_large", str(exc))
     except Unavailable as exc:
         return unavailable_response(exc)
     return None
@@ -142,7 +140,7 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
             if problem is not None:
                 return error_response(400, "bad_data", problem)
             try:
-                held = budget.hold(request)
+                held = budget.hold(request, stored_bytes)  # a body counts as what it will be stored as
             except Unavailable as exc:
                 return unavailable_response(exc)
             with held:
@@ -162,7 +160,7 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
     async def _ingest(request: web.Request, spec: IngestKind, stream: str, held: Held) -> web.Response:
         collector = config.collector
         try:
-            body = await read_body(request, collector.max_body_bytes, collector.body_timeout, held.take)
+            body = await read_body(request, collector.max_body_bytes, collector.body_timeout, held.take_body)
         except BodyRefused as exc:
             return error_response(exc.status, _BODY_ERROR_TYPES[exc.status], str(exc))
         except Unavailable as exc:  # the body budget ran out while it arrived

@@ -339,16 +339,9 @@ class _Receiver:
         """Count the request's items (`stored` bytes, encoded or about to be) and their envelope in the body
         budget until they are in Redis: unlike a JSON API body, an OTLP body can stand for many times its
         size, and requests waiting on a slow Redis hold them. Taken before encoding, beside the body still
-        held, so the budget bounds what is allocated. One that could never fit gets 413, one that does not
-        fit now 503."""
-        if held.size + stored_bytes(stored) > self.budget.limit:
-            raise _Refused(
-                413,
-                RESOURCE_EXHAUSTED,
-                f"request is {held.size} bytes and its samples about {stored} bytes once encoded, more than "
-                f"the collector holds at once ({self.budget.limit}, collector.max_buffered_bytes): send "
-                "smaller batches",
-            )
+        held, so the budget bounds what is allocated: 503 when they do not fit now. (A request is never
+        too big for the budget as such: one bigger than it is taken alone. collector.otlp_max_stored_bytes
+        bounds what one may be stored as.)"""
         try:
             held.take(stored_bytes(stored))
         except Unavailable as exc:
@@ -418,7 +411,9 @@ class _Receiver:
         self, request: web.Request, signal: _Signal, encoding: str, held: Held
     ) -> web.Response:
         try:
-            body = await read_body(request, self.config.max_body_bytes, self.config.body_timeout, held.take)
+            body = await read_body(
+                request, self.config.max_body_bytes, self.config.body_timeout, held.take_body
+            )
         except BodyTimeout as exc:
             # OTLP exporters retry 429, 502, 503 and 504 only: a 408 would drop the export for a slow link.
             raise _unavailable(Unavailable(str(exc), self.config.retry_after)) from None

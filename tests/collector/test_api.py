@@ -530,17 +530,41 @@ async def test_bodies_held_past_max_buffered_bytes_get_503_before_they_are_read(
     assert await redis.xlen(keys.metrics) == 2
 
 
-async def test_a_request_whose_items_can_never_fit_the_budget_is_413_not_503(make_config, clock, redis, keys):
-    # Its body fits, but items and envelope are twice a body this size: a 503 would be retried for ever.
-    config = make_config(collector={"max_body_bytes": 1024, "max_buffered_bytes": 1024})
-    body = orjson.dumps({"samples": [{"name": "x", "value": 1, "labels": {"pad": "p" * 900}}]})
+async def test_a_request_bigger_than_the_budget_is_taken_alone_never_refused_for_good(
+    make_config, clock, redis, keys
+):
+    # Items and envelope are up to 7x a body of small samples (each gains kind and timestamp): a 413 (or a
+    # 503 for ever) for a body within max_body_bytes broke configs that took it before (helper-49).
+    small = orjson.dumps({"samples": [{"name": "up", "value": 1} for _ in range(150)]})
+    assert stored_bytes(len(parse_body(METRICS, small, clock.now(), 1000).items_json)) > 6 * len(small)
+    config = make_config(collector={"max_body_bytes": 4096, "max_buffered_bytes": 4096})
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"samples": ['
+        await release.wait()
+        yield b"]}"
+
     async for client in _client(config, clock):
-        response = await client.post("/api/v1/metrics", data=body, headers=JSON_TYPE)
-        assert response.status == 413
-        error = (await response.json())["error"]
-        assert "collector.max_buffered_bytes" in error and "send smaller batches" in error
+        slow = asyncio.create_task(client.post("/api/v1/metrics", data=slow_body(), headers=JSON_TYPE))
+        try:
+            holding = functools.partial(_holding_any, client)
+            await eventually(holding, timeout=5, what="the slow body to hold some of the budget")
+            # Not alone: refused now, for a retry.
+            refused = await client.post("/api/v1/metrics", data=small, headers=JSON_TYPE)
+            assert (refused.status, refused.headers["Retry-After"]) == (503, "1")
+        finally:
+            release.set()
+            assert (await slow).status == 202
+        # Alone: taken, past the budget.
+        response = await client.post("/api/v1/metrics", data=small, headers=JSON_TYPE)
+        assert response.status == 202, await response.text()
         assert "tripwire_ingest_buffered_bytes 0.0" in await (await client.get("/metrics")).text()
-    assert await redis.xlen(keys.metrics) == 0
+    assert await redis.xlen(keys.metrics) == 1
+
+
+async def _holding_any(client: TestClient) -> bool:
+    return "tripwire_ingest_buffered_bytes 0.0" not in await (await client.get("/metrics")).text()
 
 
 async def _holding(client: TestClient, size: int) -> bool:
@@ -596,11 +620,29 @@ def test_a_budget_counts_what_arrives_and_gives_it_back():
             with pytest.raises(Unavailable):
                 second.take(1)
         assert budget.held == 700
+        # A JSON body counts as what it will be stored as (twice), from its Content-Length on: admitted at
+        # its own size, it was refused after its upload and parse when its items did not fit.
+        with pytest.raises(Unavailable):
+            budget.hold(make_mocked_request("POST", "/", headers={"Content-Length": "200"}), stored_bytes)
+        reserved = budget.hold(
+            make_mocked_request("POST", "/", headers={"Content-Length": "150"}), stored_bytes
+        )
+        with reserved:
+            reserved.take_body(150)
+            assert budget.held == 1000
+            reserved.swap(280)  # parsed: its items and their envelope
+            assert budget.held == 980
+    assert budget.held == 0
+    # Alone, a request may pass the budget: one bigger than it is never refused for good.
+    with hold() as alone:
+        alone.take(5000)
+        with pytest.raises(Unavailable):
+            hold(**{"Content-Length": "1"})
     assert budget.held == 0
     with pytest.raises(ValueError, match="must be at least max_body_bytes"):
         Config.model_validate({"collector": {"max_body_bytes": 4096, "max_buffered_bytes": 2048}})
     # Unset, it grows with a body limit past its default (a config from before it still loads).
-    # Room for a full body's items and their envelope, about twice the body.
+    # Room for a full JSON body, counted at twice its size, with some to spare.
     big = Config.model_validate({"collector": {"max_body_bytes": 300 * 2**20}}).collector
     assert big.max_buffered_bytes == 3 * 300 * 2**20
 

@@ -10,7 +10,8 @@ descriptors, and then every accept() fails and so can Redis and scrapes. Two bou
 - `max_connections` caps the connections open at once. Past it, a new connection is answered 503 with
   Retry-After and closed: the client hears why, rather than waiting in the accept queue. A refused
   connection lingers up to `REFUSED_LINGER` to read what the client sent, so the close is a FIN the client
-  reads the 503 before, not a reset that may discard it.
+  reads the 503 before, not a reset that may discard it; at most `max_lingering` at once (past that, closed
+  at once).
 
 The default cap is half the open-file limit, at most 10,000; a service first raises its soft limit to the
 hard one, as the Go runtime does for every program.
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONNECTIONS = 10_000
 REFUSED_LINGER = 1.0
+MAX_LINGERING = 256
 REFUSED_RETRY_AFTER = 1
 
 
@@ -67,6 +69,10 @@ class ConnectionLimit:
         # the backlog) before any of them is made, and all of them must see the count.
         self.open = 0
         self.lingering = 0
+        # Refused connections reading out what their client sent: few, so that open and lingering together
+        # stay well inside the half of the descriptors the default cap leaves to Redis and scrapes (up to
+        # `limit` of them, a flood of clients that never close used them all: helper-49).
+        self.max_lingering = min(limit, MAX_LINGERING, max(8, limit // 8))
         body = orjson.dumps(
             {
                 "status": "error",
@@ -135,7 +141,7 @@ class _Refused(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         transport.write(self._limit.response)
-        if self._limit.lingering >= self._limit.limit:  # a flood: refusing must not hold descriptors too
+        if self._limit.lingering >= self._limit.max_lingering:  # a flood: no descriptors held to refuse
             transport.close()
             return
         self._lingering = True

@@ -151,6 +151,24 @@ async def test_a_burst_of_connections_is_cut_at_max_connections(serve):
     await eventually(all_closed, timeout=5, what="the count to fall back to 0")
 
 
+async def test_refused_connections_that_linger_are_few(serve):
+    # Up to max_connections refused connections lingered as well, so open and lingering together could use
+    # every descriptor the default cap leaves to Redis and scrapes (helper-49's review).
+    service, port = await serve(max_connections=80)
+    assert service.connections is not None and service.connections.max_lingering == 10
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(80)]
+
+    async def all_counted() -> bool:
+        return service.connections is not None and service.connections.open == 80
+
+    await eventually(all_counted, timeout=5, what="eighty connections open")
+    refused = [await _status(port, b"") for _ in range(15)]  # they send nothing and never close
+    assert [status for status, _ in refused] == [503] * 15
+    assert service.connections.lingering == 10
+    for _, writer in refused + [(0, w) for _, w in held]:
+        writer.close()
+
+
 def test_counted_log_logs_the_first_then_once_per_period_and_flushes_the_rest(caplog):
     now = [0.0]
     counted = CountedLog(logging.getLogger("test"), "it happened", "times", every=60.0, now=lambda: now[0])

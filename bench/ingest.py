@@ -91,8 +91,9 @@ def make_otlp_request(seed: int) -> bytes:
     return request.SerializeToString()
 
 
-def start_redis() -> tuple[str, subprocess.Popen[bytes] | None, Path | None]:
-    if url := os.environ.get("TRIPWIRE_REDIS_URL"):
+def start_redis(own: bool = False) -> tuple[str, subprocess.Popen[bytes] | None, Path | None]:
+    """TRIPWIRE_REDIS_URL's Redis, or (always with `own`) one of the bench's own, persistence off."""
+    if not own and (url := os.environ.get("TRIPWIRE_REDIS_URL")):
         return url, None, None
     binary = redis_server_binary()
     if binary is None:

@@ -58,7 +58,8 @@ def request_body() -> bytes:
 
 async def run(args: argparse.Namespace) -> None:
     budget = args.budget_mib * 1024 * 1024
-    redis_url, redis_process, _ = start_redis()
+    # Always a Redis of its own, never TRIPWIRE_REDIS_URL's: the bench pauses its writes.
+    redis_url, redis_process, _ = start_redis(own=True)
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="tripwire-bench-memory-"))
     config = workdir / "tripwire.yml"
@@ -73,7 +74,8 @@ async def run(args: argparse.Namespace) -> None:
     answers: collections.Counter[str] = collections.Counter()
     try:
         idle = memory_mib(collector.pid)
-        await redis.execute_command("CLIENT", "PAUSE", int(args.pause * 1000) + 60_000, "WRITE")
+        # Ended by UNPAUSE below (or in `finally`), and by Redis 2 s after the pause at the latest.
+        await redis.execute_command("CLIENT", "PAUSE", int((args.pause + 2) * 1000), "WRITE")
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
 
@@ -99,6 +101,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"  grew {peak} MiB at its peak: {peak / args.budget_mib:.1f}x the budget")
         print(f"  answers: {dict(sorted(answers.items()))}")
     finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
         await redis.aclose()
         collector.terminate()
         collector.wait()

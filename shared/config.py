@@ -118,6 +118,12 @@ class HttpConfig(Section):
         description="a connection is closed when it has not sent a whole request's headers this long after "
         "it opened or was last answered: idle keep-alive connections and slow headers alike",
     )
+    body_timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="longest a request body may take to arrive on the evaluator's and notifier's endpoints "
+        "(past it, 408); the collector's ingest has collector.body_timeout",
+    )
     max_connections: int | None = Field(
         default=None,
         ge=1,

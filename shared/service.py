@@ -25,7 +25,7 @@ from shared.connection_limit import ConnectionLimit, default_max_connections, ra
 from shared.consumers import ConsumerMetrics, EntryHandler, GroupConsumer
 from shared.counted_log import CountedLog
 from shared.tasks import cancel_and_wait
-from shared.webapp import BODIES_ENCODED, json_response, unmatched_as_json
+from shared.webapp import BODIES_ENCODED, BODY_TIMEOUT, json_response, refused_bodies, unmatched_as_json
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,12 @@ class Service:
         # That drain, which lets a client still sending read its answer, is cut to 2 s of raw bytes.
         ingest_handler = {"auto_decompress": False, "lingering_time": 2.0}
         self.web = web.Application(
-            middlewares=[unmatched_as_json],
+            middlewares=[unmatched_as_json, refused_bodies],
             client_max_size=4 * 1024 * 1024,
             handler_args=ingest_handler if decode_bodies_in_handlers else None,
         )
         self.web[BODIES_ENCODED] = decode_bodies_in_handlers
+        self.web[BODY_TIMEOUT] = config.http.body_timeout
         self.web.router.add_get("/healthz", self._healthz)
         self.web.router.add_get("/readyz", self._readyz)
         self.web.router.add_get("/metrics", self._metrics)

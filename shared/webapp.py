@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import ClientPayloadError, HttpVersion11, hdrs, web
@@ -14,6 +14,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import SecretStr
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -97,6 +98,10 @@ def require_token(token: SecretStr | dict[str, SecretStr] | None, realm: str) ->
     return decorate
 
 
+# The errorType of each status a body is refused with.
+BODY_ERROR_TYPES = {400: "bad_data", 408: "timeout", 413: "too_large", 415: "unsupported_media_type"}
+
+
 class BodyRefused(Exception):
     """Why `read_body` refused a request body; `status` is the HTTP status that says so."""
 
@@ -133,6 +138,32 @@ class BodyTimeout(BodyRefused):
 
     def __init__(self, timeout: float) -> None:
         super().__init__(f"request body did not arrive within {timeout:g}s")
+
+
+# How long a request body may take to arrive where handlers read it whole (http.body_timeout).
+BODY_TIMEOUT = web.AppKey("tripwire_body_timeout", float)
+
+
+async def within_body_timeout(request: web.Request, reading: Awaitable[T]) -> T:
+    """Await `reading` (the request's body: request.read(), request.post()) for no longer than the app's
+    BODY_TIMEOUT; raises BodyTimeout. A client trickling a body would otherwise hold its connection, one of
+    http.max_connections, for ever (helper-49: five of them kept an evaluator at 503)."""
+    timeout = request.app.get(BODY_TIMEOUT)
+    try:
+        async with asyncio.timeout(timeout):
+            return await reading
+    except TimeoutError:
+        raise BodyTimeout(timeout or 0.0) from None
+
+
+@web.middleware
+async def refused_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body a handler gave up on (BodyRefused: too large, undecodable, too slow), answered with its status
+    in the API's JSON error shape."""
+    try:
+        return await handler(request)
+    except BodyRefused as exc:
+        return error_response(exc.status, BODY_ERROR_TYPES[exc.status], str(exc))
 
 
 # Set on a request whose `Expect: 100-continue` is answered only when read_body starts on its body.

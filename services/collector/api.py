@@ -28,6 +28,7 @@ from shared.config import ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
 from shared.webapp import (
+    BODY_ERROR_TYPES,
     BodyRefused,
     add_body_route,
     error_response,
@@ -39,8 +40,6 @@ from shared.webapp import (
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-# The errorType of each status read_body refuses a body with.
-_BODY_ERROR_TYPES = {400: "bad_data", 408: "timeout", 413: "too_large", 415: "unsupported_media_type"}
 
 
 class IngestMetrics:
@@ -162,7 +161,7 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget) -> No
         try:
             body = await read_body(request, collector.max_body_bytes, collector.body_timeout, held.take_body)
         except BodyRefused as exc:
-            return error_response(exc.status, _BODY_ERROR_TYPES[exc.status], str(exc))
+            return error_response(exc.status, BODY_ERROR_TYPES[exc.status], str(exc))
         except Unavailable as exc:  # the body budget ran out while it arrived
             return unavailable_response(exc)
         request_id, once = request_identity(request, body)

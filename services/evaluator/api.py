@@ -19,7 +19,7 @@ from services.evaluator.rules.recording import RecordingRule
 from shared.alerts import rfc3339
 from shared.durations import format_duration
 from shared.gofloat import format_go_exponent, format_go_float
-from shared.webapp import error_response, json_response, require_token
+from shared.webapp import error_response, json_response, require_token, within_body_timeout
 
 
 def _alert_json(record: AlertRecord) -> dict[str, object]:
@@ -120,7 +120,9 @@ def add_routes(
     async def query(request: web.Request) -> web.Response:
         params = dict(request.query)
         if request.method == "POST":
-            params.update({k: str(v) for k, v in (await request.post()).items()})
+            params.update(
+                {k: str(v) for k, v in (await within_body_timeout(request, request.post())).items()}
+            )
         text = params.get("query", "")
         if not text:
             return error_response(400, "bad_data", "missing query parameter 'query'")

@@ -34,7 +34,7 @@ from services.notifier.silences import (
 from shared.alerts import ZERO_TIME, Alert, rfc3339
 from shared.clock import Clock
 from shared.matchers import compile_go
-from shared.webapp import json_response, require_token
+from shared.webapp import json_response, require_token, within_body_timeout
 
 MAX_BODY = 1024 * 1024
 VERSION = importlib.metadata.version("tripwire")
@@ -231,7 +231,7 @@ class V2Api:
         if (refused := _too_large(request)) is not None:
             return refused
         try:
-            posted = _POSTABLE_ALERTS.validate_json(await request.read())
+            posted = _POSTABLE_ALERTS.validate_json(await within_body_timeout(request, request.read()))
         except ValidationError as exc:
             return _invalid("invalid alerts", exc)
         now = self.clock.now()
@@ -277,7 +277,7 @@ class V2Api:
         if (refused := _too_large(request)) is not None:
             return refused
         try:
-            body = PostableSilence.model_validate_json(await request.read())
+            body = PostableSilence.model_validate_json(await within_body_timeout(request, request.read()))
         except ValidationError as exc:
             return _invalid("silence invalid", exc)
         try:

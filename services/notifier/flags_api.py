@@ -31,6 +31,7 @@ from shared.webapp import (
     json_response,
     read_body,
     require_token,
+    within_body_timeout,
 )
 
 MAX_BODY = 64 * 1024
@@ -119,7 +120,7 @@ class FlagsApi:
         except ValueError as exc:
             return error_response(400, "bad_data", str(exc))
         try:
-            raw = await read_body(request, MAX_BODY)
+            raw = await within_body_timeout(request, read_body(request, MAX_BODY))
         except BodyTooLarge as exc:
             return error_response(413, "bad_data", str(exc))
         except BadBody as exc:

@@ -27,7 +27,7 @@ from services.notifier.killswitch import DecisionLog
 from services.notifier.receivers.flag_off import REENABLE_OUTCOMES, FlagOffIntegration
 from services.notifier.receivers.slack_message import REENABLE_ACTION
 from shared.clock import Clock
-from shared.webapp import json_response
+from shared.webapp import json_response, within_body_timeout
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class SlackActions:
             return json_response({"error": "slack actions are not configured (no signing secret)"}, 404)
         if request.content_length is None or request.content_length > MAX_BODY:
             return json_response({"error": "a Content-Length of at most 64 KiB is required"}, 413)
-        body = await request.read()  # the whole body (the signature covers all of it)
+        body = await within_body_timeout(request, request.read())  # whole: the signature covers all of it
         verifier = SignatureVerifier(secret, clock=_SlackClock(self.clock))  # type: ignore[arg-type]
         timestamp = request.headers.get("X-Slack-Request-Timestamp")
         signature = request.headers.get("X-Slack-Signature")

@@ -106,13 +106,17 @@ def start_redis(own: bool = False) -> tuple[str, subprocess.Popen[bytes] | None,
     return url, proc, directory
 
 
-def start_collector(redis_url: str, prefix: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_collector(
+    redis_url: str, prefix: str, redis: str = "", collector: str = "", log_level: str = "warning"
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The collector as a subprocess on a free port; `redis` and `collector` are more YAML lines for those
+    sections (each `  key: value\n`)."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="tripwire-bench-collector-"))
     config = workdir / "tripwire.yml"
     config.write_text(
-        f"redis:\n  url: {redis_url}\n  prefix: {prefix}\n"
-        f"collector:\n  listen: 127.0.0.1:{port}\n  max_items: 10000\nlog:\n  level: warning\n"
+        f"redis:\n  url: {redis_url}\n  prefix: {prefix}\n{redis}"
+        f"collector:\n  listen: 127.0.0.1:{port}\n  max_items: 10000\n{collector}log:\n  level: {log_level}\n"
     )
     command = [sys.executable, "-m", "services.cli", "collector", "-c", str(config)]
     return _serve(command, port, workdir), f"http://127.0.0.1:{port}", workdir

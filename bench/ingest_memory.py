@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import collections
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from redis.asyncio import Redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.ingest import _serve, start_redis  # noqa: E402
-from services.local_redis import free_port  # noqa: E402
+from bench.ingest import start_collector, start_redis  # noqa: E402
 
 SAMPLES = 10_000
 
@@ -60,15 +58,13 @@ async def run(args: argparse.Namespace) -> None:
     budget = args.budget_mib * 1024 * 1024
     # Always a Redis of its own, never TRIPWIRE_REDIS_URL's: the bench pauses its writes.
     redis_url, redis_process, _ = start_redis(own=True)
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="tripwire-bench-memory-"))
-    config = workdir / "tripwire.yml"
-    config.write_text(
-        f"redis:\n  url: {redis_url}\n  prefix: memory\n  socket_timeout: 60s\n"
-        f"collector:\n  listen: 127.0.0.1:{port}\n  max_items: {SAMPLES}\n  max_buffered_bytes: {budget}\n"
-        "log:\n  level: error\n"
+    collector, url, _workdir = start_collector(
+        redis_url,
+        "memory",
+        redis="  socket_timeout: 60s\n",
+        collector=f"  max_buffered_bytes: {budget}\n",
+        log_level="error",
     )
-    collector = _serve([sys.executable, "-m", "services.cli", "collector", "-c", str(config)], port, workdir)
     redis = Redis.from_url(redis_url)
     body = request_body()
     answers: collections.Counter[str] = collections.Counter()
@@ -82,9 +78,7 @@ async def run(args: argparse.Namespace) -> None:
             async def post() -> None:
                 headers = {"Content-Type": "application/json"}
                 try:
-                    async with session.post(
-                        f"http://127.0.0.1:{port}/api/v1/metrics", data=body, headers=headers
-                    ) as response:
+                    async with session.post(f"{url}/api/v1/metrics", data=body, headers=headers) as response:
                         answers[str(response.status)] += 1
                 except aiohttp.ClientError as exc:
                     answers[type(exc).__name__] += 1

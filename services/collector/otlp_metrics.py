@@ -495,22 +495,22 @@ class ResourceContext:
 def scope_labels(scope: InstrumentationScope, schema_url: str, options: OtlpOptions) -> dict[str, str]:
     """otel_scope_name, otel_scope_version, otel_scope_schema_url (of the ScopeMetrics or ScopeLogs) and an
     otel_scope_<key> label per scope attribute, as Prometheus' translator promotes scope metadata; none for a
-    scope without a name (a version alone names nothing). As there, the attributes come last and win: one
-    keyed `name` replaces otel_scope_name. Empty values are no labels."""
+    scope without a name (a version alone names nothing). As there, name, version and schema URL are set
+    after the attributes, so an attribute keyed `name` cannot spoof or remove them. Empty values are no
+    labels."""
     if not options.scope_labels or not scope.name:
         return {}
-    labels = {"otel_scope_name": scope.name}
-    if scope.version:
-        labels["otel_scope_version"] = scope.version
-    if schema_url:
-        labels["otel_scope_schema_url"] = schema_url
+    labels: dict[str, str] = {}
     for kv in scope.attributes:
-        name = sanitize_label_name("otel_scope_" + kv.key)
         text = attribute_text(kv.value)
         if text:
-            labels[name] = text
+            labels[sanitize_label_name("otel_scope_" + kv.key)] = text
+    labels["otel_scope_name"] = scope.name
+    for name, value in (("otel_scope_version", scope.version), ("otel_scope_schema_url", schema_url)):
+        if value:
+            labels[name] = value
         else:
-            labels.pop(name, None)
+            labels.pop(name, None)  # as labels.Builder.Set with "": the scope's own (empty) value wins
     return labels
 
 

@@ -1416,15 +1416,21 @@ def test_scope_schema_url_and_attributes_are_labels_as_prometheus_promotes_scope
     assert item["labels"] == {
         "job": "api",
         "otel_scope_name": "orders",
+        "otel_scope_version": "2.0",  # an empty attribute is no label, and removes none
         "otel_scope_schema_url": "https://opentelemetry.io/schemas/1.24.0",
         "otel_scope_tenant_id": "acme",
         "otel_scope_1shard": "7",  # sanitised whole, as Prometheus: no key_ prefix inside the name
         "tier": "gold",
     }
-    # As in Prometheus' translator the attributes come last: one keyed `name` wins, and an empty one is no
-    # label and deletes the label it names (labels.Builder.Set with ""), here otel_scope_version.
-    scope_metrics.scope.attributes.append(kv("name", "renamed"))
-    assert mapped_items(request)[0]["labels"]["otel_scope_name"] == "renamed"
+    # As in Prometheus' translator (since it set them last, "not overwritten by attributes"), attributes
+    # keyed like the scope's own fields neither spoof nor remove them (helper-50).
+    scope_metrics.scope.attributes.extend([kv("name", "fake"), kv("schema.url", "zz")])
+    labels = mapped_items(request)[0]["labels"]
+    assert (labels["otel_scope_name"], labels["otel_scope_version"]) == ("orders", "2.0")
+    assert labels["otel_scope_schema_url"] == "https://opentelemetry.io/schemas/1.24.0"
+    scope_metrics.scope.version = ""
+    scope_metrics.scope.attributes.append(kv("version", "9.9"))
+    assert "otel_scope_version" not in mapped_items(request)[0]["labels"]
     assert "otel_scope_tenant_id" not in mapped_items(request, OtlpOptions(scope_labels=False))[0]["labels"]
 
     logs = logs_request(record())

@@ -208,6 +208,13 @@ class CollectorConfig(Section):
                 f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least max_body_bytes "
                 f"({self.max_body_bytes}), or no body of the largest size could ever be taken"
             )
+        if "otlp_max_stored_bytes" not in self.model_fields_set:
+            # What one OTLP request holds (its items and their envelope, twice this) stays within the budget.
+            _derive(
+                self,
+                "otlp_max_stored_bytes",
+                max(1024, min(self.otlp_max_stored_bytes, self.max_buffered_bytes // 2)),
+            )
         return self
 
 

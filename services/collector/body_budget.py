@@ -14,8 +14,10 @@ the body, its items and their envelope were all held while a request waited.)
 A request that would pass the budget is answered 503 with Retry-After (at once when its Content-Length says
 so, else at the chunk that would pass it): the same answer as Redis being slow, which is what it almost
 always means. A request bigger than the whole budget is taken while it is the only one holding any: a 503
-would otherwise be retried for ever for a body within max_body_bytes. (So memory may pass the budget by one
-such request.)
+would otherwise be retried for ever for a body within max_body_bytes. So memory may pass the budget by one
+such request: its items and envelope, up to about 7x a body of the smallest samples (helper-50: a 5 MiB
+body held 38 MB), more while it is parsed. OTLP requests are bounded by the budget itself (see
+otlp._hold_stored).
 
 Bytes are counted as they arrive, not reserved from the headers: a connection that announces a large body
 and sends nothing (or a chunked one) holds nothing, so idle connections cannot starve everyone else.

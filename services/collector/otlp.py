@@ -339,9 +339,18 @@ class _Receiver:
         """Count the request's items (`stored` bytes, encoded or about to be) and their envelope in the body
         budget until they are in Redis: unlike a JSON API body, an OTLP body can stand for many times its
         size, and requests waiting on a slow Redis hold them. Taken before encoding, beside the body still
-        held, so the budget bounds what is allocated: 503 when they do not fit now. (A request is never
-        too big for the budget as such: one bigger than it is taken alone. collector.otlp_max_stored_bytes
-        bounds what one may be stored as.)"""
+        held, so the budget bounds what is allocated: 503 when they do not fit now. Items and envelope
+        bigger than the whole budget are 413: unlike a body, bounded by max_body_bytes, they are bounded
+        only by collector.otlp_max_stored_bytes, which a config may set past half the budget (helper-50: a
+        2 MB body held 14x a 16 MiB budget). A body with items that fit is taken alone if need be."""
+        if stored_bytes(stored) > self.budget.limit:
+            raise _Refused(
+                413,
+                RESOURCE_EXHAUSTED,
+                f"request's samples would be stored as about {stored} bytes, held twice until stored (with "
+                f"their envelope): more than the collector holds at once ({self.budget.limit}, "
+                "collector.max_buffered_bytes): send smaller batches",
+            )
         try:
             held.take(stored_bytes(stored))
         except Unavailable as exc:

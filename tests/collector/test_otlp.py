@@ -876,6 +876,32 @@ async def test_a_request_whose_body_and_samples_cannot_fit_together_is_taken_alo
     assert len(await stream_items(redis, keys.metrics)) == 2 * 22
 
 
+@pytest.mark.parametrize(
+    ("stored_limit", "setting"),
+    [(None, "collector.otlp_max_stored_bytes"), (64 * 1024 * 1024, "collector.max_buffered_bytes")],
+)
+async def test_one_otlp_request_never_holds_more_than_the_budget(
+    make_config, redis: Redis, keys: Keys, stored_limit: int | None, setting: str
+):
+    # helper-50: taken alone, a 2 MB body of histograms with long attributes held 14x a 16 MiB budget
+    # (otlp_max_stored_bytes stayed at 128 MiB whatever the budget). Unset, that limit is now half the
+    # budget; set past it, the budget refuses the request with 413 before encoding it.
+    budget = 1024 * 1024
+    collector: dict[str, object] = {"max_body_bytes": budget, "max_buffered_bytes": budget}
+    if stored_limit is not None:
+        collector["otlp_max_stored_bytes"] = stored_limit
+    config = make_config(collector=collector)
+    assert config.collector.otlp_max_stored_bytes == (stored_limit or budget // 2)
+    async with running(config, FakeClock(NOW)) as c:
+        request = _wide_histograms(points=40, buckets=60, attribute_bytes=4000)
+        assert len(request.SerializeToString()) < budget
+        response = await post_proto(c, "/v1/metrics", request)
+        assert response.status == 413
+        assert setting in status_of(await response.read())[0].message
+        assert c.service.registry.get_sample_value("tripwire_ingest_buffered_bytes") == 0
+    assert await redis.xlen(keys.metrics) == 0
+
+
 def test_a_full_batch_of_sdk_histograms_fits_the_default_limits():
     # helper-46: at the first default (64 MiB) a normal export was refused, and a 413 is dropped, not retried:
     # 10,000 histogram points, the SDKs' 16 buckets, 10 short attributes, stored as 74.5 MB. Measured on a

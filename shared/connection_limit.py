@@ -6,7 +6,8 @@ headers a byte at a time or has simply gone quiet. A few thousand such connectio
 descriptors, and then every accept() fails and so can Redis and scrapes. Two bounds:
 
 - `idle_timeout` is that keep-alive timer. It runs until a request's headers are complete, so it closes idle
-  connections and slow headers alike (a body's own bound is collector.body_timeout).
+  connections and slow headers alike (a body's own bound is http.body_timeout, or on the collector's
+  ingest collector.body_timeout).
 - `max_connections` caps the connections open at once. Past it, a new connection is answered 503 with
   Retry-After and closed: the client hears why, rather than waiting in the accept queue. A refused
   connection lingers up to `REFUSED_LINGER` to read what the client sent, so the close is a FIN the client

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from shared.flag_store import FlagConflict, FlagRecord, FlagStore, validate_key
 from shared.webapp import (
+    BODY_TIMEOUT,
     BadBody,
     BodyTooLarge,
     add_body_route,
@@ -31,7 +32,6 @@ from shared.webapp import (
     json_response,
     read_body,
     require_token,
-    within_body_timeout,
 )
 
 MAX_BODY = 64 * 1024
@@ -120,7 +120,7 @@ class FlagsApi:
         except ValueError as exc:
             return error_response(400, "bad_data", str(exc))
         try:
-            raw = await within_body_timeout(request, read_body(request, MAX_BODY))
+            raw = await read_body(request, MAX_BODY, request.app.get(BODY_TIMEOUT))
         except BodyTooLarge as exc:
             return error_response(413, "bad_data", str(exc))
         except BadBody as exc:

@@ -9,7 +9,7 @@ import pytest
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from prometheus_client import CollectorRegistry
 
-from services.evaluator.ingest import Applied, IngestMetrics, Ingestor
+from services.evaluator.ingest import PRUNE_EVERY_MS, Applied, IngestMetrics, Ingestor
 from services.evaluator.series import SeriesStore
 from shared.codec import (
     DATA_FIELD,
@@ -67,6 +67,18 @@ async def test_acked_and_aged_ids_are_forgotten():
     ingestor.acked("s", [b"900000-0"])
     assert ingestor.applied["s"] == {b"1000-0"}
     ingestor.forget_older_than("s", 500_000)
+    assert ingestor.applied["s"] == set()
+
+
+async def test_aged_ids_are_swept_at_most_once_per_prune_interval():
+    # The set can hold a whole replay, so a sweep per entry would cost O(n) each time.
+    ingestor = _ingestor()
+    ingestor.apply_entry("s", "metrics", await _entry("1000-0", 1))
+    ingestor.forget_older_than("s", 500_000)
+    ingestor.apply_entry("s", "metrics", await _entry("501000-0", 1))
+    ingestor.forget_older_than("s", 500_000 + PRUNE_EVERY_MS - 1)
+    assert ingestor.applied["s"] == {b"501000-0"}  # older than the cutoff, but swept too recently
+    ingestor.forget_older_than("s", 500_000 + PRUNE_EVERY_MS)
     assert ingestor.applied["s"] == set()
 
 

@@ -13,6 +13,9 @@ paths measure software, not the disk), or TRIPWIRE_REDIS_URL:
   XADDs per request, pipelined per request), for the first 30 requests: context, not the target's baseline;
 - bare HTTP: bench/bare_http_ingest.py, an aiohttp handler that XADDs each body unparsed: the ceiling of
   any ingest path in Python on aiohttp on this machine, HTTP's own cost next to raw XADD;
+- decoding alone: orjson.loads of each body in this process, one core, nothing else (no HTTP, no checks,
+  no encoding, no Redis): a floor on what any JSON path costs, however it is served. Times the machine's
+  cores, it bounds how close to raw XADD a JSON path could get here with every core parsing;
 - OTLP: the same samples as OTLP/HTTP protobuf (`ExportMetricsServiceRequest`) to POST /v1/metrics, when
   the collector serves that route (skipped with a note while it answers 404).
 
@@ -211,6 +214,14 @@ async def per_sample_entries(bodies: list[bytes]) -> list[list[dict[bytes, bytes
     return requests
 
 
+def bench_decode_only(bodies: list[bytes]) -> float:
+    """Samples/s of orjson.loads alone over the bodies, on this process's one core."""
+    started = time.perf_counter()
+    for body in bodies:
+        orjson.loads(body)
+    return len(bodies) * BATCH / (time.perf_counter() - started)
+
+
 async def bench_raw_per_sample(client: Redis, stream: str, requests: list[list[dict[bytes, bytes]]]) -> float:
     started = time.perf_counter()
     for entries in requests:
@@ -267,6 +278,7 @@ def report(
     rows = [
         ("collector", "POST /api/v1/metrics (collector)"),
         ("bare", "POST, bare aiohttp handler, no parsing"),
+        ("decode", "orjson.loads of the bodies alone, 1 core"),
         ("otlp", "POST /v1/metrics, OTLP protobuf"),
         ("pipelined", "raw redis-py XADD, pipelines of 50"),
         ("single", "raw redis-py XADD, one per entry"),
@@ -300,6 +312,11 @@ def report(
     print(
         f"  ceiling, bare aiohttp handler vs raw XADD: {bare / raw:.3f}x; "
         f"the collector reaches {collector_rate / bare:.2f}x of that ceiling"
+    )
+    decode, cores = statistics.median(results["decode"]), os.cpu_count() or 1
+    print(
+        f"  floor, decoding the JSON alone vs raw XADD: {decode / raw:.3f}x on one core, "
+        f"{decode * cores / raw:.3f}x if all {cores} cores did nothing else"
     )
 
 
@@ -338,6 +355,7 @@ async def one_round(
     results["concurrent"].append(await bench_raw_concurrent(pooled, "bench:raw", entries, args.concurrency))
     await client.delete("bench:raw")
     results["per_sample"].append(await bench_raw_per_sample(client, "bench:raw", unbatched))
+    results["decode"].append(bench_decode_only(bodies))
 
 
 async def main() -> None:
@@ -369,6 +387,7 @@ async def main() -> None:
             "single": [],
             "concurrent": [],
             "per_sample": [],
+            "decode": [],
             "latency": [],
             "otlp_latency": [],
         }

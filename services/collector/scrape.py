@@ -714,20 +714,23 @@ def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
         raise _ExpositionError(f"body is not UTF-8: {exc}") from None
     if protocol == "openmetrics":
         families: Iterable[Any] = openmetrics_parser.text_string_to_metric_families(text)
-        renamed: set[str] = set()
+        renamed: set[int] = set()
     else:
         families = text_parser.text_string_to_metric_families(text)
         renamed = _scan_text(text)
+    line = -1  # the sample line each sample came from: the parser makes one per line, in order
     try:
         for family in families:
             # prometheus-client's text parser renames the samples of `# TYPE foo counter` to foo_total;
-            # Prometheus stores them as exposed, so the rename is undone.
-            undo = family.type == "counter" and family.name in renamed
+            # Prometheus stores them as exposed, so the rename is undone, line by line: the family of a
+            # `foo_total` counter beside it is called foo too, and its samples keep their name.
+            undo = family.type == "counter" and bool(renamed)
             normalized = _NORMALIZED_LABEL.get(family.type)
             for sample in family.samples:
+                line += 1
                 name = sample.name
-                if undo and name == family.name + "_total":
-                    name = family.name
+                if undo and line in renamed and name.endswith("_total"):
+                    name = name[:-6]
                 labels = sample.labels
                 if normalized in labels:
                     labels = {**labels, normalized: openmetrics_float(labels[normalized])}
@@ -766,14 +769,18 @@ def openmetrics_float(text: str) -> str:
     return written if "e" in written or "." in written else written + ".0"
 
 
-def _scan_text(text: str) -> set[str]:
-    """One pass over a text-format body before prometheus-client parses it: the counters declared without
-    `_total` (their samples are renamed by the parser), and the sample lines Prometheus refuses but that
-    parser takes quietly: more fields than name, value and timestamp (`foo 1 2 3` became a timestamp of
-    3 ms), or a timestamp that is not integer milliseconds. Raises _ExpositionError for those, which fails
-    the scrape as Prometheus does."""
+def _scan_text(text: str) -> set[int]:
+    """One pass over a text-format body before prometheus-client parses it: the sample lines (counted from 0,
+    as the parser meets them) of counters declared without `_total`, whose samples the parser renames, and
+    the sample lines Prometheus refuses but that parser takes quietly: more fields than name, value and
+    timestamp (`foo 1 2 3` became a timestamp of 3 ms), or a timestamp that is not integer milliseconds.
+    Raises _ExpositionError for those, which fails the scrape as Prometheus does."""
     names = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
+    renamed: set[int] = set()
+    sample_line = -1
+    # Lines as the parser reads them (io.StringIO): split at "\n" only, not at the other characters
+    # str.splitlines() breaks at, which a label value may hold.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -788,10 +795,13 @@ def _scan_text(text: str) -> set[str]:
                 ):
                     names.add(parts[2])
             continue
+        sample_line += 1
         # After the labels (the last `}`: a value or timestamp has none), or after the name. A line that does
         # not start with a metric name is left to the parser, whose message says what it is.
         braced = "{" in line
         name = line[: line.find("{")].strip() if braced else line.split(None, 1)[0]
+        if name in names:
+            renamed.add(sample_line)
         if name and not METRIC_NAME_RE.fullmatch(name):  # empty: the name is in the labels
             continue
         fields = line[line.rfind("}") + 1 :].split() if braced else line.split()[1:]
@@ -800,7 +810,7 @@ def _scan_text(text: str) -> set[str]:
                 f"line {number}: expected a value and an optional integer timestamp after the series, got "
                 f"{quoted(' '.join(fields))}"
             )
-    return names
+    return renamed
 
 
 _MILLISECONDS = re.compile(r"-?[0-9]+")

@@ -263,6 +263,35 @@ untyped_thing 1
     assert value_of(items, "scrape_samples_scraped") == 7
 
 
+@pytest.mark.parametrize("plain_first", [True, False])
+async def test_a_counter_and_a_total_counter_of_the_same_stem_keep_their_names(
+    exporter, make_scraper, redis, keys, plain_first
+):
+    # prometheus-client names both families `foo`; only the samples it renamed get their name back.
+    plain, total = "# TYPE foo counter\nfoo 3\n", "# TYPE foo_total counter\nfoo_total 4\n"
+    exporter.body = (plain + total if plain_first else total + plain).encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "foo") == 3.0
+    assert value_of(items, "foo_total") == 4.0
+    assert metric(scraper, "tripwire_scrape_samples_dropped_total", job="app", reason="duplicate") == 0
+
+
+async def test_a_label_value_with_a_line_separator_character_does_not_shift_the_renames(
+    exporter, make_scraper, redis, keys
+):
+    # The parser breaks lines at \n only; U+2028 and form feed are label value characters to it.
+    exporter.body = '# TYPE bar gauge\nbar{a="x\u2028y\x0cz"} 1\n# TYPE foo counter\nfoo 3\n'.encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    (items,) = await batches(redis, keys)
+    assert named(items, "bar")[0]["labels"]["a"] == "x\u2028y\x0cz"
+    assert value_of(items, "foo") == 3.0
+
+
 async def test_honor_timestamps_false_uses_the_scrape_time(exporter, make_scraper, redis, keys):
     exporter.body = f"temperature 21.5 {int((NOW - 30) * 1000)}\n".encode()
     scraper = make_scraper(static(exporter.address, honor_timestamps=False))

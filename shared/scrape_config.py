@@ -9,6 +9,8 @@ rest by name. Differences, each deliberate:
 - Static targets of a job without `relabel_configs` must be `host:port` (Prometheus also takes a bare host,
   and appends no port since 3.0); with relabeling, a target is checked once relabeled, as in Prometheus.
 - Label names follow the legacy rules (`[a-zA-Z_][a-zA-Z0-9_]*`), as every name on tripwire's streams does.
+- A job without `scrape_protocols` asks for the text format first, OpenMetrics after it (see
+  DEFAULT_SCRAPE_PROTOCOLS); `PrometheusProto` is refused, as tripwire cannot read it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,31 @@ DEFAULT_REPLACEMENT = "$1"
 ScrapeProtocol = Literal[
     "PrometheusText0.0.4", "PrometheusText1.0.0", "OpenMetricsText0.0.1", "OpenMetricsText1.0.0"
 ]
+# What a job asks targets for when it names no scrape_protocols. Prometheus 3 asks for OpenMetrics first;
+# tripwire asks for the text format first, because prometheus-client's OpenMetrics parser enforces rules
+# Prometheus' does not (a histogram's _count equal to its +Inf bucket, counters never negative, families not
+# interleaved...), and a target that breaks one for a moment, as a histogram read while it is observed
+# does, would report up 0 and lose its samples. The text parser is as lenient as Prometheus'.
+DEFAULT_SCRAPE_PROTOCOLS: tuple[ScrapeProtocol, ...] = (
+    "PrometheusText1.0.0",
+    "PrometheusText0.0.4",
+    "OpenMetricsText1.0.0",
+    "OpenMetricsText0.0.1",
+)
+
+
+def _known_protocols(value: Any) -> Any:
+    """Refuse the protocol Prometheus knows but tripwire cannot read by name, and repeats, as Prometheus."""
+    if isinstance(value, list):
+        if "PrometheusProto" in value:
+            raise ValueError(
+                "PrometheusProto is not supported: tripwire reads the text and OpenMetrics formats "
+                f"({', '.join(get_args(ScrapeProtocol))})"
+            )
+        repeated = sorted({p for p in value if isinstance(p, str) and value.count(p) > 1})
+        if repeated:
+            raise ValueError(f"duplicated protocol in scrape_protocols: {', '.join(repeated)}")
+    return value
 
 
 def _scalar_text(value: Any) -> Any:
@@ -299,6 +326,20 @@ class ScrapeConfig(_Model):
         "0: collector.max_items, the most one stream batch carries",
     )
     body_size_limit: ByteSize = Field(default=0, description="uncompressed response bytes; 0: no limit")
+    label_limit: int = Field(
+        default=0, ge=0, description="labels of a sample, __name__ included; more fails the scrape. 0: none"
+    )
+    label_name_length_limit: int = Field(
+        default=0, ge=0, description="bytes of a label name; longer fails the scrape. 0: no limit"
+    )
+    label_value_length_limit: int = Field(
+        default=0, ge=0, description="bytes of a label value; longer fails the scrape. 0: no limit"
+    )
+    scrape_protocols: Annotated[list[ScrapeProtocol], BeforeValidator(_known_protocols)] = Field(
+        default_factory=list,
+        description="formats to ask targets for, most preferred first; empty: DEFAULT_SCRAPE_PROTOCOLS",
+    )
+    enable_compression: bool = Field(default=True, description="ask targets for a gzip-compressed body")
     fallback_scrape_protocol: ScrapeProtocol | None = Field(
         default=None, description="how to parse a response with a missing or unknown Content-Type"
     )

@@ -67,7 +67,7 @@ from shared.config import Config, read_secret_file
 from shared.durations import format_duration
 from shared.events import METRIC_NAME_RE
 from shared.gofloat import format_go_exponent, format_go_float, go_parse_float
-from shared.scrape_config import ScrapeConfig
+from shared.scrape_config import DEFAULT_SCRAPE_PROTOCOLS, ScrapeConfig
 from shared.service import Service
 from shared.streams import Keys
 from shared.tasks import cancel_and_wait
@@ -75,15 +75,31 @@ from shared.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
 
-# What Prometheus 3 asks for (its default scrape_protocols, in its order), with legacy-name escaping: our
-# streams carry legacy names only, so a UTF-8-capable exporter is asked to escape them.
-ACCEPT = (
-    "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
-    "application/openmetrics-text;version=0.0.1;q=0.4,"
-    "text/plain;version=1.0.0;escaping=underscores;q=0.3,"
-    "text/plain;version=0.0.4;q=0.2,"
-    "*/*;q=0.1"
-)
+# The media type asked for each scrape protocol, as Prometheus writes them.
+_MEDIA_TYPES: dict[str, str] = {
+    "PrometheusText0.0.4": "text/plain;version=0.0.4",
+    "PrometheusText1.0.0": "text/plain;version=1.0.0",
+    "OpenMetricsText0.0.1": "application/openmetrics-text;version=0.0.1",
+    "OpenMetricsText1.0.0": "application/openmetrics-text;version=1.0.0",
+}
+
+
+def accept_header(protocols: Sequence[str]) -> str:
+    """The Accept header of a job's scrapes, built as Prometheus builds it: the protocols in order of
+    preference with falling q-values, then anything. The versions that can carry UTF-8 names ask for
+    legacy-name escaping: our streams carry legacy names only, so an exporter is asked to escape them."""
+    weight = len(_MEDIA_TYPES) + 1
+    parts = []
+    for protocol in protocols or DEFAULT_SCRAPE_PROTOCOLS:
+        media_type = _MEDIA_TYPES[protocol]
+        if protocol.endswith("1.0.0"):
+            media_type += ";escaping=underscores"
+        parts.append(f"{media_type};q=0.{weight}")
+        weight -= 1
+    parts.append(f"*/*;q=0.{weight}")
+    return ",".join(parts)
+
+
 USER_AGENT = "tripwire-collector"
 # Threads that parse and validate scrape bodies, at least (one per target at most).
 PARSE_THREADS = 4
@@ -157,7 +173,7 @@ class ScrapeMetrics:
         self.scrapes = Counter(
             "tripwire_scrapes",
             "Scrapes by job and outcome (success, timeout, connection_error, http_status, content_type, "
-            "parse_error, body_size_limit, sample_limit, relabel_error, credentials, tls).",
+            "parse_error, body_size_limit, sample_limit, label_limit, relabel_error, credentials, tls).",
             ["job", "outcome"],
             registry=registry,
         )
@@ -440,7 +456,9 @@ class Scraper:
         if isinstance(tls, ScrapeFailed):
             raise tls
         headers = {
-            "Accept": ACCEPT,
+            "Accept": accept_header(job.scrape_protocols),
+            # aiohttp decompresses what it gets, gzip or not; identity asks for the body as it is.
+            "Accept-Encoding": "gzip" if job.enable_compression else "identity",
             "User-Agent": USER_AGENT,
             "X-Prometheus-Scrape-Timeout-Seconds": f"{target.timeout:g}",
         }
@@ -821,6 +839,7 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
     (pure; the scraper runs it in a worker thread so a large body does not stall the event loop)."""
     job = target.job
     relabeling = job.metric_relabel_configs
+    label_limits = job.label_limit or job.label_name_length_limit or job.label_value_length_limit
     parsed = _Parsed()
     seen: set[tuple[str, tuple[tuple[str, str], ...], float]] = set()
     try:
@@ -844,6 +863,9 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
                     )
                     return parsed
             parsed.post_relabel += 1
+            if label_limits and (exceeded := _label_limit_exceeded(name, labels, job)):
+                parsed.failure = ScrapeFailed("label_limit", exceeded)
+                return parsed
             if parsed.post_relabel > sample_limit:
                 continue  # keep counting for the report; the scrape fails below
             reason = _unusable(value)
@@ -870,6 +892,28 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
             f"{sample_limit} ({which})",
         )
     return parsed
+
+
+def _label_limit_exceeded(name: str, labels: dict[str, str], job: ScrapeConfig) -> str | None:
+    """Why a sample's labels (after metric relabeling, __name__ included, lengths in UTF-8 bytes) break the
+    job's label_limit, label_name_length_limit or label_value_length_limit, in Prometheus' words; None if
+    they don't. Any of them fails the whole scrape, as in Prometheus."""
+    metric = name[:50]
+    count = len(labels) + 1
+    if job.label_limit and count > job.label_limit:
+        return f"label_limit exceeded (metric: {metric}, number of labels: {count}, limit: {job.label_limit})"
+    for label, value in ((METRIC_NAME, name), *sorted(labels.items())):  # Prometheus' order
+        if job.label_name_length_limit and (length := len(label.encode())) > job.label_name_length_limit:
+            return (
+                f"label_name_length_limit exceeded (metric: {metric}, label name: {label[:50]}, "
+                f"length: {length}, limit: {job.label_name_length_limit})"
+            )
+        if job.label_value_length_limit and (length := len(value.encode())) > job.label_value_length_limit:
+            return (
+                f"label_value_length_limit exceeded (metric: {metric}, label name: {label[:50]}, "
+                f"value: {quoted(value[:50])}, length: {length}, limit: {job.label_value_length_limit})"
+            )
+    return None
 
 
 def _unusable(value: float | None) -> str | None:

@@ -28,6 +28,7 @@ from services.collector.scrape import (
     ScrapeFailed,
     ScrapeLimits,
     Scraper,
+    accept_header,
     protocol_for,
     start_scraping,
 )
@@ -198,14 +199,20 @@ def client_app() -> Iterator[tuple[str, CollectorRegistry]]:
     thread.join(timeout=5)
 
 
-async def test_scrapes_a_prometheus_client_app_onto_the_stream(client_app, make_scraper, redis, keys):
+@pytest.mark.parametrize(
+    ("protocols", "protocol"),
+    [({}, "text"), ({"scrape_protocols": ["OpenMetricsText1.0.0", "PrometheusText0.0.4"]}, "openmetrics")],
+)
+async def test_scrapes_a_prometheus_client_app_onto_the_stream(
+    client_app, make_scraper, redis, keys, protocols, protocol
+):
     address, _ = client_app
-    scraper = make_scraper(static(address))
+    scraper = make_scraper(static(address, **protocols))
     result = await scraper.scrape_once(scraper.targets[0])
     assert result.up, result.reason
     # A finished parse is not kept (with it, the scrape's whole result) until the target's next scrape.
     await eventually(lambda: _all_done(scraper), what="the parse to be forgotten")
-    assert result.protocol == "openmetrics"  # prometheus-client honours our Accept header
+    assert result.protocol == protocol  # prometheus-client honours our Accept header, in its order
 
     (items,) = await batches(redis, keys)  # one scrape, one entry
     target = {"job": "app", "instance": address}
@@ -290,6 +297,88 @@ async def test_a_label_value_with_a_line_separator_character_does_not_shift_the_
     (items,) = await batches(redis, keys)
     assert named(items, "bar")[0]["labels"]["a"] == "x\u2028y\x0cz"
     assert value_of(items, "foo") == 3.0
+
+
+def test_the_accept_header_lists_the_jobs_protocols_in_order_as_prometheus_writes_it():
+    assert accept_header(["OpenMetricsText1.0.0", "PrometheusText0.0.4"]) == (
+        "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
+        "text/plain;version=0.0.4;q=0.4,*/*;q=0.3"
+    )
+    assert accept_header([]).startswith("text/plain;version=1.0.0;escaping=underscores;q=0.5,")
+
+
+async def test_a_histogram_openmetrics_refuses_is_still_scraped_by_default(
+    exporter, make_scraper, redis, keys
+):
+    # Read while observed, a histogram's _count can pass its +Inf bucket for one scrape: Prometheus stores it,
+    # prometheus-client's OpenMetrics parser refuses the whole body. Asked for first, text is what we read.
+    text = '# TYPE lat histogram\nlat_bucket{le="1"} 1\nlat_bucket{le="+Inf"} 2\nlat_count 3\nlat_sum 1\n'
+
+    def answer(request_accept: str) -> None:
+        openmetrics = request_accept.startswith("application/openmetrics-text")
+        exporter.content_type = (
+            "application/openmetrics-text; version=1.0.0" if openmetrics else "text/plain; version=0.0.4"
+        )
+        exporter.body = (text + "# EOF\n" if openmetrics else text).encode()
+
+    answer(accept_header([]))
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert exporter.requests[0]["headers"]["Accept"] == accept_header([])
+    assert exporter.requests[0]["headers"]["Accept-Encoding"] == "gzip"
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "lat_count") == 3.0
+
+    answer(accept_header(["OpenMetricsText1.0.0"]))
+    scraper = make_scraper(static(exporter.address, scrape_protocols=["OpenMetricsText1.0.0"]))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "parse_error"
+    assert "Count does not match +Inf value" in (result.reason or "")
+
+
+async def test_enable_compression_false_asks_for_an_uncompressed_body(exporter, make_scraper):
+    scraper = make_scraper(static(exporter.address, enable_compression=False))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert exporter.requests[0]["headers"]["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.parametrize(
+    ("job_limits", "reason"),
+    [
+        # __name__, a, job, instance: four labels.
+        ({"label_limit": 3}, "label_limit exceeded (metric: m, number of labels: 4, limit: 3)"),
+        ({"label_limit": 4}, None),
+        ({"label_name_length_limit": 7}, "label_name_length_limit exceeded (metric: m, label name: __name__"),
+        ({"label_name_length_limit": 8}, None),
+        # Bytes, not characters: "é" is two.
+        (
+            {"label_value_length_limit": 3},
+            "label_value_length_limit exceeded (metric: m, label name: a, value:",
+        ),
+        ({"label_value_length_limit": 4}, None),
+    ],
+)
+async def test_label_limits_fail_the_scrape_as_prometheus(
+    exporter, make_scraper, redis, keys, job_limits, reason
+):
+    exporter.body = 'm{a="éé"} 1\n'.encode()
+    job = static(exporter.address, **job_limits)
+    # Short values all round, so that "éé" is the one a value limit is about: instance is "x", job "j".
+    job["job_name"] = "j"
+    job["relabel_configs"] = [{"target_label": "instance", "replacement": "x"}]
+    scraper = make_scraper(job)
+    result = await scraper.scrape_once(scraper.targets[0])
+    (items,) = await batches(redis, keys)
+    if reason is None:
+        assert result.up, result.reason
+        assert value_of(items, "m") == 1.0
+    else:
+        assert result.outcome == "label_limit"
+        assert (result.reason or "").startswith(reason)
+        assert value_of(items, "up") == 0.0
+        assert not named(items, "m")
 
 
 async def test_honor_timestamps_false_uses_the_scrape_time(exporter, make_scraper, redis, keys):

@@ -219,3 +219,28 @@ def test_a_duration_in_a_file_needs_a_unit_as_prometheus_and_alertmanager_want(
     assert f"{where}: a duration needs a unit: " in message, message
     path.write_text(text.replace(": 300\n", ": 0\n").replace(": 30\n", ": 0\n"))
     load(path)
+
+
+@pytest.mark.parametrize(
+    ("protocols", "message"),
+    [
+        ("[PrometheusProto]", "PrometheusProto is not supported: tripwire reads the text and OpenMetrics"),
+        (
+            "[PrometheusText0.0.4, OpenMetricsText1.0.0, PrometheusText0.0.4]",
+            "duplicated protocol in scrape_protocols: PrometheusText0.0.4",
+        ),
+    ],
+)
+def test_scrape_protocols_tripwire_cannot_honour_are_refused_at_their_line(
+    tmp_path: Path, protocols: str, message: str
+):
+    path = tmp_path / "tripwire.yml"
+    path.write_text(
+        "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: [x:1]\n"
+        f"    scrape_protocols: {protocols}\n"
+    )
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path, environ={})
+    (error,) = caught.value.errors
+    assert str(error).startswith(f"{path}:5:")
+    assert message in str(error)

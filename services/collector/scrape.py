@@ -729,7 +729,9 @@ def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _ExpositionError(f"body is not UTF-8: {exc}") from None
+        if protocol == "openmetrics":  # OpenMetrics has no free comments: all of it must be UTF-8
+            raise _ExpositionError(f"body is not UTF-8: {exc}") from None
+        text = _text_without_undecodable_comments(body)
     if protocol == "openmetrics":
         families: Iterable[Any] = openmetrics_parser.text_string_to_metric_families(text)
         renamed: set[int] = set()
@@ -761,6 +763,22 @@ def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
         raise
     except Exception as exc:  # the parsers raise ValueError mostly, but also IndexError, TypeError...
         raise _ExpositionError(str(exc) or type(exc).__name__) from None
+
+
+def _text_without_undecodable_comments(body: bytes) -> str:
+    """A text-format body that is not all UTF-8, without its comment lines that are not (as Prometheus,
+    which skips comments other than HELP and TYPE unread); any other such line fails the scrape."""
+    lines = []
+    for number, raw in enumerate(body.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            words = raw.split(None, 2)
+            metadata = len(words) > 1 and words[0] == b"#" and words[1] in (b"HELP", b"TYPE")
+            if not words or not words[0].startswith(b"#") or metadata:
+                raise _ExpositionError(f"line {number} is not UTF-8: {exc}") from None
+            lines.append("")  # kept as a blank line: line numbers in later messages stay right
+    return "\n".join(lines)
 
 
 # Prometheus 3 rewrites these label values when it parses a scrape (normalizeFloatsInLabelValues), so that

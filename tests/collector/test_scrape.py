@@ -381,6 +381,30 @@ async def test_label_limits_fail_the_scrape_as_prometheus(
         assert not named(items, "m")
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"# just a comment \xff\na 1\n", None),  # Prometheus skips such comments unread
+        (b"#\xff\na 1\n", None),
+        (b"# HELP a caf\xe9\na 1\n", "line 1 is not UTF-8"),
+        (b'# TYPE a gauge\na{x="\xff"} 1\n', "line 2 is not UTF-8"),
+    ],
+)
+async def test_a_text_body_that_is_not_utf8_only_in_a_comment_is_read(
+    exporter, make_scraper, redis, keys, body, reason
+):
+    exporter.body = body
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    (items,) = await batches(redis, keys)
+    if reason is None:
+        assert result.up, result.reason
+        assert value_of(items, "a") == 1.0
+    else:
+        assert result.outcome == "parse_error"
+        assert reason in (result.reason or "")
+
+
 async def test_honor_timestamps_false_uses_the_scrape_time(exporter, make_scraper, redis, keys):
     exporter.body = f"temperature 21.5 {int((NOW - 30) * 1000)}\n".encode()
     scraper = make_scraper(static(exporter.address, honor_timestamps=False))

@@ -145,6 +145,17 @@ class CollectorConfig(Section):
     max_in_flight: int = Field(
         default=64, ge=1, description="appends waiting on Redis at once; past that, ingest answers 503"
     )
+    validation_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="threads that validate big JSON bodies item by item and decode and map OTLP requests",
+    )
+    validation_wait: Duration = Field(
+        default=5.0,
+        gt=0,
+        description="longest a request waits for a validation thread; past that, ingest answers 503 (busy)",
+    )
     max_labels: int = Field(default=64, ge=1, description="labels per sample or log event")
     # At most the stream schema's own limits (shared/events.py), which the evaluator checks again: these can
     # only tighten them, never promise more than the evaluator will take.

@@ -8,6 +8,7 @@ from services.collector.body_budget import BodyBudget
 from services.collector.otlp import add_otlp_routes
 from services.collector.publish import Publisher
 from services.collector.scrape import start_scraping
+from services.collector.validation_pool import validation_pool_for
 from shared.clock import Clock, SystemClock
 from shared.config import Config
 from shared.service import Service
@@ -28,8 +29,10 @@ def build(config: Config, clock: Clock | None = None) -> Service:
     budget = BodyBudget(
         collector.max_buffered_bytes, collector.max_body_bytes, collector.retry_after, service.registry
     )
-    add_routes(service, publisher, budget)
-    add_otlp_routes(service, publisher, budget=budget)
+    # One pool for both receivers too: what bounds the CPU work admitted is all of it.
+    pool = validation_pool_for(service)
+    add_routes(service, publisher, budget, pool)
+    add_otlp_routes(service, publisher, budget=budget, pool=pool)
     start_scraping(service, publisher)
     return service
 

@@ -232,24 +232,42 @@ def parse_body(
 ) -> Accepted:
     """Validate a request body for `spec`; raises Rejected with every problem found. Timestamps must lie in
     [now - max_age, now + max_skew]: anything else the evaluator would only drop, so the sender hears now."""
-    limits = limits or DEFAULT_LIMITS
-    if spec.kind == METRICS.kind:
-        accepted = _parse_common_samples(body, now, max_items, max_age, max_skew, limits)
-        if accepted is not None:
-            return accepted
-    return _parse_body_items(spec, body, now, max_items, max_age, max_skew, limits)
+    accepted = parse_common(spec, body, now, max_items, max_age, max_skew, limits=limits)
+    if accepted is not None:
+        return accepted
+    return parse_items(spec, body, now, max_items, max_age, max_skew, limits=limits)
 
 
-def _parse_body_items(
+def parse_common(
     spec: IngestKind,
     body: bytes,
     now: float,
     max_items: int,
-    max_age: float,
-    max_skew: float,
-    limits: IngestLimits,
+    max_age: float = DEFAULT_MAX_AGE,
+    max_skew: float = DEFAULT_MAX_SKEW,
+    *,
+    limits: IngestLimits | None = None,
+) -> Accepted | None:
+    """`parse_body`'s one-pass path alone: the batch of a metrics body whose samples all have the common
+    shape and are all valid (under a microsecond a sample), or None: `parse_items` then judges the body."""
+    if spec.kind != METRICS.kind:
+        return None
+    return _parse_common_samples(body, now, max_items, max_age, max_skew, limits or DEFAULT_LIMITS)
+
+
+def parse_items(
+    spec: IngestKind,
+    body: bytes,
+    now: float,
+    max_items: int,
+    max_age: float = DEFAULT_MAX_AGE,
+    max_skew: float = DEFAULT_MAX_SKEW,
+    *,
+    limits: IngestLimits | None = None,
 ) -> Accepted:
-    """`parse_body` item by item: JSON parsed to dicts, then `validate_items` (every error, precisely)."""
+    """`parse_body` item by item: JSON parsed to dicts, then `validate_items` (every error, precisely).
+    Several times `parse_common`'s cost: the API runs it for big bodies in a validation thread."""
+    limits = limits or DEFAULT_LIMITS
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -290,7 +308,7 @@ def _parse_common_samples(
     body: bytes, now: float, max_items: int, max_age: float, max_skew: float, limits: IngestLimits
 ) -> Accepted | None:
     """A metrics request whose samples all have the common shape and are all valid, decoded and checked in
-    one msgspec pass and written back out the same way; None for anything else, which `_parse_body_items`
+    one msgspec pass and written back out the same way; None for anything else, which `parse_items`
     then judges item by item. It only accepts: every refusal and its reasons come from the full path.
 
     Each sample's labels are kept as raw JSON, checked once per distinct spelling under `limits` and

@@ -15,7 +15,6 @@ collector.max_items items, several batches of whole points appended together in 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -73,6 +72,7 @@ from services.collector.publish import (
     request_identity,
 )
 from services.collector.rate_limit import rate_limiter_for
+from services.collector.validation_pool import ValidationPool, validation_pool_for
 from shared.config import CollectorConfig, ingest_credentials
 from shared.service import Service
 from shared.streams import Keys
@@ -200,6 +200,7 @@ def add_otlp_routes(
     publisher: Publisher,
     options: OtlpOptions | None = None,
     budget: BodyBudget | None = None,
+    pool: ValidationPool | None = None,
 ) -> None:
     """Register `POST /v1/metrics` and `POST /v1/logs` on the service: same bearer token as the JSON ingest
     (`ingest_token`), same body limit and per-request limits (`collector.*`), same Publisher and (given the
@@ -209,7 +210,9 @@ def add_otlp_routes(
         budget = BodyBudget(config.max_buffered_bytes, config.max_body_bytes, config.retry_after)
     if options is None:
         options = OtlpOptions(metric_suffixes=config.otlp_metric_suffixes)
-    receiver = _Receiver(service, publisher, options, budget)
+    if pool is None:
+        pool = validation_pool_for(service)
+    receiver = _Receiver(service, publisher, options, budget, pool)
     keys = Keys(service.config.redis.prefix)
     signals = (
         _Signal(
@@ -262,9 +265,15 @@ async def _unmatched(paths: set[str], request: web.Request) -> web.Response:
 
 class _Receiver:
     def __init__(
-        self, service: Service, publisher: Publisher, options: OtlpOptions, budget: BodyBudget
+        self,
+        service: Service,
+        publisher: Publisher,
+        options: OtlpOptions,
+        budget: BodyBudget,
+        pool: ValidationPool,
     ) -> None:
         self.service = service
+        self.pool = pool
         self.publisher = publisher
         self.budget = budget
         self.options = options
@@ -432,17 +441,24 @@ class _Receiver:
             raise _unavailable(exc) from None
         request_id, once = request_identity(request, body)
         now = self.service.clock.now()
-        # Decoding, mapping and validating a 5 MB request is CPU work of seconds: off the event loop, so
-        # other requests and health checks are answered meanwhile.
+        # Decoding, mapping and validating a 5 MB request is CPU work of seconds: in a validation thread, so
+        # other requests and health checks are answered meanwhile. The thread is held from decoding to
+        # encoding: a decoded request and its mapping, several times its body, are alive in at most
+        # collector.validation_threads requests at once; the rest wait with their bodies (counted), or are
+        # refused once they waited collector.validation_wait.
         # The estimate (never below the encoded size) is taken from the budget before a big request is
-        # encoded; a small one is encoded in the same trip to the thread, which costs less than a second.
+        # encoded; a small one is encoded in the same step, which costs less than a second.
         at_once = min(ENCODE_AT_ONCE, self.budget.limit // 256)
-        mapping, outcome = await asyncio.to_thread(self._map_small, body, encoding, signal, now, at_once)
-        self._hold_stored(mapping.stored, held)
-        if outcome is None:
-            outcome = await asyncio.to_thread(self._encode, mapping, signal, now)
-        # From here the request holds its items (and, once appended, their envelope), not its body.
-        del mapping, body
+        try:
+            async with self.pool.slot() as slot:
+                mapping, outcome = await slot.run(self._map_small, body, encoding, signal, now, at_once)
+                self._hold_stored(mapping.stored, held)
+                if outcome is None:
+                    outcome = await slot.run(self._encode, mapping, signal, now)
+                # From here the request holds its items (and, once appended, their envelope), not its body.
+                del mapping, body
+        except Unavailable as exc:  # every validation thread busy, or the collector stopping
+            raise _unavailable(exc) from None
         accepted = outcome.accepted
         try:  # a shrink: the estimate taken above is never below the encoded size
             held.swap(stored_bytes(len(accepted.items_json) + sum(map(len, accepted.rest))))

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gzip
 import os
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
 
@@ -715,3 +716,53 @@ async def test_every_202_survives_a_redis_sigkill_in_the_middle_of_ingest(
 
 async def _async(check: Callable[[], bool]) -> bool:
     return check()
+
+
+async def test_a_big_body_is_validated_off_the_event_loop_and_one_past_the_wait_is_told_busy(
+    make_config, clock, redis: Redis, keys: Keys, monkeypatch
+):
+    # helper-52: 100 bodies validated item by item on the event loop held it for seconds; healthy Redis was
+    # reported down (its replies sat unread past redis-py's timeouts) and /healthz took 7 s.
+    from services.collector import api
+
+    entered, release = threading.Event(), threading.Event()
+    real = api.parse_items
+
+    def held_parse(*args, **kwargs):
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "parse_items", held_parse)
+    config = make_config(collector={"validation_threads": 1, "validation_wait": "200ms"})
+    # RFC 3339 timestamps: the item-by-item path; past VALIDATE_INLINE_BYTES: a validation thread.
+    stamp = "2025-11-22T08:26:40Z"
+    samples = [
+        {"name": "jobs_total", "labels": {"i": str(i)}, "value": 1, "timestamp": stamp} for i in range(2000)
+    ]
+    body = orjson.dumps({"samples": samples})
+    assert len(body) > api.VALIDATE_INLINE_BYTES
+    async for client in _client(config, clock):
+        first = asyncio.create_task(client.post("/api/v1/metrics", data=body, headers=JSON_TYPE))
+        await eventually(lambda: _now(entered.is_set()), what="the first body to be in its thread")
+        # The loop is free while that thread works: health checks and small requests are answered.
+        assert (await asyncio.wait_for(client.get("/healthz"), 5)).status == 200
+        small = {"samples": [{"name": "jobs_total", "value": 1, "timestamp": stamp}]}
+        assert (await asyncio.wait_for(client.post("/api/v1/metrics", json=small), 5)).status == 202
+        busy = await client.post("/api/v1/metrics", data=body, headers=JSON_TYPE)
+        assert busy.status == 503
+        assert busy.headers["Retry-After"] == "1"
+        assert "busy" in (await busy.json())["error"]
+        metrics = await (await client.get("/metrics")).text()
+        assert "tripwire_ingest_busy_total 1.0" in metrics
+        assert 'tripwire_publish_refusals_total{kind="metrics",reason="redis_error"}' not in metrics
+        release.set()
+        response = await first
+        assert response.status == 202, await response.text()
+        assert (await response.json())["accepted"] == 2000
+    assert await redis.xlen(keys.metrics) == 2  # the small request and the first big one
+
+
+async def _now(value: bool) -> bool:
+    return value

@@ -37,8 +37,8 @@ from services.collector.ingest import (
     IngestKind,
     IngestLimits,
     Rejected,
-    _parse_body_items,
     parse_body,
+    parse_items,
     validate_items,
 )
 from shared import events as events_module
@@ -310,7 +310,7 @@ class FastPathDecisions:
 
 
 def body_outcome(body: bytes, limits: IngestLimits, one_pass: bool) -> tuple[str, object]:
-    parse = parse_body if one_pass else _parse_body_items
+    parse = parse_body if one_pass else parse_items
     try:
         accepted = parse(METRICS, body, NOW, 5, MAX_AGE, MAX_SKEW, limits=limits)
     except Rejected as exc:

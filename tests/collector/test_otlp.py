@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gzip
 import math
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -1172,6 +1173,42 @@ async def test_redis_down_is_503_with_retry_after(make_config, redis: Redis, key
     finally:
         await dead.aclose()
     assert await redis.exists(keys.metrics) == 0
+
+
+async def test_an_export_waits_for_a_validation_thread_and_is_told_busy_past_the_wait(
+    make_config, redis: Redis, keys: Keys, monkeypatch
+):
+    # helper-52: every request of a burst was decoded and mapped at once in asyncio's default executor, each
+    # holding its tree (3 GB for a 256 MiB budget), and answered 503 after up to 87 s. Now a request holds
+    # a validation thread from decoding to encoding, and waits for one at most collector.validation_wait.
+    entered, release = threading.Event(), threading.Event()
+    real = otlp_module._Receiver._map_small
+
+    def held_map(self, *args):
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(30)
+        return real(self, *args)
+
+    monkeypatch.setattr(otlp_module._Receiver, "_map_small", held_map)
+    config = make_config(collector={"validation_threads": 1, "validation_wait": "200ms"})
+    async with running(config, FakeClock(NOW)) as c:
+        first = asyncio.create_task(post_proto(c, "/v1/metrics", metrics_request(gauge("a", point(1)))))
+        await eventually(lambda: _now(entered.is_set()), what="the first export to be in its thread")
+        assert (await asyncio.wait_for(c.client.get("/healthz"), 5)).status == 200
+        busy = await post_proto(c, "/v1/metrics", metrics_request(gauge("b", point(1))))
+        assert busy.status == 503
+        assert busy.headers["Retry-After"] == "1"
+        status, _ = status_of(await busy.read())
+        assert status.code == 14  # UNAVAILABLE: the SDK retries it
+        assert "busy" in status.message
+        release.set()
+        assert (await first).status == 200
+    assert [item["name"] for item in await stream_items(redis, keys.metrics)] == ["a"]
+
+
+async def _now(value: bool) -> bool:
+    return value
 
 
 async def test_a_retry_with_the_same_request_id_is_stored_once_and_counted_as_replayed(

@@ -199,7 +199,7 @@ class ScrapeMetrics:
         self.dropped = Counter(
             "tripwire_scrape_samples_dropped",
             "Scraped samples left out of their batch, by reason (invalid, non_finite, duplicate, "
-            "unsupported).",
+            "unsupported, reserved_name, reserved_label).",
             ["job", "reason"],
             registry=registry,
         )
@@ -723,9 +723,11 @@ class _ExpositionError(Exception):
 _Exposed = tuple[str, Mapping[str, str], float | None, float | None]
 
 
-def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
+def _exposed(body: bytes, protocol: str, parsed: _Parsed) -> Iterator[_Exposed]:
     """(name, labels, value, timestamp) of every sample as exposed. Value None: a sample we cannot carry
-    (a native histogram). Raises _ExpositionError for a body that does not parse."""
+    (a native histogram). Text-format samples with a label name starting with `__` are counted in `parsed`
+    as scraped and dropped (reserved_label) and left out. Raises _ExpositionError for a body that does not
+    parse."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -736,8 +738,18 @@ def _exposed(body: bytes, protocol: str) -> Iterator[_Exposed]:
         families: Iterable[Any] = openmetrics_parser.text_string_to_metric_families(text)
         renamed: set[int] = set()
     else:
+        renamed, reserved = _scan_text(text)
+        if reserved:
+            # prometheus-client refuses such a label, and with it the whole body; Prometheus keeps the sample,
+            # which our streams cannot carry (a `__` name is internal). Only those lines are left out, blank
+            # so that line numbers in messages stay right.
+            lines = text.split("\n")
+            for index in reserved:
+                lines[index] = ""
+            text = "\n".join(lines)
+            parsed.scraped += len(reserved)
+            parsed.dropped["reserved_label"] += len(reserved)
         families = text_parser.text_string_to_metric_families(text)
-        renamed = _scan_text(text)
     line = -1  # the sample line each sample came from: the parser makes one per line, in order
     try:
         for family in families:
@@ -805,14 +817,16 @@ def openmetrics_float(text: str) -> str:
     return written if "e" in written or "." in written else written + ".0"
 
 
-def _scan_text(text: str) -> set[int]:
-    """One pass over a text-format body before prometheus-client parses it: the sample lines (counted from 0,
-    as the parser meets them) of counters declared without `_total`, whose samples the parser renames, and
-    the sample lines Prometheus refuses but that parser takes quietly: more fields than name, value and
-    timestamp (`foo 1 2 3` became a timestamp of 3 ms), or a timestamp that is not integer milliseconds.
-    Raises _ExpositionError for those, which fails the scrape as Prometheus does."""
+def _scan_text(text: str) -> tuple[set[int], list[int]]:
+    """One pass over a text-format body before prometheus-client parses it. Returns the sample lines (counted
+    from 0, as the parser meets them) of counters declared without `_total`, whose samples the parser
+    renames, and the lines (indexes in text.split("\\n")) of samples with a label name starting with `__`,
+    which the parser would refuse with the whole body. Raises _ExpositionError for the sample lines
+    Prometheus refuses but that parser takes quietly: more fields than name, value and timestamp
+    (`foo 1 2 3` became a timestamp of 3 ms), or a timestamp that is not integer milliseconds."""
     names = set()
     renamed: set[int] = set()
+    reserved: list[int] = []
     sample_line = -1
     # Lines as the parser reads them (io.StringIO): split at "\n" only, not at the other characters
     # str.splitlines() breaks at, which a label value may hold.
@@ -831,10 +845,13 @@ def _scan_text(text: str) -> set[int]:
                 ):
                     names.add(parts[2])
             continue
+        braced = "{" in line
+        if braced and "__" in line and _reserved_label(line[line.find("{") + 1 : line.rfind("}")]):
+            reserved.append(number - 1)
+            continue  # left out of the text the parser reads: not one of its sample lines
         sample_line += 1
         # After the labels (the last `}`: a value or timestamp has none), or after the name. A line that does
         # not start with a metric name is left to the parser, whose message says what it is.
-        braced = "{" in line
         name = line[: line.find("{")].strip() if braced else line.split(None, 1)[0]
         if name in names:
             renamed.add(sample_line)
@@ -846,7 +863,25 @@ def _scan_text(text: str) -> set[int]:
                 f"line {number}: expected a value and an optional integer timestamp after the series, got "
                 f"{quoted(' '.join(fields))}"
             )
-    return renamed
+    return renamed, reserved
+
+
+# One label of a sample's label block: a name, bare or quoted, then `="value"` (a quoted name alone is the
+# metric name, in the UTF-8 form), then a comma or the end.
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*|"(?:[^"\\]|\\.)*")\s*(?:=\s*"(?:[^"\\]|\\.)*"\s*)?(?:,|$)')
+
+
+def _reserved_label(block: str) -> bool:
+    """Whether a well-formed label block names a label starting with `__` (but `__name__`, which the parser
+    takes as the metric name). A block that does not read as labels is left to the parser to refuse."""
+    position, names = 0, []
+    while position < len(block):
+        match = _LABEL.match(block, position)
+        if match is None or match.end() == position:
+            return False
+        names.append(match.group(1).strip('"'))
+        position = match.end()
+    return any(name.startswith("__") and name != METRIC_NAME for name in names)
 
 
 _MILLISECONDS = re.compile(r"-?[0-9]+")
@@ -861,7 +896,7 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
     parsed = _Parsed()
     seen: set[tuple[str, tuple[tuple[str, str], ...], float]] = set()
     try:
-        for exposed_name, exposed_labels, value, timestamp in _exposed(body, protocol):
+        for exposed_name, exposed_labels, value, timestamp in _exposed(body, protocol, parsed):
             parsed.scraped += 1
             name = exposed_name
             labels = sample_labels(exposed_labels, target.labels, job.honor_labels)

@@ -405,6 +405,23 @@ async def test_a_text_body_that_is_not_utf8_only_in_a_comment_is_read(
         assert reason in (result.reason or "")
 
 
+async def test_a_sample_with_a_reserved_label_name_is_dropped_not_the_whole_scrape(
+    exporter, make_scraper, redis, keys
+):
+    # prometheus-client refuses `__x` with the whole body; Prometheus keeps the sample, which the stream
+    # cannot carry. The rest of the scrape, counters renamed or not, is read.
+    exporter.body = b'a{__x="1"} 1\n{__name__="b",y="__z"} 2\n# TYPE c counter\nc{"__q"="1"} 9\nc 3\n'
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    (items,) = await batches(redis, keys)
+    assert value_of(items, "b") == 2.0
+    assert value_of(items, "c") == 3.0
+    assert not named(items, "a") and not named(items, "c_total")
+    assert value_of(items, "scrape_samples_scraped") == 4
+    assert metric(scraper, "tripwire_scrape_samples_dropped_total", job="app", reason="reserved_label") == 2
+
+
 async def test_honor_timestamps_false_uses_the_scrape_time(exporter, make_scraper, redis, keys):
     exporter.body = f"temperature 21.5 {int((NOW - 30) * 1000)}\n".encode()
     scraper = make_scraper(static(exporter.address, honor_timestamps=False))

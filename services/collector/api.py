@@ -200,9 +200,8 @@ def add_routes(service: Service, publisher: Publisher, budget: BodyBudget, pool:
             accepted = await parse_request(spec, body, service.clock.now(), collector, limits, pool)
         except BodyRefused as exc:
             return error_response(exc.status, BODY_ERROR_TYPES[exc.status], str(exc))
-        except (
-            Unavailable
-        ) as exc:  # the body budget ran out while it arrived, or no validation thread came free
+        except Unavailable as exc:
+            # The body budget ran out while the body arrived, or no validation thread came free in time.
             return unavailable_response(exc)
         except Rejected as exc:  # raised by parse_request alone, so `once` is set
             # A retry of a stored request whose timestamps have since aged out of the window: a replay.

@@ -162,7 +162,15 @@ class Slot:
         except RuntimeError:  # shut down
             raise self._pool._stopping() from None
         self._last = future
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # A stop drops work no thread has picked up yet: that cancels the future, not this request,
+            # which is told so rather than having its connection dropped unanswered (helper-53).
+            task = asyncio.current_task()
+            if future.cancelled() and self._pool._closed and task is not None and not task.cancelling():
+                raise self._pool._stopping() from None
+            raise
 
     async def __aexit__(
         self,

@@ -106,6 +106,23 @@ async def test_a_stop_refuses_those_waiting_at_once_and_lets_the_running_work_en
     assert log == ["running"]
 
 
+async def test_work_a_stop_drops_before_it_started_is_answered_as_stopping_not_cancelled(pools):
+    # Submitted, then dropped by close() before a thread took it: its request is not the one cancelled.
+    pool = pools(threads=1)
+    log: list[str] = []
+    occupier, dropped = Work("occupier", log), Work("dropped", log)
+    pool._executor.submit(occupier)  # the executor's one thread, taken behind the pool's back
+    await started(occupier)
+    async with pool.slot() as slot:
+        request = asyncio.create_task(slot.run(dropped))
+        await asyncio.sleep(0)  # submitted: queued behind the occupier
+        pool.close()
+        with pytest.raises(Unavailable, match="stopping"):
+            await request
+    occupier.release.set()
+    assert log == ["occupier"]
+
+
 async def test_a_cancelled_request_keeps_its_thread_until_its_work_ends(pools):
     # A thread cannot be stopped: handing its slot on at once would run more work than there are threads.
     pool = pools(threads=1)

@@ -67,6 +67,7 @@ from shared.config import Config, read_secret_file
 from shared.durations import format_duration
 from shared.events import METRIC_NAME_RE
 from shared.gofloat import format_go_exponent, format_go_float, go_parse_float
+from shared.matchers import go_quote
 from shared.scrape_config import DEFAULT_SCRAPE_PROTOCOLS, ScrapeConfig
 from shared.service import Service
 from shared.streams import Keys
@@ -88,7 +89,7 @@ def accept_header(protocols: Sequence[str]) -> str:
     """The Accept header of a job's scrapes, built as Prometheus builds it: the protocols in order of
     preference with falling q-values, then anything. The versions that can carry UTF-8 names ask for
     legacy-name escaping: our streams carry legacy names only, so an exporter is asked to escape them."""
-    weight = len(_MEDIA_TYPES) + 1
+    weight = len(_MEDIA_TYPES) + 2  # as Prometheus: its table also holds PrometheusProto, which we never ask
     parts = []
     for protocol in protocols or DEFAULT_SCRAPE_PROTOCOLS:
         media_type = _MEDIA_TYPES[protocol]
@@ -955,7 +956,8 @@ def _label_limit_exceeded(name: str, labels: dict[str, str], job: ScrapeConfig) 
     count = len(labels) + 1
     if job.label_limit and count > job.label_limit:
         return f"label_limit exceeded (metric: {metric}, number of labels: {count}, limit: {job.label_limit})"
-    for label, value in ((METRIC_NAME, name), *sorted(labels.items())):  # Prometheus' order
+    # Prometheus' order: a label set sorted by name, bytewise (`Zone` before `__name__` before `a`).
+    for label, value in sorted([(METRIC_NAME, name), *labels.items()]):
         if job.label_name_length_limit and (length := len(label.encode())) > job.label_name_length_limit:
             return (
                 f"label_name_length_limit exceeded (metric: {metric}, label name: {label[:50]}, "
@@ -964,7 +966,7 @@ def _label_limit_exceeded(name: str, labels: dict[str, str], job: ScrapeConfig) 
         if job.label_value_length_limit and (length := len(value.encode())) > job.label_value_length_limit:
             return (
                 f"label_value_length_limit exceeded (metric: {metric}, label name: {label[:50]}, "
-                f"value: {quoted(value[:50])}, length: {length}, limit: {job.label_value_length_limit})"
+                f"value: {go_quote(value[:50])}, length: {length}, limit: {job.label_value_length_limit})"
             )
     return None
 

@@ -28,6 +28,7 @@ from services.collector.scrape import (
     ScrapeFailed,
     ScrapeLimits,
     Scraper,
+    _label_limit_exceeded,
     accept_header,
     protocol_for,
     start_scraping,
@@ -301,10 +302,10 @@ async def test_a_label_value_with_a_line_separator_character_does_not_shift_the_
 
 def test_the_accept_header_lists_the_jobs_protocols_in_order_as_prometheus_writes_it():
     assert accept_header(["OpenMetricsText1.0.0", "PrometheusText0.0.4"]) == (
-        "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
-        "text/plain;version=0.0.4;q=0.4,*/*;q=0.3"
+        "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.6,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.4"
     )
-    assert accept_header([]).startswith("text/plain;version=1.0.0;escaping=underscores;q=0.5,")
+    assert accept_header([]).startswith("text/plain;version=1.0.0;escaping=underscores;q=0.6,")
 
 
 async def test_a_histogram_openmetrics_refuses_is_still_scraped_by_default(
@@ -344,6 +345,21 @@ async def test_enable_compression_false_asks_for_an_uncompressed_body(exporter, 
     assert exporter.requests[0]["headers"]["Accept-Encoding"] == "identity"
 
 
+def test_label_limit_messages_name_the_first_label_in_prometheus_order_with_go_quoting():
+    # Prometheus checks a sorted label set: upper-case names sort before __name__ (helper-53, against 2.42).
+    job = ScrapeConfig(job_name="j", label_value_length_limit=5, label_name_length_limit=7)
+    labels = {"Zone": 'eu"1a', "HostName": "x"}
+    assert _label_limit_exceeded("some_metric_name", labels, job) == (
+        "label_name_length_limit exceeded (metric: some_metric_name, label name: HostName, length: 8, "
+        "limit: 7)"
+    )
+    job = ScrapeConfig(job_name="j", label_value_length_limit=5)
+    assert _label_limit_exceeded("some_metric_name", {"Zone": 'eu"1a-b'}, job) == (
+        'label_value_length_limit exceeded (metric: some_metric_name, label name: Zone, value: "eu\\"1a-b", '
+        "length: 7, limit: 5)"
+    )
+
+
 @pytest.mark.parametrize(
     ("job_limits", "reason"),
     [
@@ -355,7 +371,7 @@ async def test_enable_compression_false_asks_for_an_uncompressed_body(exporter, 
         # Bytes, not characters: "é" is two.
         (
             {"label_value_length_limit": 3},
-            "label_value_length_limit exceeded (metric: m, label name: a, value:",
+            'label_value_length_limit exceeded (metric: m, label name: a, value: "éé", length: 4, limit: 3)',
         ),
         ({"label_value_length_limit": 4}, None),
     ],

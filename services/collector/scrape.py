@@ -820,45 +820,43 @@ def openmetrics_float(text: str) -> str:
 
 def _scan_text(text: str) -> tuple[set[int], list[int]]:
     """One pass over a text-format body before prometheus-client parses it. Returns the sample lines (counted
-    from 0, as the parser meets them) of counters declared without `_total`, whose samples the parser
-    renames, and the lines (indexes in text.split("\\n")) of samples with a label name starting with `__`,
-    which the parser would refuse with the whole body. Raises _ExpositionError for the sample lines
+    from 0, as the parser meets them) named after a counter declared without `_total`, whose samples the
+    parser renames, and the lines (indexes in text.split("\\n")) of samples with a label name starting with
+    `__`, which the parser would refuse with the whole body. Raises _ExpositionError for the sample lines
     Prometheus refuses but that parser takes quietly: more fields than name, value and timestamp
-    (`foo 1 2 3` became a timestamp of 3 ms), or a timestamp that is not integer milliseconds."""
-    names = set()
+    (`foo 1 2 3` became a timestamp of 3 ms; an exemplar, which the text format has not), or a timestamp
+    that is not integer milliseconds."""
+    # Lines as the parser reads them (io.StringIO): split at "\n" only, not at the other characters
+    # str.splitlines() breaks at, which a label value may hold.
+    lines = text.split("\n")
+    # The parser renames a family's samples by the type it ends with, which a TYPE line after some of its
+    # samples still sets: every counter declaration counts, wherever it is.
+    counters = {name for raw in lines if "TYPE" in raw and (name := _plain_counter(raw)) is not None}
     renamed: set[int] = set()
     reserved: list[int] = []
     sample_line = -1
-    # Lines as the parser reads them (io.StringIO): split at "\n" only, not at the other characters
-    # str.splitlines() breaks at, which a label value may hold.
-    for number, raw in enumerate(text.split("\n"), start=1):
+    for number, raw in enumerate(lines, start=1):
         line = raw.strip()
-        if not line:
+        if not line or line.startswith("#"):
             continue
-        if line.startswith("#"):
-            if "TYPE" in line:
-                parts = line.split()
-                if (
-                    len(parts) == 4
-                    and parts[1] == "TYPE"
-                    and parts[3] == "counter"
-                    and not parts[2].endswith("_total")
-                ):
-                    names.add(parts[2])
-            continue
-        braced = "{" in line
-        if braced and "__" in line and _reserved_label(line[line.find("{") + 1 : line.rfind("}")]):
+        token = _NAME_TOKEN.match(line).group()  # type: ignore[union-attr]  # it matches the empty string
+        rest = line[len(token) :].lstrip()
+        labels: list[tuple[str, str | None]] | None = []
+        if rest.startswith("{"):
+            block = _LABEL_BLOCK.match(rest)
+            labels = _block_labels(block.group(1)) if block is not None else None
+            rest = rest[block.end() :] if block is not None else ""
+        if labels and any(n.startswith("__") and n != METRIC_NAME for n, _ in labels):
             reserved.append(number - 1)
             continue  # left out of the text the parser reads: not one of its sample lines
         sample_line += 1
-        # After the labels (the last `}`: a value or timestamp has none), or after the name. A line that does
-        # not start with a metric name is left to the parser, whose message says what it is.
-        name = line[: line.find("{")].strip() if braced else line.split(None, 1)[0]
-        if name in names:
+        # The name as the parser reads it: before the labels, or inside them (`{"name"}`, `{__name__="x"}`).
+        name = token or _braced_name(labels or [])
+        if name in counters:
             renamed.add(sample_line)
-        if name and not METRIC_NAME_RE.fullmatch(name):  # empty: the name is in the labels
-            continue
-        fields = line[line.rfind("}") + 1 :].split() if braced else line.split()[1:]
+        if labels is None or (token and not METRIC_NAME_RE.fullmatch(token)):
+            continue  # a line that does not read as a sample is left to the parser, whose message says why
+        fields = rest.split()
         if len(fields) > 2 or (len(fields) == 2 and not _MILLISECONDS.fullmatch(fields[1])):
             raise _ExpositionError(
                 f"line {number}: expected a value and an optional integer timestamp after the series, got "
@@ -867,22 +865,54 @@ def _scan_text(text: str) -> tuple[set[int], list[int]]:
     return renamed, reserved
 
 
-# One label of a sample's label block: a name, bare or quoted, then `="value"` (a quoted name alone is the
-# metric name, in the UTF-8 form), then a comma or the end.
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*|"(?:[^"\\]|\\.)*")\s*(?:=\s*"(?:[^"\\]|\\.)*"\s*)?(?:,|$)')
+def _plain_counter(line: str) -> str | None:
+    """The name a `# TYPE name counter` line declares, if it does not end with `_total` (quoted, unquoted)."""
+    parts = line.split()
+    if len(parts) != 4 or parts[0] != "#" or parts[1] != "TYPE" or parts[3] != "counter":
+        return None
+    name = _unquoted(parts[2])
+    return None if name.endswith("_total") else name
 
 
-def _reserved_label(block: str) -> bool:
-    """Whether a well-formed label block names a label starting with `__` (but `__name__`, which the parser
-    takes as the metric name). A block that does not read as labels is left to the parser to refuse."""
-    position, names = 0, []
+# A metric name as the text format starts a sample with it (empty when the name is inside the braces).
+_NAME_TOKEN = re.compile(r"[^\s{]*")
+# A label block: up to the first `}` outside a quoted string.
+_LABEL_BLOCK = re.compile(r'\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\}')
+# One label of a label block: a name, bare or quoted, then `="value"` (a quoted name alone is the metric name,
+# in the UTF-8 form), then a comma or the end.
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*|"(?:[^"\\]|\\.)*")\s*(?:=\s*("(?:[^"\\]|\\.)*")\s*)?(?:,|$)')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _unquoted(text: str) -> str:
+    """A name or value as written, its quotes and backslash escapes removed if it is quoted."""
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return _ESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), text[1:-1])
+    return text
+
+
+def _braced_name(labels: list[tuple[str, str | None]]) -> str:
+    """The metric name given inside a label block, quoted alone or as `__name__`; "" if none is."""
+    for name, value in labels:
+        if value is None:
+            return name
+        if name == METRIC_NAME:
+            return value
+    return ""
+
+
+def _block_labels(block: str) -> list[tuple[str, str | None]] | None:
+    """The (name, value) pairs of a label block, value None for a quoted metric name alone; None for a block
+    that does not read as labels (left to the parser to refuse)."""
+    position, labels = 0, []
     while position < len(block):
         match = _LABEL.match(block, position)
         if match is None or match.end() == position:
-            return False
-        names.append(match.group(1).strip('"'))
+            return None
+        value = match.group(2)
+        labels.append((_unquoted(match.group(1)), None if value is None else _unquoted(value)))
         position = match.end()
-    return any(name.startswith("__") and name != METRIC_NAME for name in names)
+    return labels
 
 
 _MILLISECONDS = re.compile(r"-?[0-9]+")

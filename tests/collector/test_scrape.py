@@ -287,6 +287,39 @@ async def test_a_counter_and_a_total_counter_of_the_same_stem_keep_their_names(
     assert metric(scraper, "tripwire_scrape_samples_dropped_total", job="app", reason="duplicate") == 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # The parser renames by the type a family ends with: a TYPE line after some samples still counts.
+        '# HELP foo h\nfoo{a="1"} 1\n# TYPE foo counter\nfoo{a="2"} 2\n',
+        '# TYPE foo gauge\nfoo{a="1"} 1\n# TYPE foo counter\nfoo{a="2"} 2\n',
+        # The name inside the braces, and a quoted TYPE name.
+        '# TYPE foo counter\n{__name__="foo",a="1"} 1\n{"foo",a="2"} 2\n',
+        '# TYPE "foo" counter\nfoo{a="1"} 1\nfoo{a="2"} 2\n',
+    ],
+)
+async def test_every_sample_of_a_counter_declared_without_total_keeps_its_name(
+    exporter, make_scraper, redis, keys, body
+):
+    exporter.body = body.encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    (items,) = await batches(redis, keys)
+    assert sorted(item["labels"]["a"] for item in named(items, "foo")) == ["1", "2"]
+    assert not named(items, "foo_total")
+
+
+@pytest.mark.parametrize("line", ['foo 1 # {a="b"} 1700000000000', 'foo{a="}"} 1 # {x="y"} 2'])
+async def test_an_exemplar_in_a_text_body_fails_the_scrape_as_prometheus(exporter, make_scraper, line):
+    # The text format has no exemplars; prometheus-client took the exemplar's time as the sample's.
+    exporter.body = f"# TYPE foo counter\n{line}\n".encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "parse_error"
+    assert "expected a value and an optional integer timestamp" in (result.reason or "")
+
+
 async def test_a_label_value_with_a_line_separator_character_does_not_shift_the_renames(
     exporter, make_scraper, redis, keys
 ):

@@ -43,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -739,13 +739,13 @@ def _exposed(body: bytes, protocol: str, parsed: _Parsed) -> Iterator[_Exposed]:
         families: Iterable[Any] = openmetrics_parser.text_string_to_metric_families(text)
         renamed: set[int] = set()
     else:
-        renamed, reserved = _scan_text(text)
-        if reserved:
-            # prometheus-client refuses such a label, and with it the whole body; Prometheus keeps the sample,
+        renamed, reserved, blank = _scan_text(text)
+        if reserved or blank:
+            # prometheus-client refuses a `__` label, and with it the whole body; Prometheus keeps the sample,
             # which our streams cannot carry (a `__` name is internal). Only those lines are left out, blank
             # so that line numbers in messages stay right.
             lines = text.split("\n")
-            for index in reserved:
+            for index in (*reserved, *blank):
                 lines[index] = ""
             text = "\n".join(lines)
             parsed.scraped += len(reserved)
@@ -818,7 +818,7 @@ def openmetrics_float(text: str) -> str:
     return written if "e" in written or "." in written else written + ".0"
 
 
-def _scan_text(text: str) -> tuple[set[int], list[int]]:
+def _scan_text(text: str) -> _TextScan:
     """One pass over a text-format body before prometheus-client parses it. Returns the sample lines (counted
     from 0, as the parser meets them) named after a counter declared without `_total`, whose samples the
     parser renames, and the lines (indexes in text.split("\\n")) of samples with a label name starting with
@@ -832,37 +832,65 @@ def _scan_text(text: str) -> tuple[set[int], list[int]]:
     # The parser renames a family's samples by the type it ends with, which a TYPE line after some of its
     # samples still sets: every counter declaration counts, wherever it is.
     counters = {name for raw in lines if "TYPE" in raw and (name := _plain_counter(raw)) is not None}
-    renamed: set[int] = set()
-    reserved: list[int] = []
+    scan = _TextScan(set(), [], [])
     sample_line = -1
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line:
+            continue
+        if line.startswith("#"):
+            if line.split() == ["#", "TYPE"]:
+                scan.blank.append(number - 1)  # a comment to Prometheus; prometheus-client fails the body
             continue
         token = _NAME_TOKEN.match(line).group()  # type: ignore[union-attr]  # it matches the empty string
         rest = line[len(token) :].lstrip()
         labels: list[tuple[str, str | None]] | None = []
         if rest.startswith("{"):
             block = _LABEL_BLOCK.match(rest)
-            labels = _block_labels(block.group(1)) if block is not None else None
-            rest = rest[block.end() :] if block is not None else ""
+            if block is None:
+                labels = None
+            else:
+                rest = rest[block.end() :]
+                # Read one by one only where it matters: a `__` name, or the metric name inside.
+                if not token or "__" in block.group(1):
+                    labels = _block_labels(block.group(1))
+        if labels is not None and not (token and not METRIC_NAME_RE.fullmatch(token)):
+            _check_value_and_time(rest.split(), number)
+        # (A line that does not read as a sample is left to the parser, whose message says why.)
         if labels and any(n.startswith("__") and n != METRIC_NAME for n, _ in labels):
-            reserved.append(number - 1)
+            scan.reserved.append(number - 1)
             continue  # left out of the text the parser reads: not one of its sample lines
         sample_line += 1
         # The name as the parser reads it: before the labels, or inside them (`{"name"}`, `{__name__="x"}`).
-        name = token or _braced_name(labels or [])
-        if name in counters:
-            renamed.add(sample_line)
-        if labels is None or (token and not METRIC_NAME_RE.fullmatch(token)):
-            continue  # a line that does not read as a sample is left to the parser, whose message says why
-        fields = rest.split()
-        if len(fields) > 2 or (len(fields) == 2 and not _MILLISECONDS.fullmatch(fields[1])):
-            raise _ExpositionError(
-                f"line {number}: expected a value and an optional integer timestamp after the series, got "
-                f"{quoted(' '.join(fields))}"
-            )
-    return renamed, reserved
+        if (token or _braced_name(labels or [])) in counters:
+            scan.renamed.add(sample_line)
+    return scan
+
+
+class _TextScan(NamedTuple):
+    renamed: set[int]  # sample lines, counted from 0, whose `_total` the parser added
+    reserved: list[int]  # lines (indexes in text.split("\\n")) of samples with a `__` label: dropped
+    blank: list[int]  # lines the parser would fail on that Prometheus reads as comments
+
+
+def _check_value_and_time(fields: list[str], number: int) -> None:
+    """What Prometheus' text parser refuses after a series and prometheus-client takes: anything but a value
+    and an optional timestamp of integer milliseconds (a third field, an exemplar, `-1000`), and a value
+    Go's strconv.ParseFloat refuses (`1e400`, `+NaN`, `٣`, which Python's float() reads as 3)."""
+    if not fields or len(fields) > 2 or (len(fields) == 2 and not _MILLISECONDS.fullmatch(fields[1])):
+        raise _ExpositionError(
+            f"line {number}: expected a value and an optional integer timestamp after the series, got "
+            f"{quoted(' '.join(fields))}"
+        )
+    value = fields[0]
+    if _PLAIN_VALUE.fullmatch(value):
+        return
+    try:
+        if any(ch in value for ch in "pP_"):  # Prometheus keeps to the float syntax before Go 1.13
+            raise ValueError(f"unsupported character in float: {value!r}")
+        go_parse_float(value)
+    except ValueError as exc:
+        raise _ExpositionError(f"line {number}: {exc}") from None
 
 
 def _plain_counter(line: str) -> str | None:
@@ -877,7 +905,8 @@ def _plain_counter(line: str) -> str | None:
 # A metric name as the text format starts a sample with it (empty when the name is inside the braces).
 _NAME_TOKEN = re.compile(r"[^\s{]*")
 # A label block: up to the first `}` outside a quoted string.
-_LABEL_BLOCK = re.compile(r'\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\}')
+# Possessive: nothing is given back, so a block without its `}` fails in linear time, not exponential.
+_LABEL_BLOCK = re.compile(r'\{((?:[^"}]++|"(?:[^"\\]++|\\.)*+")*+)\}')
 # One label of a label block: a name, bare or quoted, then `="value"` (a quoted name alone is the metric name,
 # in the UTF-8 form), then a comma or the end.
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*|"(?:[^"\\]|\\.)*")\s*(?:=\s*("(?:[^"\\]|\\.)*")\s*)?(?:,|$)')
@@ -887,6 +916,8 @@ _ESCAPE = re.compile(r"\\(.)")
 def _unquoted(text: str) -> str:
     """A name or value as written, its quotes and backslash escapes removed if it is quoted."""
     if len(text) >= 2 and text[0] == text[-1] == '"':
+        if "\\" not in text:
+            return text[1:-1]
         return _ESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), text[1:-1])
     return text
 
@@ -915,7 +946,8 @@ def _block_labels(block: str) -> list[tuple[str, str | None]] | None:
     return labels
 
 
-_MILLISECONDS = re.compile(r"-?[0-9]+")
+_MILLISECONDS = re.compile(r"[0-9]+")
+_PLAIN_VALUE = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]*)?")  # no exponent: always in range, read alike
 
 
 def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, sample_limit: int) -> _Parsed:
@@ -952,16 +984,16 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
                 return parsed
             if parsed.post_relabel > sample_limit:
                 continue  # keep counting for the report; the scrape fails below
-            reason = _unusable(value)
-            if reason is not None:
-                parsed.dropped[reason] += 1
-                continue
             at = timestamp if timestamp is not None and job.honor_timestamps else started_at
             key = (name, tuple(sorted(labels.items())), at)
             if key in seen:
                 parsed.dropped["duplicate"] += 1  # Prometheus refuses a second sample for a series and time
                 continue
-            seen.add(key)
+            seen.add(key)  # before the value is judged: a NaN we drop still took its series and time
+            reason = _unusable(value)
+            if reason is not None:
+                parsed.dropped[reason] += 1
+                continue
             parsed.items.append(
                 {"name": name, "labels": labels, "value": value, "kind": "sample", "timestamp": at}
             )

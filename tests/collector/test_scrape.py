@@ -320,6 +320,59 @@ async def test_an_exemplar_in_a_text_body_fails_the_scrape_as_prometheus(exporte
     assert "expected a value and an optional integer timestamp" in (result.reason or "")
 
 
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        # Python's float() reads these; Go's strconv.ParseFloat, which Prometheus uses, refuses them
+        # (helper-54, against Prometheus 2.42): "٣" was stored as 3.
+        ("a \u0663", "invalid syntax"),
+        ("a \uff11", "invalid syntax"),
+        ("a 1e400", "value out of range"),
+        ("a +NaN", "invalid syntax"),
+        ("a 1_0", "unsupported character"),
+        ("a 1 -1000", "expected a value and an optional integer timestamp"),
+        # A line with a `__` label is dropped, but a broken one still fails the scrape, as there.
+        ('a{__x="1"} 0x10', "invalid syntax"),
+        ('a{__x="1"}', "expected a value"),
+    ],
+)
+async def test_values_and_timestamps_prometheus_refuses_fail_the_scrape(exporter, make_scraper, line, reason):
+    exporter.body = f"b 1\n{line}\n".encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.outcome == "parse_error"
+    assert "line 2" in (result.reason or "") and reason in (result.reason or "")
+
+
+@pytest.mark.parametrize("value", ["1", "-2.5", "1e-3", "+Inf", "-inf", "NaN", "1.5E+06", "0.", ".5"])
+async def test_values_go_reads_are_read(exporter, make_scraper, redis, keys, value):
+    exporter.body = f"a {value}\n".encode()
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert value_of((await batches(redis, keys))[0], "scrape_samples_scraped") == 1
+
+
+async def test_a_bare_type_line_is_a_comment_as_in_prometheus(exporter, make_scraper, redis, keys):
+    exporter.body = b"# TYPE\na 1\n"
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert value_of((await batches(redis, keys))[0], "a") == 1.0
+
+
+async def test_a_nan_dropped_still_takes_its_series_and_time_from_a_duplicate(
+    exporter, make_scraper, redis, keys
+):
+    # Prometheus stores the NaN and refuses the second sample of the same series and time.
+    exporter.body = b"a NaN\na 2\n"
+    scraper = make_scraper(static(exporter.address))
+    result = await scraper.scrape_once(scraper.targets[0])
+    assert result.up, result.reason
+    assert not named((await batches(redis, keys))[0], "a")
+    assert metric(scraper, "tripwire_scrape_samples_dropped_total", job="app", reason="duplicate") == 1
+
+
 async def test_a_label_value_with_a_line_separator_character_does_not_shift_the_renames(
     exporter, make_scraper, redis, keys
 ):

@@ -112,6 +112,7 @@ REPORT_SERIES = (
     "scrape_duration_seconds",
     "scrape_samples_scraped",
     "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
 )
 
 SUCCESS = "success"
@@ -153,6 +154,7 @@ class ScrapeResult:
     protocol: str | None = None  # "openmetrics" or "text"
     samples_scraped: int = 0
     samples_post_relabel: int = 0
+    series_added: int = 0  # series in this scrape that the target's last successful scrape did not have
     samples_published: int = 0  # items in the batch, report series included
     dropped: dict[str, int] = field(default_factory=dict)
     entry_id: str | None = None
@@ -218,6 +220,7 @@ class _Parsed:
     post_relabel: int = 0
     dropped: Tally[str] = field(default_factory=Tally)
     failure: ScrapeFailed | None = None
+    series: set[int] = field(default_factory=set)  # a hash of each item's series, for scrape_series_added
 
 
 @dataclass(slots=True)
@@ -266,6 +269,8 @@ class Scraper:
         # scraped again (`_parsing` holds the parses still running, and only those: a finished one would
         # keep its whole result alive until the next scrape).
         self._parsing: dict[tuple[str, tuple[tuple[str, str], ...]], Future[_Parsed]] = {}
+        # Per target, the series of its last successful scrape (hashes): what scrape_series_added counts from.
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], set[int]] = {}
         self.targets: list[Target] = []
         for job in configs:
             targets, problems = scrapable_targets(job, self.limits, self.clock.now())
@@ -396,12 +401,8 @@ class Scraper:
             result.outcome, result.reason = "error", f"{type(exc).__name__}: {exc}"
         result.duration = time.monotonic() - began
         result.samples_scraped, result.samples_post_relabel = parsed.scraped, parsed.post_relabel
-        items = parsed.items if result.up else []
-        reserved = [i for i in items if i["name"] in REPORT_SERIES]
-        if reserved:
-            # An exporter's own `up` or `scrape_*` would sit beside ours under the same labels and time.
-            items = [i for i in items if i["name"] not in REPORT_SERIES]
-            parsed.dropped["reserved_name"] += len(reserved)
+        result.series_added = self._new_series(target, parsed.series) if result.up else 0
+        items = _without_report_series(parsed) if result.up else []
         items.extend(_report(target, result))
         accepted, invalid, first_reason = await asyncio.wrap_future(
             self._validators.submit(self._validated, items, self.clock.now())
@@ -421,6 +422,14 @@ class Scraper:
                 result.publish_error = str(exc)
                 self._publish_failed(target, exc)
         return result
+
+    def _new_series(self, target: Target, series: set[int]) -> int:
+        """How many of a successful scrape's series its target's last successful scrape did not have (all of
+        them the first time), as Prometheus' scrape cache counts scrape_series_added; a failed scrape is
+        not counted and changes nothing."""
+        previous = self._series.get(target.identity)
+        self._series[target.identity] = series
+        return len(series) if previous is None else len(series - previous)
 
     def _parse_ended_callback(
         self, identity: tuple[str, tuple[tuple[str, str], ...]]
@@ -990,6 +999,7 @@ def parse_scrape(body: bytes, protocol: str, target: Target, started_at: float, 
                 parsed.dropped["duplicate"] += 1  # Prometheus refuses a second sample for a series and time
                 continue
             seen.add(key)  # before the value is judged: a NaN we drop still took its series and time
+            parsed.series.add(hash(key[:2]))
             reason = _unusable(value)
             if reason is not None:
                 parsed.dropped[reason] += 1
@@ -1041,6 +1051,17 @@ def _unusable(value: float | None) -> str | None:
     return None
 
 
+def _without_report_series(parsed: _Parsed) -> list[dict[str, Any]]:
+    """The parsed items without an exporter's own `up` or `scrape_*` series, which would sit beside ours
+    under the same labels and time (counted as dropped, reserved_name)."""
+    items = parsed.items
+    reserved = sum(1 for i in items if i["name"] in REPORT_SERIES)
+    if reserved:
+        items = [i for i in items if i["name"] not in REPORT_SERIES]
+        parsed.dropped["reserved_name"] += reserved
+    return items
+
+
 def _report(target: Target, result: ScrapeResult) -> list[dict[str, Any]]:
     """The report series Prometheus writes for every scrape, with the target's labels and the scrape's
     start as their time (metric relabeling does not apply to them)."""
@@ -1049,6 +1070,7 @@ def _report(target: Target, result: ScrapeResult) -> list[dict[str, Any]]:
         result.duration,
         float(result.samples_scraped),
         float(result.samples_post_relabel),
+        float(result.series_added),
     )
     return [
         {

@@ -524,6 +524,24 @@ async def test_a_sample_with_a_reserved_label_name_is_dropped_not_the_whole_scra
     assert metric(scraper, "tripwire_scrape_samples_dropped_total", job="app", reason="reserved_label") == 2
 
 
+async def test_scrape_series_added_counts_series_new_since_the_last_successful_scrape(
+    exporter, make_scraper, redis, keys
+):
+    scraper = make_scraper(static(exporter.address))
+    target = scraper.targets[0]
+
+    async def added(body: bytes, status: int = 200) -> float:
+        exporter.body, exporter.status = body, status
+        await scraper.scrape_once(target)
+        return value_of((await batches(redis, keys))[-1], "scrape_series_added")
+
+    assert await added(b'a 1\nb{x="1"} 1\n') == 2  # all of them, the first time
+    assert await added(b'a 2\nb{x="1"} 2\n') == 0
+    assert await added(b'a 3\nb{x="2"} 3\n') == 1  # b{x="2"} is new; b{x="1"} went
+    assert await added(b"garbage {", status=500) == 0  # a failed scrape adds none...
+    assert await added(b'a 4\nb{x="2"} 4\nc 1\n') == 1  # ...and forgets nothing
+
+
 async def test_honor_timestamps_false_uses_the_scrape_time(exporter, make_scraper, redis, keys):
     exporter.body = f"temperature 21.5 {int((NOW - 30) * 1000)}\n".encode()
     scraper = make_scraper(static(exporter.address, honor_timestamps=False))
@@ -566,6 +584,7 @@ async def test_openmetrics_without_eof_is_a_failed_scrape(exporter, make_scraper
         "scrape_duration_seconds",
         "scrape_samples_scraped",
         "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
     ]
     assert value_of(items, "up") == 0.0
 
@@ -1047,6 +1066,7 @@ async def test_exceeding_sample_limit_fails_the_scrape(exporter, make_scraper, r
         "scrape_duration_seconds",
         "scrape_samples_scraped",
         "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
     }
     assert value_of(items, "up") == 0.0
     assert value_of(items, "scrape_samples_scraped") == 3.0
@@ -1086,6 +1106,7 @@ twice 2
         "scrape_duration_seconds",
         "scrape_samples_scraped",
         "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
     }
     assert value_of(items, "twice") == 1.0  # the first sample of a series and time wins
     assert value_of(items, "scrape_samples_scraped") == 6
@@ -1113,7 +1134,7 @@ async def test_many_samples_out_of_the_time_window_are_dropped_in_one_more_pass(
     result = await scraper.scrape_once(scraper.targets[0])
     assert result.up, result.reason
     assert result.dropped == {"invalid": 10_000}
-    assert passes[-2:] == [10_004, 4]  # everything, then the four report series
+    assert passes[-2:] == [10_005, 5]  # everything, then the five report series
     assert len(passes) == 3  # and the check of the target's own labels when it was set up
     (items,) = await batches(redis, keys)
     assert value_of(items, "scrape_samples_scraped") == 10_000

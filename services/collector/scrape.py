@@ -748,17 +748,10 @@ def _exposed(body: bytes, protocol: str, parsed: _Parsed) -> Iterator[_Exposed]:
         families: Iterable[Any] = openmetrics_parser.text_string_to_metric_families(text)
         renamed: set[int] = set()
     else:
-        renamed, reserved, blank = _scan_text(text)
-        if reserved or blank:
-            # prometheus-client refuses a `__` label, and with it the whole body; Prometheus keeps the sample,
-            # which our streams cannot carry (a `__` name is internal). Only those lines are left out, blank
-            # so that line numbers in messages stay right.
-            lines = text.split("\n")
-            for index in (*reserved, *blank):
-                lines[index] = ""
-            text = "\n".join(lines)
-            parsed.scraped += len(reserved)
-            parsed.dropped["reserved_label"] += len(reserved)
+        text, renamed, reserved = _scan_text(text)
+        if reserved:
+            parsed.scraped += reserved
+            parsed.dropped["reserved_label"] += reserved
         families = text_parser.text_string_to_metric_families(text)
     line = -1  # the sample line each sample came from: the parser makes one per line, in order
     try:
@@ -828,20 +821,25 @@ def openmetrics_float(text: str) -> str:
 
 
 def _scan_text(text: str) -> _TextScan:
-    """One pass over a text-format body before prometheus-client parses it. Returns the sample lines (counted
-    from 0, as the parser meets them) named after a counter declared without `_total`, whose samples the
-    parser renames, and the lines (indexes in text.split("\\n")) of samples with a label name starting with
-    `__`, which the parser would refuse with the whole body. Raises _ExpositionError for the sample lines
-    Prometheus refuses but that parser takes quietly: more fields than name, value and timestamp
-    (`foo 1 2 3` became a timestamp of 3 ms; an exemplar, which the text format has not), or a timestamp
-    that is not integer milliseconds."""
+    """One pass over a text-format body before prometheus-client parses it. Returns the text for the parser,
+    the sample lines (counted from 0, as the parser meets them) named after a counter declared without
+    `_total`, whose samples the parser renames, and how many samples with a label name starting with `__`
+    were left out of that text: the parser would refuse the whole body for one. Raises _ExpositionError for
+    the sample lines Prometheus refuses but that parser takes quietly: more fields than name, value and
+    timestamp (`foo 1 2 3` became a timestamp of 3 ms; an exemplar, which the text format has not), or a
+    value or timestamp Go would not read (see _check_value_and_time)."""
     # Lines as the parser reads them (io.StringIO): split at "\n" only, not at the other characters
     # str.splitlines() breaks at, which a label value may hold.
     lines = text.split("\n")
     # The parser renames a family's samples by the type it ends with, which a TYPE line after some of its
     # samples still sets: every counter declaration counts, wherever it is.
     counters = {name for raw in lines if "TYPE" in raw and (name := _plain_counter(raw)) is not None}
-    scan = _TextScan(set(), [], [])
+    renamed: set[int] = set()
+    # Lines the parser must not see, blanked so that line numbers in its messages stay right: samples with a
+    # `__` label (Prometheus keeps them; our streams cannot carry an internal name), and what Prometheus
+    # reads as a comment but prometheus-client fails the body for.
+    hidden: list[int] = []
+    reserved = 0
     sample_line = -1
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
@@ -849,7 +847,7 @@ def _scan_text(text: str) -> _TextScan:
             continue
         if line.startswith("#"):
             if line.split() == ["#", "TYPE"]:
-                scan.blank.append(number - 1)  # a comment to Prometheus; prometheus-client fails the body
+                hidden.append(number - 1)  # `# TYPE` alone
             continue
         token = _NAME_TOKEN.match(line).group()  # type: ignore[union-attr]  # it matches the empty string
         rest = line[len(token) :].lstrip()
@@ -867,19 +865,24 @@ def _scan_text(text: str) -> _TextScan:
             _check_value_and_time(rest.split(), number)
         # (A line that does not read as a sample is left to the parser, whose message says why.)
         if labels and any(n.startswith("__") and n != METRIC_NAME for n, _ in labels):
-            scan.reserved.append(number - 1)
+            hidden.append(number - 1)
+            reserved += 1
             continue  # left out of the text the parser reads: not one of its sample lines
         sample_line += 1
         # The name as the parser reads it: before the labels, or inside them (`{"name"}`, `{__name__="x"}`).
         if (token or _braced_name(labels or [])) in counters:
-            scan.renamed.add(sample_line)
-    return scan
+            renamed.add(sample_line)
+    if hidden:
+        for index in hidden:
+            lines[index] = ""
+        text = "\n".join(lines)
+    return _TextScan(text, renamed, reserved)
 
 
 class _TextScan(NamedTuple):
+    text: str  # what the parser reads
     renamed: set[int]  # sample lines, counted from 0, whose `_total` the parser added
-    reserved: list[int]  # lines (indexes in text.split("\\n")) of samples with a `__` label: dropped
-    blank: list[int]  # lines the parser would fail on that Prometheus reads as comments
+    reserved: int  # samples with a `__` label, left out of `text`
 
 
 def _check_value_and_time(fields: list[str], number: int) -> None:

@@ -44,7 +44,6 @@ class ValidationPool:
         retry_after: float,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.threads = threads
         self.max_wait = max_wait
         self.retry_after = retry_after
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="ingest-validate")
